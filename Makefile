@@ -1,0 +1,44 @@
+# World-VLA-Loop: everything a fresh machine needs, from one command.
+#   make loop   - the main job (set-up included)
+#   make test   - the test suite (set-up included)
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Extras installed for development and CI (everything that installs here; LIBERO has its own target).
+EXTRAS ?= dev
+WVL_ARGS ?=
+
+.PHONY: install vulkan test loop collect bench clean libero
+
+install: $(STAMP) vulkan
+
+# The CPU torch wheel that lies on the build machines' disk is pinned in constraints.txt and installed in the
+# same pip command as everything else, so no package can pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]"
+	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'calibrateHandEye'), 'OpenCV ' + cv2.__version__ + ' lacks calibrateHandEye: an OpenCV >= 5 slipped in'"
+	touch $(STAMP)
+
+# Mesa >= 24.3 lavapipe, project-local (.vulkan/), only when no GPU Vulkan driver is present.
+vulkan:
+	tools/setup_vulkan.sh .vulkan
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Until `wvl loop` lands, the main job is the SANS collection on the simulated robot.
+loop: install
+	$(BIN)/wvl collect sim $(WVL_ARGS)
+
+collect: install
+	$(BIN)/wvl collect sim $(WVL_ARGS)
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .vulkan .pytest_cache

@@ -1,0 +1,157 @@
+"""`wvl`: one command line for the whole loop.
+
+    wvl <command> [mode] [key=value ...]
+
+Each command composes a Hydra config (package data under learning/conf/ or robot/conf/) with `key=value`
+overrides; an unknown key is refused with the list of valid ones. Commands are imported lazily so that the
+robot-side ones (`wvl robot`, `wvl keys`) never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("wvl")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    target: str  # "module:function(cfg: DictConfig, mode: str | None) -> int | None"
+    config: str  # "<package>/<name>": learning/conf/<name>.yaml or robot/conf/<name>.yaml
+    modes: tuple[str, ...] = ()  # allowed positional mode words; the first is the default
+
+
+# Only commands that work are listed. Each area adds its line here.
+COMMANDS: dict[str, Command] = {
+    "collect": Command(
+        "collect SANS episodes (scripted success + near-success) on the simulated robot into an episode store",
+        "learning.data.collect:main", "learning/collect", modes=("sim",),
+    ),
+    "view": Command(
+        "render episodes of a store to MP4/GIF (and a rerun .rrd) with outcome and reward drawn on the frames",
+        "learning.data.view:main", "learning/view",
+    ),
+    "export-mcap": Command(
+        "export episodes of a store to MCAP with ROS 2 messages (Foxglove / rosbag2)",
+        "learning.data.mcap_export:main", "learning/export_mcap",
+    ),
+}
+
+
+class ConfigKeyError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _conf_dir(config: str) -> tuple[Path, str]:
+    pkg, name = config.split("/", 1)
+    return Path(str(importlib.resources.files(pkg))) / "conf", name
+
+
+def _flatten_keys(cfg, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_flatten_keys(v, full + "."))
+    return keys
+
+
+def compose(config: str, overrides: list[str]) -> DictConfig:
+    """Compose learning/conf/<name>.yaml (or robot/conf/...) with key=value overrides; unknown keys are refused."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf_dir, name = _conf_dir(config)
+    if not (conf_dir / f"{name}.yaml").exists():
+        raise FileNotFoundError(f"config file {conf_dir / name}.yaml is missing from the installation")
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        try:
+            base = hydra_compose(config_name=name)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ValueError(f"config {conf_dir / name}.yaml: {e}") from e
+        valid = _flatten_keys(OmegaConf.to_container(base, resolve=False))
+        for ov in overrides:
+            if "=" not in ov:
+                raise ConfigKeyError(f"argument {ov!r} is not key=value")
+            key = ov.split("=", 1)[0].lstrip("+~")
+            if ov.startswith(("+", "~")):
+                continue
+            if key not in valid:
+                top = sorted(k for k in valid if "." not in k)
+                raise ConfigKeyError(f"unknown config key {key!r} for this command; valid keys: {', '.join(top)}")
+        try:
+            return hydra_compose(config_name=name, overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ValueError(f"bad override: {str(e).splitlines()[0]}") from e
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: wvl <command> [mode] [key=value ...]", "", "commands:"]
+    lines += [f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items()]
+    lines += ["", "`wvl <command> --help` shows a command's config keys and their defaults."]
+    return "\n".join(lines)
+
+
+def _command_help(name: str, cmd: Command) -> str:
+    cfg = compose(cmd.config, [])
+    modes = f" [{'|'.join(cmd.modes)}]" if cmd.modes else ""
+    return f"wvl {name}{modes} [key=value ...]\n\n{cmd.help}\n\nconfig (defaults):\n{OmegaConf.to_yaml(cfg)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("WVL_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("PIL", "matplotlib", "h5py", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"wvl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    cmd = COMMANDS[name]
+    try:
+        if any(a in ("-h", "--help") for a in rest):
+            print(_command_help(name, cmd))
+            return 0
+        mode = None
+        if cmd.modes:
+            mode = cmd.modes[0]
+            if rest and "=" not in rest[0]:
+                mode = rest.pop(0)
+                if mode not in cmd.modes:
+                    raise ConfigKeyError(f"unknown mode {mode!r}; valid: {', '.join(cmd.modes)}")
+        cfg = compose(cmd.config, rest)
+        module, func = cmd.target.split(":")
+        rc = getattr(importlib.import_module(module), func)(cfg, mode)
+        return int(rc or 0)
+    except KeyboardInterrupt:
+        print(f"wvl {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback with WVL_DEBUG=1
+        if os.environ.get("WVL_DEBUG"):
+            raise
+        if isinstance(e, (ValueError, KeyError, FileNotFoundError, PermissionError, RuntimeError, ImportError, ConnectionError, TimeoutError, OSError)):
+            print(f"wvl {name}: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wvl {name}: unexpected {type(e).__name__}: {e} (rerun with WVL_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

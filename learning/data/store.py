@@ -1,0 +1,445 @@
+"""The episode store: LeRobotDataset v3 layout + SANS fields, append-only and crash-safe.
+
+Layout (LeRobot v3: https://huggingface.co/docs/lerobot/lerobot-dataset-v3)::
+
+    root/meta/info.json                          codebase_version "v3.0", features, fps, totals, path templates
+    root/meta/stats.json                         per-feature min/max/mean/std/count
+    root/meta/tasks.parquet                      task_index, task
+    root/meta/episodes/chunk-XXX/file-YYY.parquet  one row per episode (index, length, file pointers, SANS fields)
+    root/data/chunk-XXX/file-YYY.parquet          per-step rows (state, action, reward, timestamps, ...)
+    root/videos/observation.images.<cam>/chunk-XXX/file-YYY.mp4
+
+We write one file per episode (v3 allows any number of episodes per file; one per file makes appends atomic
+without rewriting anything). An append writes data and videos to temporary names, renames them into place,
+and only then renames the episode's row file into ``meta/episodes/`` -- that rename is the commit point.
+A crash before it leaves orphan files that the next append of that index overwrites; readers only ever see
+episodes whose row file exists. ``info.json``/``stats.json``/``tasks.parquet`` are derived summaries,
+rewritten after each commit and rebuilt on open if a crash left them stale.
+
+SANS fields on each episode row: ``uuid``, ``outcome``, ``source``, ``policy_version``, ``loop_iteration``,
+``rig``, ``operator_note``, ``info_json``; per step: ``next.reward`` (per-frame success) and ``intervention``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from learning.data.video import decode_video, encode_video
+from robot.episode import Episode
+
+log = logging.getLogger(__name__)
+
+CODEBASE_VERSION = "v3.0"
+CHUNKS_SIZE = 1000
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DEPTH_PATH = "depth/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.npz"
+
+
+class StoreError(RuntimeError):
+    """The store on disk is unusable (corrupt file, unwritable folder); the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    codec: str = "libx264"
+    crf: int = 12
+
+
+def image_key(cam: str) -> str:
+    return f"observation.images.{cam}"
+
+
+def _chunk_file(index: int) -> dict[str, int]:
+    return {"chunk_index": index // CHUNKS_SIZE, "file_index": index % CHUNKS_SIZE}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _tmp_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _commit_file(tmp: Path, final: Path) -> None:
+    """fsync a fully written temporary file and rename it over ``final`` (atomic on POSIX)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+STATS_FEATURES = ("observation.state", "observation.ee_pose", "observation.gripper", "action", "next.reward")
+
+
+def _feature_stats(arr: np.ndarray) -> dict[str, list[float]]:
+    a = np.asarray(arr, dtype=np.float64).reshape(len(arr), -1)
+    return {"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "count": [len(a)]}
+
+
+def aggregate_stats(per_episode: list[dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
+    """Combine per-episode statistics into dataset statistics (exact for mean and std)."""
+    out = {}
+    for feat in per_episode[0] if per_episode else []:
+        parts = [p[feat] for p in per_episode]
+        n = np.array([p["count"][0] for p in parts], dtype=np.float64)[:, None]
+        mean = np.array([p["mean"] for p in parts])
+        var = np.array([p["std"] for p in parts]) ** 2
+        total = n.sum()
+        m = (n * mean).sum(0) / total
+        v = (n * (var + mean**2)).sum(0) / total - m**2
+        out[feat] = {
+            "min": np.min([p["min"] for p in parts], 0).tolist(), "max": np.max([p["max"] for p in parts], 0).tolist(),
+            "mean": m.tolist(), "std": np.sqrt(np.maximum(v, 0)).tolist(), "count": [int(total)],
+        }
+    return out
+
+
+class EpisodeStore:
+    """Append-only episode store. One writer at a time (a file lock enforces it); any number of readers."""
+
+    def __init__(self, root: str | os.PathLike, video: VideoSettings = VideoSettings(), create: bool = True) -> None:
+        self.root = Path(root)
+        self.video = video
+        if create:
+            try:
+                (self.root / "meta" / "episodes").mkdir(parents=True, exist_ok=True)
+                probe = self.root / "meta" / ".write-probe"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                raise StoreError(f"store folder {self.root} is not writable ({e.strerror}); choose another out= folder or fix its permissions") from e
+        elif not (self.root / "meta").is_dir():
+            raise StoreError(f"{self.root} is not an episode store (no meta/ folder); collect episodes into it first (wvl collect ...)")
+        self._rows: list[dict[str, Any]] = []
+        self._uuid_to_index: dict[str, int] = {}
+        self.refresh()
+
+    # ------------------------------------------------------------------ reading the index
+    def refresh(self) -> None:
+        """Re-read the committed episode rows (another process may have appended)."""
+        rows = []
+        for path in sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+            try:
+                rows.extend(pq.read_table(path).to_pylist())
+            except Exception as e:
+                raise StoreError(f"episode index file {path} is corrupt ({e}); move it aside to drop that episode, or restore it from a backup") from e
+        rows.sort(key=lambda r: r["episode_index"])
+        for want, row in enumerate(rows):
+            if row["episode_index"] != want:
+                raise StoreError(f"episode index has a gap at {want} (found {row['episode_index']}) in {self.root / 'meta' / 'episodes'}")
+        self._rows = rows
+        self._uuid_to_index = {r["uuid"]: r["episode_index"] for r in rows}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per committed episode (index, length, outcome, source, ... as in meta/episodes)."""
+        return list(self._rows)
+
+    def episodes_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self._rows) if self._rows else pa.table({})
+
+    def index_of(self, uuid: str) -> int | None:
+        return self._uuid_to_index.get(uuid)
+
+    def indices(self, outcomes: tuple[str, ...] | None = None, **equals: Any) -> list[int]:
+        """Episode indices filtered by outcome and exact field values (e.g. ``source="policy"``)."""
+        out = []
+        for r in self._rows:
+            if outcomes is not None and r["outcome"] not in outcomes:
+                continue
+            if any(r.get(k) != v for k, v in equals.items()):
+                continue
+            out.append(r["episode_index"])
+        return out
+
+    @property
+    def info(self) -> dict[str, Any]:
+        p = self.root / "meta" / "info.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    # ------------------------------------------------------------------ writing
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.root / "meta" / ".lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def append(self, episode: Episode) -> int:
+        """Write one episode atomically; returns its index. Appending a UUID already stored returns its index
+        and writes nothing (idempotent: a resend after a lost acknowledgement does not duplicate)."""
+        with self._lock():
+            self.refresh()
+            existing = self.index_of(episode.uuid)
+            if existing is not None:
+                return existing
+            index = len(self._rows)
+            try:
+                row = self._write_episode_files(episode, index)
+                final = self.root / EPISODES_PATH.format(**_chunk_file(index))
+                tmp = _tmp_path(final)
+                pq.write_table(pa.Table.from_pylist([row]), tmp)
+                _commit_file(tmp, final)  # commit point
+                _fsync_dir(final.parent)
+            except OSError as e:
+                hint = "the disk is full; free space and retry" if e.errno == errno.ENOSPC else "check the folder's permissions"
+                raise StoreError(f"could not append episode {episode.uuid} to {self.root}: {e.strerror} ({hint}); nothing was committed") from e
+            self._rows.append(row)
+            self._uuid_to_index[episode.uuid] = index
+            self._write_summaries()
+            return index
+
+    def _write_episode_files(self, ep: Episode, index: int) -> dict[str, Any]:
+        T = len(ep)
+        cf = _chunk_file(index)
+        global_from = sum(r["length"] for r in self._rows)
+        task_index = self._task_index(ep.task)
+        # Per-step table (LeRobot names where LeRobot has one).
+        columns: dict[str, Any] = {
+            "observation.state": list(ep.joints),
+            "observation.ee_pose": list(ep.ee_pose),
+            "observation.gripper": ep.gripper,
+            "action": list(ep.actions),
+            "next.reward": ep.rewards,
+            "intervention": ep.interventions,
+            "timestamp": (ep.timestamps - ep.timestamps[0]).astype(np.float32),
+            "wvl.stamp": ep.timestamps,
+            "frame_index": np.arange(T, dtype=np.int64),
+            "episode_index": np.full(T, index, dtype=np.int64),
+            "index": np.arange(global_from, global_from + T, dtype=np.int64),
+            "task_index": np.full(T, task_index, dtype=np.int64),
+        }
+        extras_spec = {}
+        for name, arr in ep.extras.items():
+            flat = arr.reshape(T, -1)
+            columns[f"extras.{name}"] = list(flat) if flat.shape[1] > 1 or arr.ndim > 1 else flat[:, 0]
+            extras_spec[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape[1:])}
+        data_path = self.root / DATA_PATH.format(**cf)
+        tmp = _tmp_path(data_path)
+        pq.write_table(pa.table(columns), tmp)
+        _commit_file(tmp, data_path)
+        row: dict[str, Any] = {
+            "episode_index": index,
+            "tasks": [ep.task],
+            "length": T,
+            "data/chunk_index": cf["chunk_index"],
+            "data/file_index": cf["file_index"],
+            "dataset_from_index": global_from,
+            "dataset_to_index": global_from + T,
+            "meta/episodes/chunk_index": cf["chunk_index"],
+            "meta/episodes/file_index": cf["file_index"],
+            "uuid": ep.uuid,
+            "outcome": ep.outcome,
+            "success": ep.outcome == "success",
+            "source": ep.source,
+            "policy_version": ep.policy_version,
+            "loop_iteration": ep.loop_iteration,
+            "rig": ep.rig,
+            "operator_note": ep.operator_note,
+            "fps": float(ep.fps),
+            "info_json": json.dumps(ep.info, sort_keys=True),
+            "extras_json": json.dumps(extras_spec, sort_keys=True),
+            "cameras": ep.cameras,
+            "depth_cameras": list(ep.depth),
+            "image_shapes_json": json.dumps({c: list(v.shape[1:3]) for c, v in ep.images.items()}),
+            "state_dim": int(ep.joints.shape[1]),
+            "stats_json": json.dumps({
+                "observation.state": _feature_stats(ep.joints), "observation.ee_pose": _feature_stats(ep.ee_pose),
+                "observation.gripper": _feature_stats(ep.gripper), "action": _feature_stats(ep.actions),
+                "next.reward": _feature_stats(ep.rewards),
+            }),
+        }
+        duration = T / ep.fps
+        for cam, frames in ep.images.items():
+            key = image_key(cam)
+            path = self.root / VIDEO_PATH.format(video_key=key, **cf)
+            tmp = _tmp_path(path)
+            encode_video(frames, tmp, ep.fps, self.video.codec, self.video.crf)
+            _commit_file(tmp, path)
+            row[f"videos/{key}/chunk_index"] = cf["chunk_index"]
+            row[f"videos/{key}/file_index"] = cf["file_index"]
+            row[f"videos/{key}/from_timestamp"] = 0.0
+            row[f"videos/{key}/to_timestamp"] = duration
+        for cam, depth in ep.depth.items():
+            # Depth is uint16 mm: lossless compressed numpy, not a lossy video.
+            path = self.root / DEPTH_PATH.format(video_key=f"observation.depth.{cam}", **cf)
+            tmp = _tmp_path(path)
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, depth=depth)
+            _commit_file(tmp, path)
+        return row
+
+    def _task_index(self, task: str) -> int:
+        tasks = self._tasks()
+        return tasks.index(task) if task in tasks else len(tasks)
+
+    def _tasks(self) -> list[str]:
+        seen: list[str] = []
+        for r in self._rows:
+            for t in r["tasks"]:
+                if t not in seen:
+                    seen.append(t)
+        return seen
+
+    def _write_summaries(self) -> None:
+        """info.json, tasks.parquet, stats.json: derived from the committed episodes."""
+        rows = self._rows
+        tasks = self._tasks()
+        tasks_path = self.root / "meta" / "tasks.parquet"
+        tmp = _tmp_path(tasks_path)
+        pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}), tmp)
+        _commit_file(tmp, tasks_path)
+        first = rows[0] if rows else {}
+        fps = first.get("fps", 10.0)
+        features: dict[str, Any] = {
+            "observation.state": {"dtype": "float32", "shape": [first.get("state_dim", 0)], "names": None},
+            "observation.ee_pose": {"dtype": "float32", "shape": [7], "names": ["x", "y", "z", "qx", "qy", "qz", "qw"]},
+            "observation.gripper": {"dtype": "float32", "shape": [1], "names": None},
+            "action": {"dtype": "float32", "shape": [7], "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]},
+            "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+            "intervention": {"dtype": "bool", "shape": [1], "names": None},
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+            "wvl.stamp": {"dtype": "float64", "shape": [1], "names": None},
+            "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+            "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+            "index": {"dtype": "int64", "shape": [1], "names": None},
+            "task_index": {"dtype": "int64", "shape": [1], "names": None},
+        }
+        for cam, (h, w) in json.loads(first.get("image_shapes_json") or "{}").items():
+            features[image_key(cam)] = {
+                "dtype": "video",
+                "shape": [h, w, 3],
+                "names": ["height", "width", "channels"],
+                "info": {"video.fps": fps, "video.codec": self.video.codec, "video.pix_fmt": "yuv444p" if self.video.codec == "libx264" else None},
+            }
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": first.get("rig", "unknown"),
+            "total_episodes": len(rows),
+            "total_frames": sum(r["length"] for r in rows),
+            "total_tasks": len(tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "fps": fps,
+            "splits": {"train": f"0:{len(rows)}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH,
+            "features": features,
+            "wvl": {"outcomes": _count(r["outcome"] for r in rows), "sources": _count(r["source"] for r in rows)},
+        }
+        _atomic_write_bytes(self.root / "meta" / "info.json", json.dumps(info, indent=2).encode())
+        _atomic_write_bytes(self.root / "meta" / "stats.json", json.dumps(self.stats(), indent=2).encode())
+
+    def stats(self, indices: list[int] | None = None) -> dict[str, dict[str, list[float]]]:
+        """Per-feature min/max/mean/std/count over the given (default: all) committed episodes."""
+        rows = self._rows if indices is None else [self.row(i) for i in indices]
+        return aggregate_stats([json.loads(r["stats_json"]) for r in rows])
+
+    # ------------------------------------------------------------------ reading episodes
+    def _data_path(self, index: int) -> Path:
+        return self.root / DATA_PATH.format(**_chunk_file(index))
+
+    def row(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self._rows):
+            raise IndexError(f"episode {index} is not in the store ({len(self._rows)} episodes in {self.root})")
+        return self._rows[index]
+
+    def read(self, index: int, images: bool = True) -> Episode:
+        """The committed episode ``index`` as an Episode (images decoded from MP4 unless ``images=False``,
+        in which case each camera holds a (T, 1, 1, 3) placeholder)."""
+        row = self.row(index)
+        path = self._data_path(index)
+        try:
+            t = pq.read_table(path)
+        except Exception as e:
+            raise StoreError(f"data file {path} of episode {index} is corrupt or missing ({e}); the episode cannot be read") from e
+        T = row["length"]
+        if t.num_rows != T:
+            raise StoreError(f"data file {path} has {t.num_rows} rows, the episode index says {T}; the store is corrupt")
+
+        def col(name: str, dtype) -> np.ndarray:
+            return np.asarray(t.column(name).to_pylist(), dtype=dtype)
+
+        imgs, depth = {}, {}
+        cf = _chunk_file(index)
+        for cam in row["cameras"]:
+            if images:
+                imgs[cam] = decode_video(self.root / VIDEO_PATH.format(video_key=image_key(cam), **cf), expected_frames=T)
+            else:
+                imgs[cam] = np.zeros((T, 1, 1, 3), np.uint8)
+        for cam in row.get("depth_cameras") or []:
+            with np.load(self.root / DEPTH_PATH.format(video_key=f"observation.depth.{cam}", **cf)) as z:
+                depth[cam] = z["depth"]
+        if not images:
+            depth = {}
+        extras = {}
+        for name, spec in json.loads(row.get("extras_json") or "{}").items():
+            extras[name] = col(f"extras.{name}", np.dtype(spec["dtype"])).reshape([T] + spec["shape"])
+        return Episode(
+            task=row["tasks"][0], fps=row["fps"], timestamps=col("wvl.stamp", np.float64), images=imgs, depth=depth,
+            joints=col("observation.state", np.float32), ee_pose=col("observation.ee_pose", np.float32),
+            gripper=col("observation.gripper", np.float32), actions=col("action", np.float32),
+            rewards=col("next.reward", np.float32), interventions=col("intervention", bool), extras=extras,
+            uuid=row["uuid"], rig=row["rig"], source=row["source"], outcome=row["outcome"],
+            policy_version=row["policy_version"], loop_iteration=row["loop_iteration"],
+            operator_note=row["operator_note"], info=json.loads(row["info_json"]),
+        )
+
+    def frames(self, index: int, cam: str | None = None) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of one camera (the first by default) without the rest of the episode."""
+        row = self.row(index)
+        cam = cam or row["cameras"][0]
+        if cam not in row["cameras"]:
+            raise KeyError(f"episode {index} has no camera {cam!r}; it has {row['cameras']}")
+        return decode_video(self.root / VIDEO_PATH.format(video_key=image_key(cam), **_chunk_file(index)), expected_frames=row["length"])
+
+    def step_table(self, index: int, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self._data_path(index), columns=columns)
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out

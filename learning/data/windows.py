@@ -1,0 +1,116 @@
+"""Training windows from the episode store: ``(frames ..t, action chunk t..t+K-1, frames t+1..t+K, rewards)``.
+
+A window starting at step t holds
+- ``cond``    (n_cond, H, W, 3) uint8: frames t-n_cond+1 .. t (repeated frame 0 before the episode starts),
+- ``actions`` (K, 7) float32: the actions commanded at t .. t+K-1,
+- ``frames``  (K, H, W, 3) uint8: the frames observed after them, t+1 .. t+K,
+- ``rewards`` (K,) float32: per-frame success of frames t+1 .. t+K,
+- ``mask``    (K,) bool: False where the episode ended before t+k and the window was padded by holding still
+  (last frame repeated, hold action, last reward) -- the physically right continuation of a finished episode.
+
+Frames are decoded once and kept in memory as uint8 (100 episodes of 30 64x64 frames = 37 MB), so a batch
+is an index gather; for stores larger than memory, pass ``indices`` to load a subset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from learning.data.store import EpisodeStore
+
+OUTCOME_IDS = {"success": 0, "near_success": 1, "failure": 2, "unlabeled": 3}
+
+
+class WindowError(ValueError):
+    """A window cannot be built (too-short episode, mismatched image sizes); the message names the episode."""
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    chunk: int = 8  # K: actions per window = frames predicted
+    n_cond: int = 1  # conditioning frames
+    stride: int = 1  # step between window starts
+    camera: str | None = None  # None: the first camera of each episode
+    pad_end: bool = True  # allow windows that run past the episode end (padded by holding still)
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1 or self.n_cond < 1 or self.stride < 1:
+            raise ValueError(f"window spec: chunk, n_cond and stride must be >= 1, got {self}")
+
+
+class WindowDataset:
+    def __init__(self, store: EpisodeStore, spec: WindowSpec = WindowSpec(), indices: list[int] | None = None) -> None:
+        self.spec = spec
+        self.episode_indices = list(range(len(store))) if indices is None else list(indices)
+        if not self.episode_indices:
+            raise WindowError(f"no episodes selected from {store.root}")
+        K = spec.chunk
+        self.frames: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[np.ndarray] = []
+        self.outcomes: list[str] = []
+        self.tasks: list[str] = []
+        starts = []
+        image_shape = None
+        for j, ei in enumerate(self.episode_indices):
+            row = store.row(ei)
+            frames = store.frames(ei, spec.camera)
+            if image_shape is None:
+                image_shape = frames.shape[1:]
+            elif frames.shape[1:] != image_shape:
+                raise WindowError(f"episode {ei}: image size {frames.shape[1:3]} differs from {image_shape[:2]} of the other episodes; resize or select one rig")
+            t = store.step_table(ei, ["action", "next.reward"])
+            actions = np.asarray(t.column("action").to_pylist(), np.float32)
+            rewards = np.asarray(t.column("next.reward").to_pylist(), np.float32)
+            T = len(frames)
+            if T < 2:
+                raise WindowError(f"episode {ei}: {T} frame(s); a window needs at least 2")
+            if not spec.pad_end and T < K + 1:
+                raise WindowError(f"episode {ei}: {T} frames is shorter than one window (chunk {K} + 1); lower chunk or set pad_end")
+            last_start = T - 2 if spec.pad_end else T - 1 - K
+            starts.extend((j, s) for s in range(0, last_start + 1, spec.stride))
+            self.frames.append(frames)
+            self.actions.append(actions)
+            self.rewards.append(rewards)
+            self.outcomes.append(row["outcome"])
+            self.tasks.append(row["tasks"][0])
+        self.image_shape = image_shape
+        self._starts = np.array(starts, dtype=np.int64)  # (N, 2): local episode, start step
+        self.window_outcomes = np.array([OUTCOME_IDS[self.outcomes[j]] for j, _ in starts], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        j, t = self._starts[i]
+        K, C = self.spec.chunk, self.spec.n_cond
+        frames, actions, rewards = self.frames[j], self.actions[j], self.rewards[j]
+        T = len(frames)
+        cond_idx = np.clip(np.arange(t - C + 1, t + 1), 0, T - 1)
+        nxt = np.arange(t + 1, t + K + 1)
+        mask = nxt < T
+        nxt_c = np.minimum(nxt, T - 1)
+        act_idx = np.arange(t, t + K)
+        acts = actions[np.minimum(act_idx, T - 1)].copy()
+        hold = act_idx >= T - 1  # the last recorded action is already a hold; beyond it, hold still
+        acts[hold, :6] = 0.0
+        return {
+            "cond": frames[cond_idx],
+            "actions": acts,
+            "frames": frames[nxt_c],
+            "rewards": rewards[nxt_c],
+            "mask": mask,
+            "outcome": np.int64(OUTCOME_IDS[self.outcomes[j]]),
+            "episode": np.int64(self.episode_indices[j]),
+            "t": np.int64(t),
+        }
+
+    def batch(self, idx: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+        items = [self[int(i)] for i in idx]
+        return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+    def first_frames(self) -> np.ndarray:
+        """(E, H, W, 3): frame 0 of every loaded episode (start states for imagination)."""
+        return np.stack([f[0] for f in self.frames])

@@ -1,0 +1,149 @@
+"""SANS collection on the simulated robot: scripted successes and near-successes, labelled by the simulator.
+
+`collect_sans` yields Episodes until it has N successes and M near-successes. A requested success whose
+expert failed is dropped (and counted); a requested near-success that succeeded by luck is resampled with a
+new seed; a seed whose task is already solved before the arm moves is skipped (the goal spawned next to the
+cube). The outcome written into each episode is the simulator's success flag at the end of the episode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from robot.episode import Episode, EpisodeRecorder
+from robot.sim.expert import PERTURBATIONS, ScriptedExpert, sample_perturbation
+from robot.sim.maniskill import SimRobot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectStats:
+    kept: Counter = field(default_factory=Counter)
+    expert_failures: int = 0  # requested success, simulator said failure: dropped
+    lucky_successes: int = 0  # requested near-success, simulator said success: resampled
+    trivial_seeds: int = 0  # solved before the arm moved: skipped
+    near_success_attempts: int = 0
+    success_attempts: int = 0
+
+    @property
+    def expert_success_rate(self) -> float:
+        return (self.success_attempts - self.expert_failures) / max(self.success_attempts, 1)
+
+    @property
+    def near_success_failure_rate(self) -> float:
+        """Share of near-success attempts the simulator judged a failure (what we want)."""
+        return (self.near_success_attempts - self.lucky_successes) / max(self.near_success_attempts, 1)
+
+
+def run_scripted_episode(
+    robot: SimRobot,
+    seed: int,
+    perturbation_kind: str = "none",
+    rng: np.random.Generator | None = None,
+    settle_steps: int = 2,
+) -> Episode | None:
+    """One expert episode; returns None for a trivial seed (already solved at reset)."""
+    rng = rng or np.random.default_rng(seed)
+    sim, arm, cam = robot.sim, robot.arm, robot.cameras["front"]
+    sim.reset(seed)
+    if sim.success:
+        return None
+    pert = sample_perturbation(perturbation_kind, rng)
+    expert = ScriptedExpert(robot.config.task, pert, max_translation_m=arm.limits.max_translation_m)
+    expert.plan(sim.privileged())
+    rec = EpisodeRecorder(robot.instruction, robot.config.control_hz, rig=robot.config.rig, source="scripted")
+    succeeded_at: int | None = None
+    for _ in range(robot.config.max_steps):
+        state, frame = arm.read_state(), cam.read()
+        action = expert.act(sim.privileged())
+        rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
+                     gripper=state.gripper, action=action, reward=float(sim.success))
+        arm.send_action(action)
+        if sim.success and succeeded_at is None:
+            succeeded_at = sim.steps
+        if succeeded_at is not None and sim.steps - succeeded_at >= settle_steps:
+            break
+        if expert.done and not sim.success and perturbation_kind != "none":
+            break
+    # The last observation (after the last action) closes the episode with a hold action.
+    state, frame = arm.read_state(), cam.read()
+    hold = np.array([0, 0, 0, 0, 0, 0, rec._steps[-1]["action"][6]], dtype=np.float32)
+    rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
+                 gripper=state.gripper, action=hold, reward=float(sim.success))
+    outcome = "success" if sim.success else ("near_success" if perturbation_kind != "none" else "failure")
+    info = {"seed": int(seed), "sim_task": robot.config.task, "sim_success": bool(sim.success), **pert.describe()}
+    return rec.finish(outcome, info=info)
+
+
+def collect_sans(
+    robot: SimRobot,
+    n_success: int,
+    n_near_success: int,
+    seed: int = 0,
+    near_success_mix: dict[str, float] | None = None,
+    on_episode: Callable[[Episode, CollectStats], None] | None = None,
+    max_attempts_factor: int = 5,
+    stats: CollectStats | None = None,
+) -> Iterator[Episode]:
+    """Yield successes and near-successes interleaved (so a cut-short run stays ~1:1); fills ``stats``."""
+    mix = near_success_mix or {"place_offset": 2 / 3, "grasp_offset": 1 / 3}
+    bad = set(mix) - (set(PERTURBATIONS) - {"none"})
+    if bad:
+        raise ValueError(f"near_success_mix: unknown perturbation kinds {sorted(bad)}; valid: {PERTURBATIONS[1:]}")
+    kinds, probs = list(mix), np.array(list(mix.values()), dtype=float)
+    probs = probs / probs.sum()
+    rng = np.random.default_rng(seed)
+    stats = stats if stats is not None else CollectStats()
+    next_seed = seed
+    order = _interleave(n_success, n_near_success)
+    attempts_left = max_attempts_factor * max(len(order), 1)
+    for want in order:
+        while True:
+            if attempts_left <= 0:
+                raise RuntimeError(
+                    f"gave up after {max_attempts_factor}x attempts: expert success rate {stats.expert_success_rate:.0%}, "
+                    f"near-success failure rate {stats.near_success_failure_rate:.0%}; check the task/expert config"
+                )
+            attempts_left -= 1
+            s, next_seed = next_seed, next_seed + 1
+            kind = "none" if want == "success" else str(rng.choice(kinds, p=probs))
+            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]))
+            if ep is None:
+                stats.trivial_seeds += 1
+                continue
+            if want == "success":
+                stats.success_attempts += 1
+                if ep.outcome != "success":
+                    stats.expert_failures += 1
+                    log.info("seed %d: expert failed; dropped", s)
+                    continue
+            else:
+                stats.near_success_attempts += 1
+                if ep.outcome == "success":
+                    stats.lucky_successes += 1
+                    log.info("seed %d: near-success attempt succeeded by luck; resampling", s)
+                    continue
+            stats.kept[ep.outcome] += 1
+            if on_episode:
+                on_episode(ep, stats)
+            yield ep
+            break
+
+
+def _interleave(n_a: int, n_b: int) -> list[str]:
+    out: list[str] = []
+    a = b = 0
+    while a < n_a or b < n_b:
+        if a < n_a and (b >= n_b or a * max(n_b, 1) <= b * max(n_a, 1)):
+            out.append("success")
+            a += 1
+        else:
+            out.append("near_success")
+            b += 1
+    return out

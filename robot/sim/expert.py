@@ -1,0 +1,156 @@
+"""Scripted experts with privileged object poses, and the near-success perturbations (SANS in simulation).
+
+An expert is a list of Cartesian waypoints computed at reset from the true object poses, followed by a
+proportional controller. A near-success episode runs the *same* expert aiming at a slightly wrong target:
+
+- ``place_offset``: grasp correctly, place 3.5-6 cm off the goal. Measured on PickCube (research/maniskill.md):
+  fails 98%, the cube is carried and ends ~4.7 cm from the goal: the task is almost completed.
+- ``grasp_offset``: grasp 3-5 cm off the cube's centre: fails 96-98%, usually a clean miss.
+
+The outcome of every episode is read from the simulator's own success flag, never assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PERTURBATIONS = ("none", "place_offset", "grasp_offset")
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    target: np.ndarray  # (3,) TCP position, m, world frame
+    gripper: float  # -1 close, +1 open
+    tolerance: float = 0.01  # m: reached when closer than this
+    max_steps: int = 15  # give up on this waypoint after this many steps
+    min_steps: int = 0  # stay at least this many steps (closing the gripper takes time)
+
+
+@dataclass
+class Perturbation:
+    kind: str = "none"
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def describe(self) -> dict:
+        return {"perturbation": self.kind, "perturbation_offset_m": [round(float(x), 4) for x in self.offset]}
+
+
+def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
+    """A horizontal offset of a magnitude that makes the expert almost, but not quite, succeed."""
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"perturbation: {kind!r} is not one of {PERTURBATIONS}")
+    if kind == "none":
+        return Perturbation()
+    lo, hi = (0.035, 0.06) if kind == "place_offset" else (0.03, 0.05)
+    angle = rng.uniform(0, 2 * np.pi)
+    r = rng.uniform(lo, hi)
+    return Perturbation(kind, np.array([r * np.cos(angle), r * np.sin(angle), 0.0]))
+
+
+class ScriptedExpert:
+    """Waypoint follower. `plan(privileged)` at reset, then `act(privileged)` every control step."""
+
+    def __init__(self, task: str, perturbation: Perturbation | None = None, gain: float = 2.5, max_translation_m: float = 0.1) -> None:
+        if task not in _PLANNERS:
+            raise ValueError(f"no scripted expert for task {task!r}; experts exist for: {', '.join(_PLANNERS)}")
+        self.task = task
+        self.perturbation = perturbation or Perturbation()
+        self.gain = gain
+        self.max_translation_m = max_translation_m
+        self.waypoints: list[Waypoint] = []
+        self._i = 0
+        self._steps_here = 0
+
+    def plan(self, priv: dict) -> None:
+        self.waypoints = _PLANNERS[self.task](priv, self.perturbation)
+        self._i = 0
+        self._steps_here = 0
+
+    @property
+    def done(self) -> bool:
+        return self._i >= len(self.waypoints)
+
+    @property
+    def phase(self) -> int:
+        return self._i
+
+    def act(self, priv: dict) -> np.ndarray:
+        """7-d normalised action toward the current waypoint; holds still once the plan is done."""
+        tcp = priv["tcp"]
+        if self.done:
+            last = self.waypoints[-1].gripper if self.waypoints else 1.0
+            return np.array([0, 0, 0, 0, 0, 0, last], dtype=np.float32)
+        wp = self.waypoints[self._i]
+        delta = wp.target - tcp
+        reached = np.linalg.norm(delta) < wp.tolerance and self._steps_here >= wp.min_steps
+        if reached or self._steps_here >= wp.max_steps:
+            self._i += 1
+            self._steps_here = 0
+            return self.act(priv)
+        self._steps_here += 1
+        move = np.clip(self.gain * delta / self.max_translation_m, -1.0, 1.0)
+        return np.concatenate([move, np.zeros(3), [wp.gripper]]).astype(np.float32)
+
+
+def _pick_cube(priv: dict, p: Perturbation) -> list[Waypoint]:
+    cube, goal = priv["cube"], priv["goal"]
+    grasp = cube.copy()
+    if p.kind == "grasp_offset":
+        grasp = grasp + p.offset
+    place = goal + (p.offset if p.kind == "place_offset" else 0.0)
+    above = grasp + np.array([0, 0, 0.08])
+    return [
+        Waypoint(above, +1.0, tolerance=0.015),
+        Waypoint(grasp, +1.0, tolerance=0.008),
+        Waypoint(grasp, -1.0, tolerance=1.0, min_steps=2),  # close the fingers in place
+        Waypoint(grasp + np.array([0, 0, 0.06]), -1.0, tolerance=0.02),  # lift clear of the table
+        Waypoint(place, -1.0, tolerance=0.01, max_steps=20),
+        Waypoint(place, -1.0, tolerance=1.0, min_steps=3, max_steps=3),  # hold still (success needs a static robot)
+    ]
+
+
+def _push_cube(priv: dict, p: Perturbation) -> list[Waypoint]:
+    cube, goal = priv["cube"], priv["goal"]
+    direction = goal[:2] - cube[:2]
+    direction = direction / (np.linalg.norm(direction) + 1e-9)
+    hs = priv.get("cube_half_size", 0.02)
+    behind = cube.copy()
+    behind[:2] -= direction * (hs + 0.03)
+    behind[2] = hs
+    end = goal.copy()
+    end[:2] -= direction * hs  # the cube's centre reaches the goal centre
+    if p.kind == "place_offset":
+        # Stop short of the goal: the cube ends just outside the goal region (radius 0.1 m).
+        end[:2] -= direction * (0.1 + np.linalg.norm(p.offset[:2]) * 0.5)
+    elif p.kind == "grasp_offset":
+        behind[:2] += np.array([-direction[1], direction[0]]) * (hs + np.linalg.norm(p.offset[:2]))  # push past its side
+        end[:2] += np.array([-direction[1], direction[0]]) * (hs + np.linalg.norm(p.offset[:2]))
+    end[2] = hs
+    return [
+        Waypoint(behind + np.array([0, 0, 0.06]), -1.0, tolerance=0.015),
+        Waypoint(behind, -1.0, tolerance=0.01),
+        Waypoint(end, -1.0, tolerance=0.01, max_steps=25),
+        Waypoint(end, -1.0, tolerance=1.0, min_steps=2, max_steps=2),
+    ]
+
+
+def _stack_cube(priv: dict, p: Perturbation) -> list[Waypoint]:
+    a, b = priv["cubeA"], priv["cubeB"]
+    hs = priv.get("cube_half_size", 0.02)
+    grasp = a + (p.offset if p.kind == "grasp_offset" else 0.0)
+    place = b + np.array([0, 0, 2 * hs + 0.005]) + (p.offset if p.kind == "place_offset" else 0.0)
+    return [
+        Waypoint(grasp + np.array([0, 0, 0.08]), +1.0, tolerance=0.015),
+        Waypoint(grasp, +1.0, tolerance=0.008),
+        Waypoint(grasp, -1.0, tolerance=1.0, min_steps=2),
+        Waypoint(grasp + np.array([0, 0, 0.08]), -1.0, tolerance=0.02),
+        Waypoint(place + np.array([0, 0, 0.04]), -1.0, tolerance=0.01),
+        Waypoint(place, -1.0, tolerance=0.008),
+        Waypoint(place, +1.0, tolerance=1.0, min_steps=3, max_steps=3),  # release
+        Waypoint(place + np.array([0, 0, 0.05]), +1.0, tolerance=0.02),
+    ]
+
+
+_PLANNERS = {"PickCube-v1": _pick_cube, "PushCube-v1": _push_cube, "StackCube-v1": _stack_cube}

@@ -1,0 +1,335 @@
+"""A ManiSkill 3 task as a simulated robot: one simulator behind the same Arm + Camera protocols as a rig.
+
+The simulator is the embedded default robot. `ManiSkillSim` owns the gymnasium env; `SimArm` steps it
+(one `send_action` = one control period of simulated time) and `SimCamera` returns the fixed third-person
+RGB view of the current state. The camera is framed on the workspace like the paper's fixed D435 (with
+ManiSkill's default camera the cube is 2-3 px at 64x64, see shared/research/maniskill.md).
+
+Action semantics of `pd_ee_delta_pose` (measured): a[0:3] TCP translation scaled to +-0.1 m in the base
+frame; a[3:6] XYZ-Euler rotation delta scaled by **-0.1 rad** (sign inverted, so we flip it here and the
+contract's "+ = counter-clockwise" holds); a[6] absolute finger target, -1 closed, +1 open.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from robot.arms.base import Arm, ArmLimits, ArmState
+from robot.cameras.base import Camera, Frame
+from robot.errors import DeviceNotConnectedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    instruction: str
+    # Tasks whose assets are bundled in the mani-skill wheel (YCB tasks download at run time: not offline).
+    goal_actor: str | None = None  # an actor ManiSkill hides from sensor cameras that the policy must see
+
+
+TASKS: dict[str, TaskSpec] = {
+    "PickCube-v1": TaskSpec("pick up the red cube and move it to the green goal", goal_actor="goal_site"),
+    "PushCube-v1": TaskSpec("push the cube to the goal region", goal_actor="goal_region"),
+    "StackCube-v1": TaskSpec("stack the red cube on top of the green cube"),
+    "PullCube-v1": TaskSpec("pull the cube to the goal region", goal_actor="goal_region"),
+}
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+def task_spec(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise UnknownTaskError(f"unknown simulated task {task!r}; available: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+@dataclass(frozen=True)
+class ManiSkillConfig:
+    task: str = "PickCube-v1"
+    image_size: int = 64  # square RGB, pixels; 256 like the paper where a GPU renders
+    control_hz: float = 10.0  # like the paper's real rig
+    sim_hz: float = 100.0
+    max_steps: int = 40  # control steps before the episode is cut
+    camera_eye: tuple[float, float, float] = (0.33, 0.18, 0.38)  # m, world frame (table centre at origin)
+    camera_target: tuple[float, float, float] = (-0.01, 0.0, 0.08)
+    camera_fov: float = 0.95  # rad, vertical
+    show_goal: bool = True  # draw the task's goal marker in the camera (ManiSkill hides it from sensors)
+    # Workspace randomisation (None = ManiSkill's default for the task): half-size of the square the
+    # object spawns in (m) and the maximum goal height above the table (m, PickCube).
+    spawn_half_size: float | None = None
+    max_goal_height: float | None = None
+    rig: str = "sim-maniskill"
+
+    def __post_init__(self) -> None:
+        task_spec(self.task)
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError(f"image_size: {self.image_size} is outside 16..1024")
+        if self.control_hz <= 0 or self.sim_hz < self.control_hz or self.sim_hz % self.control_hz:
+            raise ValueError(f"control_hz/sim_hz: sim_hz ({self.sim_hz}) must be a positive multiple of control_hz ({self.control_hz})")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps: must be >= 1, got {self.max_steps}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ManiSkillConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"sim config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+    @property
+    def instruction(self) -> str:
+        return task_spec(self.task).instruction
+
+
+def _quat_wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
+    return np.array([q[1], q[2], q[3], q[0]], dtype=np.float32)
+
+
+class ManiSkillSim:
+    """Owns one ManiSkill env (CPU simulation, CPU rendering); shared by the SimArm and SimCamera."""
+
+    ROTATION_SIGN = -1.0  # pd_ee_delta_pose rotates by -0.1 rad per unit action (measured)
+
+    def __init__(self, config: ManiSkillConfig = ManiSkillConfig()) -> None:
+        self.config = config
+        self.env = None
+        self._obs: dict | None = None
+        self._info: dict = {}
+        self._steps = 0
+        self._frame_index = 0
+        self.sim_time = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        if self.env is not None:
+            return
+        from robot.sim.vulkan import configure_vulkan
+
+        configure_vulkan()
+        try:
+            import gymnasium as gym
+            import mani_skill.envs  # noqa: F401  (registers the tasks)
+            from mani_skill.utils import sapien_utils
+        except ImportError as e:
+            raise ImportError(f"the simulated robot needs ManiSkill: pip install 'world-vla-loop[sim]' ({e})") from e
+        c = self.config
+        pose = sapien_utils.look_at(list(c.camera_eye), list(c.camera_target))
+        t0 = time.perf_counter()
+        try:
+            self.env = gym.make(
+                c.task,
+                obs_mode="rgb",
+                control_mode="pd_ee_delta_pose",
+                sim_backend="cpu",
+                render_backend="cpu",
+                sensor_configs=dict(base_camera=dict(pose=pose, fov=c.camera_fov, width=c.image_size, height=c.image_size)),
+                sim_config=dict(sim_freq=int(c.sim_hz), control_freq=int(c.control_hz)),
+                max_episode_steps=c.max_steps + 1000,  # we cut episodes ourselves; ManiSkill's cut would reset state
+            )
+        except RuntimeError as e:
+            if "physical device" in str(e) or "Vulkan" in str(e) or "vk" in str(e).lower():
+                raise RuntimeError(
+                    f"the simulator found no usable Vulkan device ({e}); run `make vulkan` to install Mesa's "
+                    "software driver into .vulkan/, or check VK_ICD_FILENAMES"
+                ) from e
+            raise
+        u = self.env.unwrapped
+        spec = task_spec(c.task)
+        if c.show_goal and spec.goal_actor and hasattr(u, spec.goal_actor):
+            goal = getattr(u, spec.goal_actor)
+            if goal in u._hidden_objects:
+                u._hidden_objects.remove(goal)
+        if c.spawn_half_size is not None:
+            u.cube_spawn_half_size = float(c.spawn_half_size)
+        if c.max_goal_height is not None:
+            u.max_goal_height = float(c.max_goal_height)
+        log.info("ManiSkill %s ready in %.1f s (%dx%d camera, %g Hz)", c.task, time.perf_counter() - t0, c.image_size, c.image_size, c.control_hz)
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    # ------------------------------------------------------------------ simulation
+    def reset(self, seed: int) -> None:
+        if self.env is None:
+            self.open()
+        self._obs, self._info = self.env.reset(seed=int(seed))
+        u = self.env.unwrapped
+        spec = task_spec(self.config.task)
+        if self.config.show_goal and spec.goal_actor and hasattr(u, spec.goal_actor):
+            getattr(u, spec.goal_actor).show_visual()
+            self._obs = u.get_obs()  # re-render with the goal visible
+        self._info = self._evaluate()
+        self._steps = 0
+        self.sim_time = 0.0
+        self._frame_index += 1
+
+    def step(self, action: np.ndarray) -> None:
+        if self._obs is None:
+            raise DeviceNotConnectedError("simulated robot: step() before reset()")
+        a = np.asarray(action, dtype=np.float32).copy()
+        a[3:6] *= self.ROTATION_SIGN
+        import torch
+
+        self._obs, _, _, _, info = self.env.step(torch.as_tensor(a[None]))
+        self._info = {k: _scalar(v) for k, v in info.items()}
+        self._steps += 1
+        self.sim_time += 1.0 / self.config.control_hz
+        self._frame_index += 1
+
+    def _evaluate(self) -> dict:
+        return {k: _scalar(v) for k, v in self.env.unwrapped.evaluate().items()}
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    @property
+    def success(self) -> bool:
+        return bool(self._info.get("success", False))
+
+    @property
+    def info(self) -> dict:
+        return dict(self._info)
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 from the fixed camera."""
+        return self._obs["sensor_data"]["base_camera"]["rgb"][0].cpu().numpy().astype(np.uint8)
+
+    def state(self) -> ArmState:
+        u = self.env.unwrapped
+        qpos = self._obs["agent"]["qpos"][0].cpu().numpy().astype(np.float32)
+        tcp = u.agent.tcp.pose
+        p = tcp.p[0].cpu().numpy()
+        q = tcp.q[0].cpu().numpy()
+        ee = np.concatenate([p, _quat_wxyz_to_xyzw(q)]).astype(np.float32)
+        # Panda fingers travel 0..0.04 m each.
+        gripper = float(np.clip(qpos[-2:].sum() / 0.08, 0.0, 1.0))
+        return ArmState(joints=qpos, ee_pose=ee, gripper=gripper, stamp=self.sim_time)
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Ground-truth object poses for scripted experts (never given to a policy)."""
+        u = self.env.unwrapped
+        out = {"tcp": u.agent.tcp.pose.p[0].cpu().numpy().copy()}
+        for name in ("cube", "cubeA", "cubeB", "obj"):
+            if hasattr(u, name):
+                out[name] = getattr(u, name).pose.p[0].cpu().numpy().copy()
+                out[name + "_quat_wxyz"] = getattr(u, name).pose.q[0].cpu().numpy().copy()
+        for name in ("goal_site", "goal_region"):
+            if hasattr(u, name):
+                out["goal"] = getattr(u, name).pose.p[0].cpu().numpy().copy()
+        if hasattr(u, "cube_half_size"):
+            hs = u.cube_half_size
+            out["cube_half_size"] = float(hs if np.isscalar(hs) else np.asarray(hs).reshape(-1)[0])
+        return out
+
+    def frame_index(self) -> int:
+        return self._frame_index
+
+
+def _scalar(v: Any) -> Any:
+    try:
+        import torch
+
+        if isinstance(v, torch.Tensor):
+            v = v.cpu().numpy()
+    except ImportError:
+        pass
+    if isinstance(v, np.ndarray) and v.size == 1:
+        return v.reshape(()).item()
+    return v
+
+
+class SimArm(Arm):
+    """The simulated Panda. `send_action` advances the simulator by one control period."""
+
+    def __init__(self, sim: ManiSkillSim, name: str = "sim_panda") -> None:
+        self.sim, self.name = sim, name
+        self.limits = ArmLimits(max_translation_m=0.1, max_rotation_rad=0.1)
+        self._connected = False
+
+    def connect(self) -> None:
+        self.sim.open()
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def read_state(self) -> ArmState:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"{self.name}: not connected")
+        return self.sim.state()
+
+    def send_action(self, action: np.ndarray) -> np.ndarray:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"{self.name}: not connected")
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(7), -1.0, 1.0)
+        self.sim.step(a)
+        return a
+
+
+class SimCamera(Camera):
+    """The simulator's fixed third-person RGB camera (no depth)."""
+
+    def __init__(self, sim: ManiSkillSim, name: str = "front") -> None:
+        self.sim, self.name = sim, name
+        self._connected = False
+
+    def connect(self) -> None:
+        self.sim.open()
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def read(self) -> Frame:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"camera {self.name}: not connected")
+        return Frame(rgb=self.sim.rgb(), stamp=self.sim.sim_time, index=self.sim.frame_index())
+
+
+@dataclass
+class SimRobot:
+    """A simulated rig: the simulator plus its arm and camera(s), built from one config."""
+
+    config: ManiSkillConfig
+    sim: ManiSkillSim = field(init=False)
+    arm: SimArm = field(init=False)
+    cameras: dict[str, SimCamera] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = ManiSkillSim(self.config)
+        self.arm = SimArm(self.sim)
+        self.cameras = {"front": SimCamera(self.sim, "front")}
+
+    def connect(self) -> None:
+        self.arm.connect()
+        for c in self.cameras.values():
+            c.connect()
+
+    def close(self) -> None:
+        self.sim.close()
+
+    @property
+    def instruction(self) -> str:
+        return self.config.instruction
