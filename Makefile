@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= dev
 WVL_ARGS ?=
 
-.PHONY: install vulkan test loop collect bench clean libero
+.PHONY: install vulkan libusb test loop collect bench clean libero
 
-install: $(STAMP) vulkan
+install: $(STAMP) vulkan libusb
 
 # The CPU torch wheel that lies on the build machines' disk is pinned in constraints.txt and installed in the
 # same pip command as everything else, so no package can pull a multi-GB CUDA build.
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]"
 	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'calibrateHandEye'), 'OpenCV ' + cv2.__version__ + ' lacks calibrateHandEye: an OpenCV >= 5 slipped in'"
 	touch $(STAMP)
+
+# libusb for pyrealsense2 (RealSense tests run on recordings), project-local (.libusb/) when the system has none.
+libusb:
+	tools/setup_libusb.sh .libusb
 
 # Mesa >= 24.3 lavapipe, project-local (.vulkan/), only when no GPU Vulkan driver is present.
 vulkan:
@@ -41,4 +45,4 @@ bench: install
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .vulkan .pytest_cache
+	rm -rf $(VENV) .vulkan .libusb .pytest_cache
