@@ -1,0 +1,957 @@
+"""The learner end of the link: receives episodes into the episode store, publishes policies, answers remote
+inference. Protocol and authentication: `robot/wire.py`; the robot end: `robot/link.py`.
+
+`LearnerServer` owns one ROUTER socket, served by one I/O thread (`start()`) or the caller (`serve_forever()`,
+what `wvl serve` does). Episode uploads are written chunk by chunk into ``<state>/incoming/<uuid>.part`` (CRC32
+checked per chunk, SHA-256 computed incrementally as chunks arrive in order); the received-chunk bitmap is
+persisted every few chunks so that an upload resumes after either side restarts. After EP_END and a matching
+SHA-256, an ingest thread parses the bytes (`Episode.from_bytes` validates everything), appends them to the
+`EpisodeStore` (atomic, idempotent by UUID), calls ``on_episode(index, row)`` and only then is COMMIT sent.
+
+Bounded everywhere: frame sizes (ZMQ_MAXMSGSIZE + `wire.decode`), per-peer receive queue (RCVHWM), open
+uploads (LRU, partial files kept on disk), sessions, and warnings per peer (rate limited).
+
+    server = LearnerServer("data/store", "tcp://127.0.0.1:5555", LearnerKeys.load(...), on_episode=cb).start()
+    server.publish_policy("artifacts/loop-1")
+    server.robot_status()   # {"robot-1": {"running": "loop-1", "connected": True, ...}}
+    server.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from learning.data.store import EpisodeStore, StoreError, VideoSettings
+from robot import wire
+from robot.episode import Episode, EpisodeFormatError, EpisodeValidationError
+from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact, sha256_file
+
+log = logging.getLogger(__name__)
+
+OnEpisode = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_episode_bytes: int = wire.MAX_EPISODE_BYTES
+    max_chunk_bytes: int = 4 << 20        # largest CHUNK payload accepted (robots default to 1 MiB)
+    policy_chunk_bytes: int = 1 << 20     # POL_CHUNK size
+    max_uploads: int = 16                 # uploads with an open file at once; beyond, the least recent is closed (kept on disk)
+    incoming_ttl_s: float = 7 * 24 * 3600.0  # partial uploads untouched this long are deleted at start-up
+    disk_reserve_bytes: int = 256 << 20   # refuse an upload that would leave less free space than this
+    max_robots: int = 256                 # sessions at once
+    stale_after_s: float = 10.0           # a robot silent this long may be replaced by a new connection with its id
+    max_clock_skew_s: float = 2.0         # warn when a robot's wall clock is further off than this
+    heartbeat_s: float = 1.0              # ZMTP heartbeat (dead TCP peers are dropped after 3x this)
+    rcv_hwm: int = 64                     # messages queued per peer before ZeroMQ stops reading its socket
+    state_every_chunks: int = 32          # persist an upload's chunk bitmap every N chunks (resume after restart)
+    warn_every_s: float = 5.0             # at most one warning per peer and reason per this many seconds
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                raise ValueError(f"server config field {name!r}: {why}, got {getattr(self, name)!r}")
+
+        need(0 < self.max_episode_bytes <= wire.MAX_EPISODE_BYTES, "max_episode_bytes", f"must be in (0, {wire.MAX_EPISODE_BYTES}]")
+        need(wire.MIN_CHUNK_BYTES <= self.max_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "max_chunk_bytes",
+             f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
+        need(wire.MIN_CHUNK_BYTES <= self.policy_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "policy_chunk_bytes",
+             f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
+        for name in ("max_uploads", "max_robots", "rcv_hwm", "state_every_chunks"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "must be an int >= 1")
+        for name in ("incoming_ttl_s", "stale_after_s", "max_clock_skew_s", "heartbeat_s", "warn_every_s"):
+            need(getattr(self, name) > 0, name, "must be positive")
+        need(self.disk_reserve_bytes >= 0, "disk_reserve_bytes", "must be >= 0")
+
+
+@dataclass
+class _Session:
+    peer: bytes
+    robot_id: str
+    hello_at: float
+    last_seen: float
+    clock_skew_s: float
+
+
+class _Upload:
+    """One episode being received: a sparse .part file, a bitmap of chunks held, an in-order SHA-256."""
+
+    def __init__(self, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int) -> None:
+        self.uid, self.size, self.sha256, self.chunk_size, self.n = uid, size, sha256, chunk_size, n
+        self.path, self.state_path = folder / f"{uid}.part", folder / f"{uid}.state"
+        self.have = bytearray(n)
+        self.n_have = 0
+        self.hasher = hashlib.sha256()
+        self.hashed = 0          # chunks [0, hashed) are in the hasher
+        self.dirty = 0           # chunks received since the bitmap was persisted
+        self.fd: int | None = None
+        self.ingesting = False
+        self.waiters: set[str] = set()  # robot ids to send COMMIT to
+        self.touched = time.monotonic()
+
+    def matches(self, size: int, sha256: str, chunk_size: int) -> bool:
+        return (self.size, self.sha256, self.chunk_size) == (size, sha256, chunk_size)
+
+    def open(self) -> None:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def chunk_len(self, idx: int) -> int:
+        return min(self.chunk_size, self.size - idx * self.chunk_size)
+
+    def save_state(self) -> None:
+        # Atomic replace; no fsync: the bitmap is a hint (a power loss at worst makes the SHA-256 fail and the
+        # robot resend everything), while a killed process keeps its page-cache writes.
+        tmp = self.state_path.with_suffix(".state.tmp")
+        tmp.write_text(json.dumps({"size": self.size, "sha256": self.sha256, "chunk_size": self.chunk_size, "n": self.n,
+                                   "have": wire.pack_bitmap(self.have).hex()}))
+        os.replace(tmp, self.state_path)
+        self.dirty = 0
+
+    @classmethod
+    def resume(cls, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int) -> "_Upload":
+        """Reopen a partial upload left by an earlier run when it describes the same bytes; else start afresh."""
+        up = cls(folder, uid, size, sha256, chunk_size, n)
+        try:
+            st = json.loads(up.state_path.read_text())
+            if (st["size"], st["sha256"], st["chunk_size"], st["n"]) == (size, sha256, chunk_size, n) and up.path.exists():
+                up.have = wire.unpack_bitmap(bytes.fromhex(st["have"]), n)
+                up.n_have = sum(up.have)
+                log.info("resuming upload of episode %s: %d/%d chunks already here", uid, up.n_have, n)
+                return up
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        up.path.unlink(missing_ok=True)
+        up.state_path.unlink(missing_ok=True)
+        return up
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Offer:
+    version: str
+    sha256: str
+    size: int
+    chunk_size: int
+    files: list[tuple[str, int, str]]
+    blob: Path
+    manifest: PolicyManifest
+    fd: int | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return wire.n_chunks(self.size, self.chunk_size)
+
+    def header(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256, "size": self.size, "chunk_size": self.chunk_size,
+                "n_chunks": self.n_chunks, "files": [list(f) for f in self.files]}
+
+
+@dataclass
+class _Counters:
+    episodes_committed: int = 0
+    episodes_duplicate: int = 0
+    bytes_received: int = 0
+    chunks_received: int = 0
+    chunks_duplicate: int = 0
+    crc_errors: int = 0
+    sha_errors: int = 0
+    bad_episodes: int = 0
+    rejects: int = 0              # malformed or out-of-protocol messages
+    errors_sent: int = 0
+    send_drops: int = 0           # replies dropped (peer gone or not reading)
+    robots_refused: int = 0       # identity / duplicate robot id / too many robots
+    disk_full: int = 0
+    store_errors: int = 0
+    policies_published: int = 0
+    policy_bytes_sent: int = 0
+    policy_version: str | None = None
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class LearnerServer:
+    """The learner's side of the link. Thread-safe public methods: publish_policy, robot_status, counters, close."""
+
+    def __init__(self, store_root: str | os.PathLike, endpoint: str, keys: wire.LearnerKeys | wire.Plaintext, *,
+                 config: ServerConfig = ServerConfig(), video: VideoSettings = VideoSettings(),
+                 on_episode: OnEpisode | None = None, state_dir: str | os.PathLike | None = None) -> None:
+        self.config = config
+        self.store = EpisodeStore(store_root, video)
+        self.state_dir = Path(state_dir) if state_dir is not None else Path(store_root) / ".link"
+        self.incoming = self.state_dir / "incoming"
+        self.rejected_dir = self.state_dir / "rejected"
+        self.policies_dir = self.state_dir / "policies"
+        for d in (self.incoming, self.policies_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.on_episode = on_episode
+        self._curve = not isinstance(keys, wire.Plaintext)
+        self._counters = _Counters()
+        self._lock = threading.Lock()  # guards _counters, _robots, _offer for readers in other threads
+        self._committed: dict[str, int] = {r["uuid"]: r["episode_index"] for r in self.store.rows}
+        self._sessions: dict[bytes, _Session] = {}
+        self._by_robot: dict[str, bytes] = {}
+        self._robots: dict[str, dict[str, Any]] = {}
+        self._uploads: collections.OrderedDict[str, _Upload] = collections.OrderedDict()
+        self._warned: dict[tuple[bytes, str], tuple[float, int]] = {}
+        self._control: queue.SimpleQueue = queue.SimpleQueue()    # (kind, data) from other threads
+        self._ingest_q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cleanup_incoming()
+        self._offer: _Offer | None = self._load_current_offer()
+
+        self._ctx = zmq.Context(1)
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        s = self._sock
+        s.linger = 0
+        s.router_mandatory = 1                   # a reply to a vanished peer raises instead of vanishing silently
+        s.rcvhwm = config.rcv_hwm
+        s.sndhwm = 1024
+        s.maxmsgsize = max(config.max_chunk_bytes, wire.MAX_HEADER_BYTES) + 4096  # per frame; bigger -> disconnect
+        s.heartbeat_ivl = int(config.heartbeat_s * 1000)
+        s.heartbeat_timeout = int(config.heartbeat_s * 3000)
+        self._auth = wire.configure_server(self._ctx, s, keys, what=f"learner server on {endpoint}")
+        try:
+            s.bind(endpoint)
+        except zmq.ZMQError as e:
+            self._close_sockets()
+            raise OSError(f"learner server: cannot bind {endpoint} ({e}); is another `wvl serve` running there?") from e
+        self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._ingester = threading.Thread(target=self._ingest_loop, name="wvl-learner-ingest", daemon=True)
+        self._ingester.start()
+        log.info("learner server on %s (%s), store %s (%d episodes)%s", self.endpoint, "CURVE" if self._curve else "PLAINTEXT",
+                 self.store.root, len(self.store), f", offering policy {self._offer.version}" if self._offer else "")
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> "LearnerServer":
+        """Serve in a background thread (named wvl-learner-io)."""
+        self._thread = threading.Thread(target=self.serve_forever, name="wvl-learner-io", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until close() (or the stop event) from the calling thread."""
+        try:
+            while not self._stop.is_set():
+                self._drain_control()
+                if self._sock.poll(20):
+                    for _ in range(256):  # a burst, then timers and control messages get their turn
+                        try:
+                            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle(frames)
+                self._periodic()
+        finally:
+            self._shutdown()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self._shutdown()
+
+    def __enter__(self) -> "LearnerServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def publish_policy(self, artifact_folder: str | os.PathLike) -> PolicyManifest:
+        """Verify an artifact (manifest + hashes), snapshot it under the server's state folder and offer it to every
+        robot (now and on each later connection). Returns its manifest. Raises ArtifactError naming the problem."""
+        folder = Path(artifact_folder)
+        manifest = read_artifact(folder)
+        version = manifest.policy_version
+        if not wire.NAME_RE.match(version):
+            raise ArtifactError(f"manifest field 'policy_version': {version!r} must match {wire.NAME_RE.pattern} to be shipped")
+        names = sorted(manifest.sha256) + [MANIFEST_FILE]
+        files = [(n, (folder / n).stat().st_size, manifest.sha256.get(n) or sha256_file(folder / n)) for n in names]
+        size = sum(s for _, s, _ in files)
+        if size > wire.MAX_POLICY_BYTES:
+            raise ArtifactError(f"artifact {folder} is {size} bytes, over the {wire.MAX_POLICY_BYTES} byte limit")
+        # Snapshot: one blob (files concatenated in `files` order) that later edits of the source folder cannot touch.
+        h = hashlib.sha256()
+        tmp = self.policies_dir / f".{version}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as out:
+            for name, _, digest in files:
+                fh = hashlib.sha256()
+                with open(folder / name, "rb") as f:
+                    while buf := f.read(1 << 20):
+                        h.update(buf)
+                        fh.update(buf)
+                        out.write(buf)
+                if fh.hexdigest() != digest:
+                    tmp.unlink(missing_ok=True)
+                    raise ArtifactError(f"{folder / name} changed while it was being published; publish again")
+            out.flush()
+            os.fsync(out.fileno())
+        sha = h.hexdigest()
+        dest = self.policies_dir / f"{version}-{sha[:12]}"
+        dest.mkdir(exist_ok=True)
+        os.replace(tmp, dest / "blob")
+        offer = _Offer(version, sha, size, self.config.policy_chunk_bytes, files, dest / "blob", manifest)
+        (dest / "offer.json").write_text(json.dumps({"version": version, "sha256": sha, "size": size, "files": files}))
+        cur = self.policies_dir / "current.json"
+        cur.with_suffix(".tmp").write_text(json.dumps({"dir": dest.name}))
+        os.replace(cur.with_suffix(".tmp"), cur)
+        self._control.put(("offer", offer))
+        log.info("published policy %s (%d bytes, %d files, sha256 %s...)", version, size, len(files), sha[:12])
+        return manifest
+
+    def robot_status(self) -> dict[str, dict[str, Any]]:
+        """robot id -> {running, ready, rejected, reason, connected, last_seen_s (ago), clock_skew_s, episodes}."""
+        now = time.monotonic()
+        with self._lock:
+            out = {}
+            for rid, st in self._robots.items():
+                d = dict(st)
+                d["last_seen_s"] = round(now - d.pop("_last_seen"), 3)
+                d["connected"] = rid in self._by_robot and d["last_seen_s"] < self.config.stale_after_s
+                out[rid] = d
+            return out
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            c = dict(vars(self._counters))
+            c["by_code"] = dict(c["by_code"])
+            c["sessions"] = len(self._sessions)
+            c["uploads_open"] = len(self._uploads)
+            c["episodes_in_store"] = len(self._committed)
+            c["auth_denied"] = getattr(self._auth, "denied", 0)
+            return c
+
+    # ------------------------------------------------------------------ I/O thread: dispatch
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        peer = frames[0].bytes
+        body = frames[1:]
+        try:
+            msg = wire.decode(body, max_payload=self.config.max_chunk_bytes)
+        except wire.WireError as e:
+            ref = bytes(body[0].buffer[:16]) if body else b""
+            self._reject(peer, e.code, str(e), ref=ref, **e.detail)
+            return
+        if msg.type == wire.HELLO:
+            self._on_hello(peer, msg, wire.peer_name(body[0]) if self._curve else None)
+            return
+        handler = self._handlers.get(msg.type)
+        if handler is None:
+            if msg.type == wire.ERROR:  # a robot reporting a problem: log it, never answer an error with an error
+                self._warn(peer, "robot-error", "robot %r reports %s: %s", self._robot_of(peer), msg.header["code"], msg.header["message"])
+            else:
+                self._reject(peer, wire.ERR_UNKNOWN_TYPE, f"{msg.name} is not a robot-to-learner message", ref=msg.type)
+            return
+        sess = self._sessions.get(peer)
+        if sess is None:
+            self._reject(peer, wire.ERR_NO_SESSION, f"{msg.name} before HELLO (did the learner restart?); say HELLO first", ref=msg.type)
+            return
+        sess.last_seen = time.monotonic()
+        self._robots[sess.robot_id]["_last_seen"] = sess.last_seen
+        handler(self, sess, msg)
+
+    def _reject(self, peer: bytes, code: str, message: str, ref: bytes | None = None, **detail: Any) -> None:
+        with self._lock:
+            self._counters.rejects += 1
+        self._warn(peer, code, "refused a message from %s: %s", self._robot_of(peer), message)
+        self._send_error(peer, code, message, ref, **detail)
+
+    def _send_error(self, peer: bytes, code: str, message: str, ref: bytes | None = None, **detail: Any) -> None:
+        with self._lock:
+            self._counters.errors_sent += 1
+            self._counters.by_code[code] = self._counters.by_code.get(code, 0) + 1
+        self._send(peer, wire.error(code, message, ref, **detail))
+
+    def _send(self, peer: bytes, frames: list) -> bool:
+        try:
+            self._sock.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading): drop, it will ask again
+            with self._lock:
+                self._counters.send_drops += 1
+            return False
+
+    def _warn(self, peer: bytes, reason: str, fmt: str, *args: Any) -> None:
+        """Rate-limited warning per (peer, reason); the suppressed count is reported with the next one."""
+        key = (peer, reason)
+        now = time.monotonic()
+        last, suppressed = self._warned.get(key, (-1e9, 0))
+        if now - last >= self.config.warn_every_s:
+            extra = f" (+{suppressed} similar suppressed)" if suppressed else ""
+            log.warning(fmt + extra, *args)
+            self._warned[key] = (now, 0)
+            if len(self._warned) > 4096:  # bounded: forget the oldest entries
+                for k in list(self._warned)[:2048]:
+                    del self._warned[k]
+        else:
+            log.debug(fmt, *args)
+            self._warned[key] = (last, suppressed + 1)
+
+    def _robot_of(self, peer: bytes) -> str:
+        s = self._sessions.get(peer)
+        return s.robot_id if s else f"peer {peer.hex()}"
+
+    # ------------------------------------------------------------------ sessions
+    def _on_hello(self, peer: bytes, msg: wire.Message, key_name: str | None) -> None:
+        h = msg.header
+        rid = h["robot_id"]
+        now = time.monotonic()
+        if self._curve and key_name != rid:
+            with self._lock:
+                self._counters.robots_refused += 1
+            self._reject(peer, wire.ERR_IDENTITY, f"robot_id {rid!r} does not match the name of this robot's CURVE key "
+                         f"({key_name!r}); use the id the key was made for", ref=msg.type)
+            return
+        if h["schema"] != wire.schema_hash():
+            self._reject(peer, wire.ERR_VERSION, f"schema {h['schema']} differs from the learner's {wire.schema_hash()} "
+                         "(episode / policy / wire formats); install the same world-vla-loop version on both", ref=msg.type)
+            return
+        old_peer = self._by_robot.get(rid)
+        if old_peer is not None and old_peer != peer:
+            old = self._sessions.get(old_peer)
+            # The old connection is still routable (probe) and heard from recently: two live robots claim one id.
+            alive = old is not None and now - old.last_seen < self.config.stale_after_s and self._send(
+                old_peer, wire.encode(wire.PONG, {"t": 0.0, "wall_time": time.time()}))
+            if alive:
+                with self._lock:
+                    self._counters.robots_refused += 1
+                self._reject(peer, wire.ERR_DUPLICATE_ROBOT, f"robot id {rid!r} is already connected from another "
+                             "process or machine; give each robot its own id (and key)", ref=msg.type)
+                return
+            self._drop_session(old_peer)
+        if peer not in self._sessions and len(self._sessions) >= self.config.max_robots:
+            stalest = min(self._sessions.values(), key=lambda s: s.last_seen)
+            if now - stalest.last_seen < self.config.stale_after_s:
+                with self._lock:
+                    self._counters.robots_refused += 1
+                self._reject(peer, wire.ERR_BUSY, f"{self.config.max_robots} robots are connected already", ref=msg.type)
+                return
+            self._drop_session(stalest.peer)
+        skew = h["wall_time"] - time.time()
+        if abs(skew) > self.config.max_clock_skew_s:
+            log.warning("robot %r's clock is %+.1f s off the learner's; its episodes keep their own timestamps, "
+                        "nothing here depends on it, but fix NTP on the robot PC", rid, skew)
+        self._sessions[peer] = _Session(peer, rid, now, now, skew)
+        self._by_robot[rid] = peer
+        with self._lock:
+            st = self._robots.setdefault(rid, {"running": None, "ready": None, "rejected": None, "reason": "", "episodes": 0})
+            st.update(running=h.get("running_policy"), clock_skew_s=round(skew, 3), _last_seen=now)
+        log.info("robot %r connected (running policy %s)", rid, h.get("running_policy"))
+        self._send(peer, wire.encode(wire.WELCOME, {"wall_time": time.time(), "server": "wvl-learner"}))
+        if self._offer is not None:
+            self._send(peer, wire.encode(wire.POL_OFFER, self._offer.header()))
+
+    def _drop_session(self, peer: bytes) -> None:
+        s = self._sessions.pop(peer, None)
+        if s is not None and self._by_robot.get(s.robot_id) == peer:
+            del self._by_robot[s.robot_id]
+
+    def _on_bye(self, sess: _Session, msg: wire.Message) -> None:
+        log.info("robot %r said goodbye", sess.robot_id)
+        self._drop_session(sess.peer)
+
+    def _on_ping(self, sess: _Session, msg: wire.Message) -> None:
+        self._send(sess.peer, wire.encode(wire.PONG, {"t": msg.header["t"], "wall_time": time.time()}))
+
+    def _on_pol_status(self, sess: _Session, msg: wire.Message) -> None:
+        h = msg.header
+        with self._lock:
+            self._robots[sess.robot_id].update(running=h["running"], ready=h.get("ready"), rejected=h.get("rejected"),
+                                               reason=h.get("reason", ""))
+        if h.get("rejected"):
+            log.warning("robot %r refused policy %s: %s", sess.robot_id, h["rejected"], h.get("reason", ""))
+        log.info("robot %r runs policy %s (ready: %s)", sess.robot_id, h["running"], h.get("ready"))
+
+    # ------------------------------------------------------------------ episodes up
+    def _on_ep_begin(self, sess: _Session, msg: wire.Message) -> None:
+        h = msg.header
+        uid, size, sha, cs, n = h["id"], h["size"], h["sha256"], h["chunk_size"], h["n_chunks"]
+        if uid in self._committed:
+            with self._lock:
+                self._counters.episodes_duplicate += 1
+            self._send(sess.peer, wire.encode(wire.COMMIT, {"id": uid, "index": self._committed[uid], "duplicate": True}))
+            return
+        if size > self.config.max_episode_bytes:
+            self._reject(sess.peer, wire.ERR_TOO_LARGE, f"EP_BEGIN size {size} is over this learner's limit of "
+                         f"{self.config.max_episode_bytes} bytes", ref=msg.type, id=uid)
+            return
+        if cs > self.config.max_chunk_bytes:
+            self._reject(sess.peer, wire.ERR_TOO_LARGE, f"EP_BEGIN chunk_size {cs} is over {self.config.max_chunk_bytes}",
+                         ref=msg.type, id=uid)
+            return
+        if n != wire.n_chunks(size, cs):
+            self._reject(sess.peer, wire.ERR_BAD_FIELD, f"EP_BEGIN n_chunks {n} disagrees with size {size} / chunk_size {cs} "
+                         f"(expected {wire.n_chunks(size, cs)})", ref=msg.type, id=uid)
+            return
+        up = self._uploads.get(uid)
+        if up is not None and not up.matches(size, sha, cs):
+            if up.ingesting:
+                self._send_error(sess.peer, wire.ERR_BUSY, f"episode {uid} is being stored from other bytes; retry", id=uid)
+                return
+            log.warning("episode %s restarted with a different size/sha256; dropping the partial upload", uid)
+            up.discard()
+            del self._uploads[uid]
+            up = None
+        if up is None:
+            free = shutil.disk_usage(self.incoming).free
+            if free - size < self.config.disk_reserve_bytes:
+                with self._lock:
+                    self._counters.disk_full += 1
+                self._send_error(sess.peer, wire.ERR_DISK_FULL, f"learner disk: {free >> 20} MiB free, episode needs {size >> 20} MiB "
+                                 f"plus a {self.config.disk_reserve_bytes >> 20} MiB reserve; keep it and retry later", id=uid)
+                log.error("learner disk full: refused episode %s from %r (%d MiB free)", uid, sess.robot_id, free >> 20)
+                return
+            up = _Upload.resume(self.incoming, uid, size, sha, cs, n)
+            self._uploads[uid] = up
+            self._bound_uploads()
+        self._uploads.move_to_end(uid)
+        up.touched = time.monotonic()
+        self._send(sess.peer, wire.encode(wire.EP_READY, {"id": uid, "have": wire.pack_bitmap(up.have)}))
+
+    def _bound_uploads(self) -> None:
+        while len(self._uploads) > self.config.max_uploads:
+            for uid, up in self._uploads.items():
+                if not up.ingesting:
+                    if up.n_have:
+                        up.save_state()
+                    up.close()
+                    del self._uploads[uid]  # kept on disk; EP_BEGIN resumes it
+                    break
+            else:
+                return
+
+    def _on_chunk(self, sess: _Session, msg: wire.Message) -> None:
+        h, data = msg.header, msg.payload
+        uid, idx = h["id"], h["idx"]
+        up = self._uploads.get(uid)
+        if up is None or up.ingesting:
+            if uid in self._committed or (up is not None and up.ingesting):
+                self._send(sess.peer, wire.encode(wire.ACK, {"id": uid, "idx": idx}))  # late duplicate: harmless
+                return
+            self._reject(sess.peer, wire.ERR_UNKNOWN_TRANSFER, f"CHUNK for episode {uid} without EP_BEGIN", ref=msg.type, id=uid, idx=idx)
+            return
+        if idx >= up.n:
+            self._reject(sess.peer, wire.ERR_OUT_OF_RANGE, f"CHUNK idx {idx} >= n_chunks {up.n}", ref=msg.type, id=uid, idx=idx)
+            return
+        if len(data) != up.chunk_len(idx):
+            self._reject(sess.peer, wire.ERR_OUT_OF_RANGE, f"CHUNK {idx} has {len(data)} bytes, EP_BEGIN implies {up.chunk_len(idx)}",
+                         ref=msg.type, id=uid, idx=idx)
+            return
+        if wire.crc32(data) != h["crc32"]:
+            with self._lock:
+                self._counters.crc_errors += 1
+            self._warn(sess.peer, "crc", "CRC32 mismatch on chunk %d of episode %s from %r; asking again", idx, uid, sess.robot_id)
+            self._send_error(sess.peer, wire.ERR_CRC, f"chunk {idx} failed its CRC32; resend it", ref=msg.type, id=uid, idx=idx)
+            return
+        if up.have[idx]:
+            with self._lock:
+                self._counters.chunks_duplicate += 1
+            self._send(sess.peer, wire.encode(wire.ACK, {"id": uid, "idx": idx}))
+            return
+        try:
+            up.open()
+            os.pwrite(up.fd, data, idx * up.chunk_size)
+        except OSError as e:
+            full = e.errno == errno.ENOSPC
+            with self._lock:
+                self._counters.disk_full += int(full)
+            code = wire.ERR_DISK_FULL if full else wire.ERR_STORE
+            log.error("cannot write chunk %d of episode %s to %s: %s", idx, uid, up.path, e.strerror)
+            self._send_error(sess.peer, code, f"learner cannot write the chunk ({e.strerror}); keep the episode and retry later",
+                             ref=msg.type, id=uid, idx=idx)
+            return
+        up.have[idx] = 1
+        up.n_have += 1
+        up.dirty += 1
+        while up.hashed < up.n and up.have[up.hashed]:  # in order: hash from memory; after a gap: read back
+            i = up.hashed
+            up.hasher.update(data if i == idx else os.pread(up.fd, up.chunk_len(i), i * up.chunk_size))
+            up.hashed += 1
+        if up.dirty >= self.config.state_every_chunks:
+            up.save_state()
+        with self._lock:
+            self._counters.chunks_received += 1
+            self._counters.bytes_received += len(data)
+        self._send(sess.peer, wire.encode(wire.ACK, {"id": uid, "idx": idx}))
+
+    def _on_ep_end(self, sess: _Session, msg: wire.Message) -> None:
+        uid = msg.header["id"]
+        if uid in self._committed:
+            self._send(sess.peer, wire.encode(wire.COMMIT, {"id": uid, "index": self._committed[uid], "duplicate": True}))
+            return
+        up = self._uploads.get(uid)
+        if up is None:
+            self._reject(sess.peer, wire.ERR_UNKNOWN_TRANSFER, f"EP_END for episode {uid} without EP_BEGIN", ref=msg.type, id=uid)
+            return
+        if up.ingesting:
+            up.waiters.add(sess.robot_id)
+            return
+        if up.n_have < up.n:
+            self._send_error(sess.peer, wire.ERR_INCOMPLETE, f"EP_END with {up.n - up.n_have} of {up.n} chunks missing; "
+                             "send EP_BEGIN again for the list", ref=msg.type, id=uid)
+            return
+        up.open()
+        while up.hashed < up.n:  # resumed uploads: hash what an earlier run received
+            up.hasher.update(os.pread(up.fd, up.chunk_len(up.hashed), up.hashed * up.chunk_size))
+            up.hashed += 1
+        digest = up.hasher.hexdigest()
+        if digest != up.sha256:
+            with self._lock:
+                self._counters.sha_errors += 1
+            log.error("episode %s from %r: SHA-256 %s... does not match EP_BEGIN's %s...; discarding the received bytes",
+                      uid, sess.robot_id, digest[:12], up.sha256[:12])
+            up.discard()
+            del self._uploads[uid]
+            self._send_error(sess.peer, wire.ERR_SHA256, f"episode {uid}: SHA-256 of the received bytes does not match; "
+                             "send it again from the start", ref=msg.type, id=uid)
+            return
+        os.fsync(up.fd)
+        up.close()
+        up.save_state()
+        up.ingesting = True
+        up.waiters.add(sess.robot_id)
+        self._ingest_q.put((uid, up.path, sess.robot_id))
+
+    # ------------------------------------------------------------------ ingest thread
+    def _ingest_loop(self) -> None:
+        while True:
+            job = self._ingest_q.get()
+            if job is None:
+                return
+            uid, path, rid = job
+            t0 = time.perf_counter()
+            try:
+                data = path.read_bytes()
+                ep = Episode.from_bytes(data)
+                if ep.uuid != uid:
+                    raise EpisodeFormatError(f"uuid: the bytes hold episode {ep.uuid}, EP_BEGIN said {uid}")
+                index = self.store.append(ep)
+            except (EpisodeFormatError, EpisodeValidationError) as e:
+                self._control.put(("ingested", (uid, None, wire.ERR_BAD_EPISODE, f"episode {uid} is not valid: {e}", None)))
+                continue
+            except (StoreError, OSError) as e:
+                cause = e.__cause__ if isinstance(e, StoreError) else e
+                code = wire.ERR_DISK_FULL if getattr(cause, "errno", None) == errno.ENOSPC else wire.ERR_STORE
+                self._control.put(("ingested", (uid, None, code, f"learner could not store episode {uid}: {e}", None)))
+                continue
+            except Exception as e:  # a bug must not kill the ingest thread
+                log.exception("ingest of episode %s failed", uid)
+                self._control.put(("ingested", (uid, None, wire.ERR_STORE, f"learner could not store episode {uid}: {e}", None)))
+                continue
+            row = self.store.row(index)
+            log.info("stored episode %s from %r as #%d (%s, %d steps, %.1f MB) in %.2f s", uid, rid, index, ep.outcome, len(ep),
+                     len(data) / 1e6, time.perf_counter() - t0)
+            if self.on_episode is not None:
+                try:
+                    self.on_episode(index, row)
+                except Exception:
+                    log.exception("on_episode callback failed for episode #%d (the episode is stored)", index)
+            self._control.put(("ingested", (uid, index, None, "", rid)))
+
+    def _on_ingested(self, uid: str, index: int | None, code: str | None, message: str, rid: str | None) -> None:
+        up = self._uploads.pop(uid, None)
+        waiters = up.waiters if up is not None else set()
+        if index is not None:
+            duplicate = uid in self._committed
+            self._committed[uid] = index
+            if up is not None:
+                up.discard()
+            with self._lock:
+                if duplicate:
+                    self._counters.episodes_duplicate += 1
+                else:
+                    self._counters.episodes_committed += 1
+                if rid in self._robots:
+                    self._robots[rid]["episodes"] = self._robots[rid].get("episodes", 0) + 1
+            for w in waiters:
+                if w in self._by_robot:
+                    self._send(self._by_robot[w], wire.encode(wire.COMMIT, {"id": uid, "index": index, "duplicate": duplicate}))
+            return
+        if code == wire.ERR_BAD_EPISODE:
+            with self._lock:
+                self._counters.bad_episodes += 1
+            log.error("%s; kept in %s", message, self.rejected_dir)
+            if up is not None:
+                self.rejected_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(up.path, self.rejected_dir / f"{uid}.episode")
+                up.state_path.unlink(missing_ok=True)
+        else:
+            with self._lock:
+                self._counters.store_errors += 1
+                self._counters.disk_full += int(code == wire.ERR_DISK_FULL)
+            log.error("%s (the verified upload is kept; the robot keeps its copy and retries)", message)
+        for w in waiters:
+            if w in self._by_robot:
+                self._send_error(self._by_robot[w], code or wire.ERR_STORE, message, ref=wire.EP_END, id=uid)
+
+    # ------------------------------------------------------------------ policies down
+    def _on_pol_get(self, sess: _Session, msg: wire.Message) -> None:
+        h = msg.header
+        o = self._offer
+        if o is None or (h["version"], h["sha256"]) != (o.version, o.sha256):
+            self._send_error(sess.peer, wire.ERR_UNKNOWN_POLICY, f"policy {h['version']} ({h['sha256'][:12]}...) is not offered "
+                             f"any more; current: {o.version if o else None}", ref=msg.type, idx=h["idx"])
+            return
+        idx = h["idx"]
+        if idx >= o.n_chunks:
+            self._reject(sess.peer, wire.ERR_OUT_OF_RANGE, f"POL_GET idx {idx} >= n_chunks {o.n_chunks}", ref=msg.type, idx=idx)
+            return
+        if o.fd is None:
+            o.fd = os.open(o.blob, os.O_RDONLY)
+        data = os.pread(o.fd, o.chunk_size, idx * o.chunk_size)
+        self._send(sess.peer, wire.encode(wire.POL_CHUNK, {"version": o.version, "sha256": o.sha256, "idx": idx,
+                                                           "crc32": wire.crc32(data)}, data))
+        with self._lock:
+            self._counters.policy_bytes_sent += len(data)
+
+    def _load_current_offer(self) -> _Offer | None:
+        cur = self.policies_dir / "current.json"
+        if not cur.exists():
+            return None
+        try:
+            d = json.loads(cur.read_text())
+            folder = self.policies_dir / d["dir"]
+            o = json.loads((folder / "offer.json").read_text())
+            blob = folder / "blob"
+            if blob.stat().st_size != o["size"]:
+                raise ValueError(f"{blob} has {blob.stat().st_size} bytes, offer.json says {o['size']}")
+            files = [tuple(f) for f in o["files"]]
+            manifest_bytes = self._read_blob_file(blob, files, MANIFEST_FILE)
+            manifest = PolicyManifest.from_dict(json.loads(manifest_bytes))
+        except (OSError, ValueError, KeyError, TypeError, ArtifactError) as e:
+            log.error("published policy state in %s is unreadable (%s); publish a policy again", self.policies_dir, e)
+            return None
+        with self._lock:
+            self._counters.policy_version = o["version"]
+        return _Offer(o["version"], o["sha256"], o["size"], self.config.policy_chunk_bytes, files, blob, manifest)
+
+    @staticmethod
+    def _read_blob_file(blob: Path, files: list, name: str) -> bytes:
+        off = 0
+        for n, size, _ in files:
+            if n == name:
+                with open(blob, "rb") as f:
+                    f.seek(off)
+                    return f.read(size)
+            off += size
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ housekeeping
+    def _drain_control(self) -> None:
+        while True:
+            try:
+                kind, data = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "offer":
+                old = self._offer
+                if old is not None and old.fd is not None:
+                    os.close(old.fd)
+                self._offer = data
+                with self._lock:
+                    self._counters.policies_published += 1
+                    self._counters.policy_version = data.version
+                for peer in list(self._sessions):
+                    self._send(peer, wire.encode(wire.POL_OFFER, data.header()))
+            elif kind == "ingested":
+                self._on_ingested(*data)
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        for up in list(self._uploads.values()):
+            if up.dirty and now - up.touched > 1.0 and not up.ingesting:
+                up.save_state()
+
+    def _cleanup_incoming(self) -> None:
+        """At start-up: drop partial uploads older than the TTL and leftovers of episodes already stored."""
+        now = time.time()
+        for p in list(self.incoming.glob("*.state")) + list(self.incoming.glob("*.part")) + list(self.incoming.glob("*.tmp")):
+            uid = p.name.split(".")[0]
+            try:
+                old = now - p.stat().st_mtime > self.config.incoming_ttl_s
+            except FileNotFoundError:
+                continue
+            if old or uid in self._committed or p.suffix == ".tmp":
+                p.unlink(missing_ok=True)
+
+    def _shutdown(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self._ingest_q.put(None)
+        self._ingester.join(30)
+        self._drain_control()  # deliver COMMITs of ingests that finished
+        for up in self._uploads.values():
+            if up.n_have and not up.ingesting:
+                up.save_state()
+            up.close()
+        if self._offer is not None and self._offer.fd is not None:
+            os.close(self._offer.fd)
+            self._offer.fd = None
+        self._close_sockets()
+        log.info("learner server on %s stopped: %s", self.endpoint, {k: v for k, v in self.counters().items() if v})
+
+    def _close_sockets(self) -> None:
+        self._sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+
+    _handlers: dict[bytes, Callable[["LearnerServer", _Session, wire.Message], None]] = {
+        wire.BYE: _on_bye, wire.PING: _on_ping, wire.POL_STATUS: _on_pol_status, wire.EP_BEGIN: _on_ep_begin,
+        wire.CHUNK: _on_chunk, wire.EP_END: _on_ep_end, wire.POL_GET: _on_pol_get,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+PolicyFn = Callable[[np.ndarray, str], np.ndarray]
+
+
+class InferenceServer:
+    """Remote inference for policies too big for the robot PC: INFER(image, instruction) -> ACTION(chunk).
+
+    ``policy(image (H, W, 3) uint8, instruction) -> (K, action_dim) float`` runs in the server thread, one request
+    at a time. When requests pile up (the policy is slower than the robot's rate), only the newest per robot is
+    answered; older ones get ERROR late at once (the robot has stopped waiting for them anyway)."""
+
+    def __init__(self, endpoint: str, keys: wire.LearnerKeys | wire.Plaintext, policy: PolicyFn, *,
+                 max_image_bytes: int = 8 << 20) -> None:
+        self.policy = policy
+        self.max_image_bytes = max_image_bytes
+        self._ctx = zmq.Context(1)
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.linger = 0
+        self._sock.rcvhwm = 32
+        self._sock.maxmsgsize = max_image_bytes + 4096
+        self._auth = wire.configure_server(self._ctx, self._sock, keys, what=f"inference server on {endpoint}")
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            self._ctx.term()
+            raise OSError(f"inference server: cannot bind {endpoint} ({e})") from e
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._counts = {"requests": 0, "answered": 0, "superseded": 0, "rejects": 0, "policy_errors": 0}
+        self._latency: collections.deque[float] = collections.deque(maxlen=1000)
+
+    def start(self) -> "InferenceServer":
+        self._thread = threading.Thread(target=self._run, name="wvl-inference", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            c: dict[str, Any] = dict(self._counts)
+            lat = sorted(self._latency)
+        if lat:
+            c["policy_ms_p50"] = round(1e3 * lat[len(lat) // 2], 3)
+            c["policy_ms_p99"] = round(1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3)
+        return c
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._sock.poll(20):
+                continue
+            newest: dict[bytes, tuple[wire.Message, np.ndarray]] = {}
+            for _ in range(256):
+                try:
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                peer = frames[0].bytes
+                try:
+                    msg = wire.decode(frames[1:], max_payload=self.max_image_bytes)
+                    if msg.type != wire.INFER:
+                        raise wire.WireError(wire.ERR_UNKNOWN_TYPE, f"{msg.name} is not an inference request")
+                    image = _image_from(msg)
+                except wire.WireError as e:
+                    self._count("rejects")
+                    log.debug("inference: refused a request: %s", e)
+                    self._reply(peer, wire.error(e.code, str(e), frames[1].bytes[:16] if len(frames) > 1 else None, **e.detail))
+                    continue
+                self._count("requests")
+                if peer in newest:
+                    old = newest[peer][0]
+                    self._count("superseded")
+                    self._reply(peer, wire.error(wire.ERR_LATE, "a newer request from this robot superseded it", wire.INFER,
+                                                 req=old.header["req"]))
+                newest[peer] = (msg, image)
+            for peer, (msg, image) in newest.items():
+                self._answer(peer, msg, image)
+
+    def _answer(self, peer: bytes, msg: wire.Message, image: np.ndarray) -> None:
+        req = msg.header["req"]
+        t0 = time.perf_counter()
+        try:
+            chunk = np.ascontiguousarray(np.asarray(self.policy(image, msg.header["instruction"]), dtype=np.float32))
+            if chunk.ndim != 2 or not np.all(np.isfinite(chunk)):
+                raise ValueError(f"policy returned shape {chunk.shape} (need (K, action_dim)) or non-finite values")
+        except Exception as e:
+            self._count("policy_errors")
+            log.warning("inference policy failed: %s", e)
+            self._reply(peer, wire.error(wire.ERR_POLICY_FAILED, f"policy failed: {e}", wire.INFER, req=req))
+            return
+        with self._lock:
+            self._latency.append(time.perf_counter() - t0)
+        self._count("answered")
+        self._reply(peer, wire.encode(wire.ACTION, {"req": req, "shape": list(chunk.shape), "dtype": "<f4"}, chunk.tobytes()))
+
+    def _reply(self, peer: bytes, frames: list) -> None:
+        try:
+            self._sock.send_multipart([peer, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+
+def _image_from(msg: wire.Message) -> np.ndarray:
+    shape, dtype = msg.header["shape"], msg.header["dtype"]
+    if dtype != "|u1" or len(shape) != 3 or shape[2] != 3 or shape[0] * shape[1] > wire.MAX_IMAGE_PIXELS:
+        raise wire.WireError(wire.ERR_BAD_FIELD, f"INFER image must be (H, W, 3) uint8 ('|u1'), got {shape} {dtype!r}",
+                             req=msg.header["req"])
+    if len(msg.payload) != shape[0] * shape[1] * 3:
+        raise wire.WireError(wire.ERR_OUT_OF_RANGE, f"INFER payload has {len(msg.payload)} bytes for shape {shape}",
+                             req=msg.header["req"])
+    return np.frombuffer(msg.payload, dtype=np.uint8).reshape(shape)
