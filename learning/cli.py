@@ -44,6 +44,14 @@ COMMANDS: dict[str, Command] = {
         "export episodes of a store to MCAP with ROS 2 messages (Foxglove / rosbag2)",
         "learning.data.mcap_export:main", "learning/export_mcap",
     ),
+    "keys": Command(
+        "create a CURVE key pair for the learner link (learner or robot); prints where to copy the public key",
+        "robot.keys:main", "robot/keys",
+    ),
+    "serve": Command(
+        "run the learner server: robots upload episodes into a store over ZeroMQ, policies are pushed back",
+        "learning.server:main", "learning/serve",
+    ),
 }
 
 

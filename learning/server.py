@@ -955,3 +955,45 @@ def _image_from(msg: wire.Message) -> np.ndarray:
         raise wire.WireError(wire.ERR_OUT_OF_RANGE, f"INFER payload has {len(msg.payload)} bytes for shape {shape}",
                              req=msg.header["req"])
     return np.frombuffer(msg.payload, dtype=np.uint8).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------- wvl serve
+def main(cfg: Any, mode: str | None = None) -> int:
+    """`wvl serve`: run the learner server in this process until Ctrl-C / SIGTERM (or run_s)."""
+    import signal
+
+    if cfg.keys.plaintext:
+        keys: wire.LearnerKeys | wire.Plaintext = wire.PLAINTEXT
+    else:
+        keys = wire.LearnerKeys.load(cfg.keys.secret, cfg.keys.allow)
+    lim = cfg.limits
+    config = ServerConfig(max_episode_bytes=int(lim.max_episode_mb) << 20, max_chunk_bytes=int(lim.max_chunk_mb) << 20,
+                          disk_reserve_bytes=int(lim.disk_reserve_mb) << 20, max_robots=int(lim.max_robots))
+    server = LearnerServer(cfg.store, str(cfg.endpoint), keys, config=config,
+                           video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf)), state_dir=cfg.state)
+    if cfg.policy:
+        server.publish_policy(cfg.policy)
+    stop = server._stop
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t_end = None if cfg.run_s is None else time.monotonic() + float(cfg.run_s)
+
+    def watchdog() -> None:
+        while not stop.wait(float(cfg.status_every_s)):
+            c = server.counters()
+            log.info("status: %d committed, %d duplicate, %.1f MB in, %d rejects, %d sessions, policy %s",
+                     c["episodes_committed"], c["episodes_duplicate"], c["bytes_received"] / 1e6, c["rejects"], c["sessions"],
+                     c["policy_version"])
+        return None
+
+    threading.Thread(target=watchdog, name="wvl-serve-status", daemon=True).start()
+    if t_end is not None:
+        threading.Thread(target=lambda: (stop.wait(max(0.0, t_end - time.monotonic())), stop.set()), daemon=True).start()
+    print(f"serving on {server.endpoint} (store {server.store.root}); Ctrl-C to stop", flush=True)
+    server.serve_forever()
+    return 0
