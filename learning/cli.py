@@ -85,9 +85,12 @@ def compose(config: str, overrides: list[str]) -> DictConfig:
     conf_dir, name = _conf_dir(config)
     if not (conf_dir / f"{name}.yaml").exists():
         raise FileNotFoundError(f"config file {conf_dir / name}.yaml is missing from the installation")
+    # Config-group choices (`sim=libero`) change which keys exist (`sim.suite`): validate against them.
+    groups = [ov for ov in overrides if "=" in ov and "." not in ov.split("=", 1)[0]
+              and (conf_dir / ov.split("=", 1)[0]).is_dir()]
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
         try:
-            base = hydra_compose(config_name=name)
+            base = hydra_compose(config_name=name, overrides=groups)
         except (HydraException, OmegaConfBaseException) as e:
             raise ValueError(f"config {conf_dir / name}.yaml: {e}") from e
         valid = _flatten_keys(OmegaConf.to_container(base, resolve=False))

@@ -18,8 +18,12 @@ def make_sim_robot(sim_cfg: DictConfig, task: str):
     """Build the simulated robot named by a `sim` config group (lazy: imports the simulator)."""
     d = OmegaConf.to_container(sim_cfg, resolve=True)
     kind = d.pop("kind", "maniskill")
+    if kind == "libero":  # task = index in sim.suite (or the task's name)
+        from robot.sim.libero import LiberoConfig, LiberoRobot
+
+        return LiberoRobot(LiberoConfig.from_dict({**d, "task": task}))
     if kind != "maniskill":
-        raise ValueError(f"sim.kind: {kind!r} is not a known simulated robot (available: maniskill)")
+        raise ValueError(f"sim.kind: {kind!r} is not a known simulated robot (available: maniskill, libero)")
     from robot.sim.maniskill import ManiSkillConfig, SimRobot
 
     return SimRobot(ManiSkillConfig.from_dict({**d, "task": task}))
