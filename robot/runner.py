@@ -188,6 +188,8 @@ class EpisodeRunner:
                 obs = Observation(frames=group.frames, state=state, time=now, instruction=instruction, step=tick.index)
             reward = float(bool(success())) if success is not None else 0.0
             status = status_source.status() if status_source is not None else SourceStatus()
+            if status.event == "estop":  # the operator's e-stop latches the filter: the next command holds
+                self.safety.estop(f"operator e-stop from {type(source).__name__}")
             if not status.connected:
                 end_reason, detail = "teleop_lost", "the teleop device disconnected"
                 break
@@ -239,6 +241,8 @@ class EpisodeRunner:
             self._hold()
         else:
             try:
+                if loop.ticks:  # one period after the last step, like any other observation
+                    self.clock.sleep_until(loop.ticks[-1].deadline + loop.period)
                 t = self.clock.now()
                 if len(rec) and t <= rec._steps[-1]["timestamp"]:
                     t = rec._steps[-1]["timestamp"] + 1e-6

@@ -89,7 +89,9 @@ class RealSenseConfig:
 
 class RealSenseCamera(ThreadedCamera):
     def __init__(self, config: RealSenseConfig = RealSenseConfig()) -> None:
-        super().__init__(config.name, warmup_s=config.warmup_s, read_timeout_s=max(0.5, 3.0 / config.fps))
+        # A recording played faster than real time must not drop frames: the reader waits for each to be read.
+        lossless = config.playback_file is not None and not config.playback_realtime
+        super().__init__(config.name, warmup_s=config.warmup_s, read_timeout_s=max(0.5, 3.0 / config.fps), lossless=lossless)
         self.config = config
         self._rs: Any = None
         self._pipe: Any = None

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class ThreadedCamera(Camera):
-    def __init__(self, name: str, warmup_s: float = 2.0, read_timeout_s: float = 0.5) -> None:
+    def __init__(self, name: str, warmup_s: float = 2.0, read_timeout_s: float = 0.5, lossless: bool = False) -> None:
         self.name = name
+        # lossless: the thread grabs the next frame only after the last one was read (playback of a
+        # recording as fast as it can be consumed); otherwise it keeps only the latest (a live camera).
+        self.lossless = lossless
         self.warmup_s = warmup_s
         self.read_timeout_s = read_timeout_s
         self._lock = threading.Lock()
@@ -95,6 +98,11 @@ class ThreadedCamera(Camera):
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.lossless:
+                with self._new:
+                    self._new.wait_for(lambda: self._stop.is_set() or self._latest is None or self._latest.index <= self._last_returned, timeout=0.1)
+                    if not (self._latest is None or self._latest.index <= self._last_returned):
+                        continue
             try:
                 frame = self._grab(0.1)
             except BaseException as e:
@@ -132,6 +140,7 @@ class ThreadedCamera(Camera):
             if not ok:
                 raise StaleFrameError(f"camera {self.name}: no new frame for {timeout * 1e3:.0f} ms (stalled stream?)")
             self._last_returned = self._latest.index
+            self._new.notify_all()
             return self._latest
 
     def peek(self, max_age_s: float) -> Frame:

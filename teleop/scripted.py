@@ -1,0 +1,167 @@
+"""Devices without a person: a script of commands (tests, demos) and a scripted *operator* for the
+simulated robot that teleoperates like a person would - it pushes the virtual stick towards the scripted
+expert's targets, and labels each episode by what it saw (it reads the simulator's success flag the way a
+person reads the scene). Told "the next one should be a near-success" (`on_prompt`), it aims slightly off.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+
+from robot.arms.base import ArmLimits
+from teleop.command import EpisodeEvent, TeleopCommand
+from teleop.device import TeleopDevice
+from teleop.mapping import TeleopMapping
+
+log = logging.getLogger(__name__)
+
+
+class ScriptedDevice(TeleopDevice):
+    """Plays ``script`` (a list of commands, or a function step -> command), one per `read`; after the end
+    it reads as a device at rest. ``disconnect_after``: vanish after that many reads (a USB drop)."""
+
+    def __init__(self, script: Sequence[TeleopCommand] | Callable[[int], TeleopCommand], name: str = "scripted",
+                 disconnect_after: int | None = None) -> None:
+        self.name, self.script, self.disconnect_after = name, script, disconnect_after
+        self.reads = 0
+        self._connected = False
+
+    def connect(self) -> None:
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected and (self.disconnect_after is None or self.reads < self.disconnect_after)
+
+    def read(self) -> TeleopCommand:
+        if not self.is_connected:
+            return TeleopCommand(enabled=False)
+        i = self.reads
+        self.reads += 1
+        if callable(self.script):
+            return self.script(i)
+        return self.script[i] if i < len(self.script) else TeleopCommand()
+
+
+class CompositeDevice(TeleopDevice):
+    """Motion (twist, gripper, deadman) from one device, episode events from it and from others - e.g. a
+    two-button SpaceMouse for motion and the keyboard for the SANS labels."""
+
+    def __init__(self, motion: TeleopDevice, *event_devices: TeleopDevice) -> None:
+        self.motion, self.others = motion, list(event_devices)
+        self.name = "+".join([motion.name] + [d.name for d in self.others])
+
+    def connect(self) -> None:
+        for d in (self.motion, *self.others):
+            if not d.is_connected:
+                d.connect()
+
+    def disconnect(self) -> None:
+        for d in (self.motion, *self.others):
+            if d.is_connected:
+                d.disconnect()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.motion.is_connected and all(d.is_connected for d in self.others)
+
+    def read(self) -> TeleopCommand:
+        cmd = self.motion.read()
+        if cmd.event is None:
+            for d in self.others:
+                ev = d.read().event
+                if ev is not None:
+                    return TeleopCommand(cmd.twist, cmd.gripper, cmd.enabled, ev, cmd.stamp)
+        return cmd
+
+    def on_prompt(self, requested: str) -> None:
+        for d in (self.motion, *self.others):
+            if hasattr(d, "on_prompt"):
+                d.on_prompt(requested)
+
+    def on_episode_start(self) -> None:
+        for d in (self.motion, *self.others):
+            if hasattr(d, "on_episode_start"):
+                d.on_episode_start()
+
+
+class ExpertOperator(TeleopDevice):
+    """A scripted operator for the ManiSkill robot (``robot.sim.maniskill.ManiSkillSim``).
+
+    Each episode it plans with the privileged object poses (`robot.sim.expert.ScriptedExpert`), aiming off
+    by a sampled near-success perturbation when the session asked for a near-success, and converts the
+    expert's actions into stick deflections through the same `TeleopMapping` a person's device goes
+    through. The first reading of an episode is a hand at rest (zero deflection). When the plan is done
+    (or ``label_now()`` is called), it presses the label key matching what happened: success if the
+    simulator says so, near_success if it was aiming off, failure otherwise.
+    """
+
+    name = "operator"
+
+    def __init__(self, sim, mapping: TeleopMapping, hz: float, limits: ArmLimits, seed: int = 0,
+                 near_success_kinds: Sequence[str] = ("place_offset", "grasp_offset")) -> None:
+        from robot.sim.expert import ScriptedExpert, sample_perturbation  # noqa: F401 (fails early if absent)
+
+        self.sim, self.mapping, self.hz, self.limits = sim, mapping, hz, limits
+        self.rng = np.random.default_rng(seed)
+        self.kinds = tuple(near_success_kinds)
+        self.requested = "success"
+        self.expert = None
+        self.perturbation = None
+        self._step = 0
+        self._labelled = False
+        self._label_asked = False
+        self._connected = False
+
+    def connect(self) -> None:
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def on_prompt(self, requested: str) -> None:
+        self.requested = requested
+
+    def on_episode_start(self) -> None:
+        from robot.sim.expert import ScriptedExpert, sample_perturbation
+
+        kind = "none" if self.requested != "near_success" else str(self.rng.choice(self.kinds))
+        self.perturbation = sample_perturbation(kind, self.rng)
+        self.expert = ScriptedExpert(self.sim.config.task, self.perturbation, max_translation_m=self.limits.max_translation_m)
+        self.expert.plan(self.sim.privileged())
+        self._step, self._labelled, self._label_asked = 0, False, False
+
+    def label_now(self) -> None:
+        """The session asks for a label (the episode ended): press it on the next read."""
+        self._label_asked = True
+
+    def _label(self) -> EpisodeEvent:
+        if self.sim.success:
+            return EpisodeEvent.SUCCESS
+        return EpisodeEvent.NEAR_SUCCESS if self.perturbation is not None and self.perturbation.kind != "none" else EpisodeEvent.FAILURE
+
+    def read(self) -> TeleopCommand:
+        if self.expert is None:
+            return TeleopCommand()
+        self._step += 1
+        if self._step == 1:
+            return TeleopCommand(gripper=1.0)  # hand at rest when the episode starts
+        if (self.expert.done or self._label_asked) and not self._labelled:
+            self._labelled = True
+            return TeleopCommand(gripper=None, event=self._label())
+        action = self.expert.act(self.sim.privileged())
+        return TeleopCommand(twist=self.mapping.deflection_for_action(action, self.hz, self.limits), gripper=float(action[6]))
+
+    @property
+    def description(self) -> dict:
+        return {} if self.perturbation is None else self.perturbation.describe()
