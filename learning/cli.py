@@ -44,6 +44,10 @@ COMMANDS: dict[str, Command] = {
         "export episodes of a store to MCAP with ROS 2 messages (Foxglove / rosbag2)",
         "learning.data.mcap_export:main", "learning/export_mcap",
     ),
+    "robot": Command(
+        "the robot in one process (no ROS): camera + arm + policy/teleop + safety filter + outbox; `collect` = SANS teleop session",
+        "robot.main:main", "robot/robot", modes=("run", "collect"),
+    ),
     "keys": Command(
         "create a CURVE key pair for the learner link (learner or robot); prints where to copy the public key",
         "robot.keys:main", "robot/keys",
