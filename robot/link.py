@@ -720,25 +720,30 @@ class Outbox:
         cur.sent_at = cur.chunks_done
         self._send(wire.encode(wire.EP_END, {"id": cur.sp.uid}))
 
-    def _finish(self, uid: str, index: int, duplicate: bool) -> None:
+    def _finish(self, uid: str, index: int, duplicate: bool, ingest_s: float | None) -> None:
         cur = self._cur
-        with self._cond:
-            sp = self._pending.pop(uid, None)
-            self._committed.add(uid)
-            self._c["episodes_duplicate" if duplicate else "episodes_committed"] += 1
-            self._cond.notify_all()
         if cur is not None and cur.sp.uid == uid:
             os.close(cur.fd)
             now = time.monotonic()
             if cur.chunks_done:
+                # upload_s: start -> COMMIT less the learner's store write (ingest_s, measured there): the time to a
+                # verified (SHA-256) copy on the learner's disk.
                 self.uploads.append({"id": uid, "bytes": cur.sp.size, "index": index, "duplicate": duplicate,
-                                     "transfer_s": cur.chunks_done - cur.started, "commit_s": now - cur.chunks_done})
+                                     "transfer_s": cur.chunks_done - cur.started, "commit_s": now - cur.chunks_done,
+                                     "ingest_s": ingest_s, "upload_s": now - cur.started - (ingest_s or 0.0)})
             self._cur = None
+        with self._lock:
+            sp = self._pending.get(uid)
         if sp is not None:
-            # Delete only now: the learner has the episode in its store. Order: the file is the only record.
+            # Delete only now: the learner has the episode in its store. The file is the only record of it here.
             sp.path.unlink(missing_ok=True)
             _fsync_dir(self.folder)
             log.info("episode %s committed by the learner as #%d%s", uid, index, " (already there)" if duplicate else "")
+        with self._cond:
+            self._pending.pop(uid, None)
+            self._committed.add(uid)
+            self._c["episodes_duplicate" if duplicate else "episodes_committed"] += 1
+            self._cond.notify_all()
 
     def _restart_upload(self, why: str, backoff: bool = False) -> None:
         cur = self._cur
@@ -896,7 +901,7 @@ class Outbox:
                         self._tick_upload(now)
         elif t == wire.COMMIT:
             if h["id"] in self._pending:
-                self._finish(h["id"], h["index"], h.get("duplicate", False))
+                self._finish(h["id"], h["index"], h.get("duplicate", False), h.get("ingest_s"))
         elif t == wire.POL_OFFER:
             self._on_offer(h)
         elif t == wire.POL_CHUNK:
