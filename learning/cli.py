@@ -48,6 +48,10 @@ COMMANDS: dict[str, Command] = {
         "the robot in one process (no ROS): camera + arm + policy/teleop + safety filter + outbox; `collect` = SANS teleop session",
         "robot.main:main", "robot/robot", modes=("run", "collect"),
     ),
+    "calibrate": Command(
+        "camera calibration: print the ChArUco board, intrinsics, hand-eye (eye-in-hand / eye-to-hand), drift check",
+        "calibration.cli:main", "robot/calibrate", modes=("board", "intrinsics", "handeye", "check"),
+    ),
     "keys": Command(
         "create a CURVE key pair for the learner link (learner or robot); prints where to copy the public key",
         "robot.keys:main", "robot/keys",
