@@ -92,6 +92,7 @@ class RunnerConfig:
     rig: str = "sim"
     end_events: tuple[str, ...] = ("save_next", "rerecord", "stop", "success", "near_success", "failure")
     record_depth: bool = True
+    startup_timeout_steps: int = 20  # consecutive start-up refusals before the episode is given up
 
     def __post_init__(self) -> None:
         if not 0 < self.hz <= 2000:
@@ -102,6 +103,8 @@ class RunnerConfig:
             raise ValueError(f"runner.settle_steps: must be >= 0, got {self.settle_steps}")
         if self.replan_every is not None and self.replan_every < 1:
             raise ValueError(f"runner.replan_every: must be >= 1 or null, got {self.replan_every}")
+        if self.startup_timeout_steps < 1:
+            raise ValueError(f"runner.startup_timeout_steps: must be >= 1, got {self.startup_timeout_steps}")
         if self.source_kind not in SOURCES:
             raise ValueError(f"runner.source_kind: {self.source_kind!r} is not one of {SOURCES}")
 
@@ -109,14 +112,14 @@ class RunnerConfig:
 @dataclass
 class EpisodeResult:
     episode: Episode | None  # None only when not a single step could be observed
-    end_reason: str  # max_steps | success | event:<name> | camera_lost | camera_stalled | arm_lost | teleop_lost | source_error
+    end_reason: str  # max_steps | success | stopped | event:<name> | startup_refused | camera_lost | camera_stalled | arm_lost | teleop_lost | source_error
     event: str | None = None
     success: bool | None = None  # the success callback's value at the end (None without a callback)
     report: Any = None  # robot.control.LoopReport
     detail: str = ""  # the error message behind a device end reason
 
 
-DEVICE_ENDS = ("camera_lost", "camera_stalled", "arm_lost", "teleop_lost", "source_error")
+DEVICE_ENDS = ("camera_lost", "camera_stalled", "arm_lost", "teleop_lost", "source_error", "startup_refused")
 
 
 # ---------------------------------------------------------------------------------------------- runner
@@ -159,6 +162,7 @@ class EpisodeRunner:
         self.cameras.reset()
         status_source = source if isinstance(source, StatusSource) else None
         end_reason, detail, event, success_at = "max_steps", "", None, None
+        refused = 0  # consecutive start-up refusals
         state: ArmState | None = None
 
         try:
@@ -226,6 +230,12 @@ class EpisodeRunner:
             # ---- record
             with tick.section("record"):
                 self._record(rec, tick, group, obs, sent, commanded, reward, result.flags)
+            refused = refused + 1 if result.held and result.flags & SafetyFlag.STARTUP else 0
+            if refused >= c.startup_timeout_steps:
+                end_reason = "startup_refused"
+                detail = (f"the safety filter's start-up guard refused {refused} first commands in a row (too far from the "
+                          "current state); release the device / check the policy, or set safety.startup_mode=ramp")
+                break
 
             if reward and success_at is None:
                 success_at = tick.index

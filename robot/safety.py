@@ -9,8 +9,11 @@ be sent, plus a bit mask of the rules that fired. Rules, in the order they are a
 ``DEADMAN``    the command source says it is not enabled (teleop deadman released): hold
 ``WATCHDOG``   the command is older than ``watchdog_timeout_s`` (the source stopped talking): hold
 ``NONFINITE``  NaN/inf anywhere in the action: hold
-``STARTUP``    start-up guard: the first command after `reset` is refused (hold) while it would move
-               farther than ``startup_max_*``; once one is accepted the step limits ramp up from
+``STARTUP``    start-up guard: a first command after `reset` that would move farther than
+               ``startup_max_*`` is refused (``startup_mode="refuse"``: hold until a small command
+               arrives - a stick pushed at the start must be released; the runner gives up after a
+               while) or let through ramped (``"ramp"``: for delta policies whose first action is
+               naturally large). From the first accepted command the step limits ramp up from
                1/ramp_steps to full over ``ramp_steps`` steps (``RAMP`` when the ramp clipped)
 ``GRIPPER``    gripper target outside [-1, 1] (clipped); in ``binary`` mode the target is snapped to +-1
 ``WORKSPACE``  the EE target (current position + step) leaves the workspace box: clipped onto the box
@@ -55,7 +58,6 @@ class SafetyFlag(enum.IntFlag):
 
 
 RULES: tuple[SafetyFlag, ...] = tuple(f for f in SafetyFlag if f is not SafetyFlag.NONE)
-HOLDING = SafetyFlag.ESTOP | SafetyFlag.DEADMAN | SafetyFlag.WATCHDOG | SafetyFlag.NONFINITE | SafetyFlag.STARTUP
 
 
 def flag_names(mask: int) -> list[str]:
@@ -74,6 +76,7 @@ class SafetyConfig:
     gripper_threshold: float = 0.0
     startup_max_translation_m: float = 0.02  # the first command may move at most this far ...
     startup_max_rotation_rad: float = 0.05  # ... and turn at most this much, else it is refused
+    startup_mode: str = "refuse"  # "refuse": hold while the first command is too far; "ramp": execute it ramped in
     ramp_steps: int = 10  # after the first accepted command, step limits grow to full over this many steps
     watchdog_timeout_s: float = 0.3  # hold when the newest command is older than this (3 periods at 10 Hz)
     require_enabled: bool = True  # honour the source's deadman flag
@@ -94,6 +97,8 @@ class SafetyConfig:
             raise ValueError(f"safety.gripper_mode: {self.gripper_mode!r} is not 'binary' or 'continuous'")
         if not -1 < self.gripper_threshold < 1:
             raise ValueError(f"safety.gripper_threshold: must be inside (-1, 1), got {self.gripper_threshold}")
+        if self.startup_mode not in ("refuse", "ramp"):
+            raise ValueError(f"safety.startup_mode: {self.startup_mode!r} is not 'refuse' or 'ramp'")
         if not isinstance(self.ramp_steps, int) or self.ramp_steps < 1:
             raise ValueError(f"safety.ramp_steps: must be an int >= 1, got {self.ramp_steps!r}")
 
@@ -113,14 +118,11 @@ class SafetyConfig:
 class SafetyResult:
     action: np.ndarray  # (7,) float32, what may be sent
     flags: SafetyFlag
+    held: bool = False  # the command was replaced by a hold (no EE motion)
 
     @property
     def intervened(self) -> bool:
         return self.flags != SafetyFlag.NONE
-
-    @property
-    def held(self) -> bool:
-        return bool(self.flags & HOLDING)
 
 
 class SafetyFilter:
@@ -143,6 +145,7 @@ class SafetyFilter:
     def reset(self, state: ArmState | None = None) -> None:
         """New episode: re-arm the start-up guard, zero the counts. The e-stop stays latched."""
         self._armed = False
+        self._refusing = False
         self._ramp_i = 0
         self._last_gripper = 1.0 if state is None or state.gripper >= 0.5 else -1.0
         self.counts = {f.name.lower(): 0 for f in RULES}
@@ -201,7 +204,7 @@ class SafetyFilter:
             flags |= SafetyFlag.NONFINITE
             log.warning("SAFETY: non-finite command %s; holding", np.array2string(a, precision=3))
         if flags:
-            return self._finish(self.hold_action(), flags)
+            return self._finish(self.hold_action(), flags, held=True)
 
         trans_scale, rot_scale = self.limits.max_translation_m, self.limits.max_rotation_rad
         dpos = a[:3] * trans_scale  # metres this step
@@ -210,11 +213,17 @@ class SafetyFilter:
         # Start-up guard: the first command must be small; after it, limits ramp in.
         ramp = 1.0
         if not self._armed:
-            if np.linalg.norm(dpos) > c.startup_max_translation_m or np.linalg.norm(drot) > c.startup_max_rotation_rad:
-                log.warning("SAFETY: start-up guard refused the first command (%.3f m, %.3f rad > %.3f m, %.3f rad); holding",
-                            np.linalg.norm(dpos), np.linalg.norm(drot), c.startup_max_translation_m, c.startup_max_rotation_rad)
-                return self._finish(self.hold_action(), SafetyFlag.STARTUP)
-            self._armed = True
+            far = np.linalg.norm(dpos) > c.startup_max_translation_m or np.linalg.norm(drot) > c.startup_max_rotation_rad
+            if far and c.startup_mode == "refuse":
+                if not self._refusing:
+                    log.warning("SAFETY: start-up guard refused the first command (%.3f m, %.3f rad > %.3f m, %.3f rad); holding "
+                                "until a small command arrives", np.linalg.norm(dpos), np.linalg.norm(drot),
+                                c.startup_max_translation_m, c.startup_max_rotation_rad)
+                self._refusing = True
+                return self._finish(self.hold_action(), SafetyFlag.STARTUP, held=True)
+            if far:
+                flags |= SafetyFlag.STARTUP  # let through, but only at the first ramp step's size
+            self._armed, self._refusing = True, False
         if self._ramp_i < c.ramp_steps:
             self._ramp_i += 1
             ramp = self._ramp_i / c.ramp_steps
@@ -254,13 +263,13 @@ class SafetyFilter:
                       np.array2string(out, precision=3))
         return self._finish(out, flags)
 
-    def _finish(self, action: np.ndarray, flags: SafetyFlag) -> SafetyResult:
+    def _finish(self, action: np.ndarray, flags: SafetyFlag, held: bool = False) -> SafetyResult:
         for f in RULES:
             if flags & f:
                 self.counts[f.name.lower()] += 1
         if flags:
             self.counts["interventions"] += 1
-        return SafetyResult(action=action, flags=flags)
+        return SafetyResult(action=action, flags=flags, held=held)
 
     def summary(self) -> dict[str, int]:
         """Per-rule counts of this episode (steps where the rule fired) plus ``interventions`` and ``steps``:

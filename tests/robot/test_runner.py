@@ -202,3 +202,13 @@ def test_runner_config_errors_name_the_field():
         RunnerConfig(hz=0)
     with pytest.raises(ValueError, match="source_kind"):
         RunnerConfig(source_kind="human")
+
+
+def test_persistent_startup_refusal_ends_the_episode_with_a_clear_reason():
+    arm = KinematicArm()
+    safety = SafetyFilter(SafetyConfig(startup_max_translation_m=0.01), arm.limits)
+    runner, _ = make_runner(RunnerConfig(hz=10, max_steps=50, startup_timeout_steps=5), safety=safety)
+    res = runner.run(ConstantSource([[1, 0, 0, 0, 0, 0, 1]]), "task")
+    assert res.end_reason == "startup_refused" and "start-up guard" in res.detail
+    assert len(res.episode) == 5 and res.episode.info["safety"]["startup"] == 5
+    assert not res.episode.actions[:, :6].any()

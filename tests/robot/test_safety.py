@@ -147,3 +147,15 @@ def test_config_errors_name_the_field():
         SafetyConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="gripper_mode"):
         SafetyConfig(gripper_mode="wiggle")
+
+
+def test_startup_ramp_mode_lets_a_far_first_command_through_ramped():
+    arm = KinematicArm(KinematicArmConfig(max_translation_m=0.05))
+    arm.connect()
+    f = SafetyFilter(SafetyConfig(max_translation_m=0.05, startup_max_translation_m=0.01, startup_mode="ramp", ramp_steps=5), arm.limits)
+    f.reset(arm.read_state())
+    res, moved = send(arm, f, [1, 0, 0, 0, 0, 0, 1])
+    assert res.flags & SafetyFlag.STARTUP and not res.held
+    assert np.linalg.norm(moved) == pytest.approx(0.01, abs=1e-6)  # 1/5 of the 5 cm limit
+    with pytest.raises(ValueError, match="startup_mode"):
+        SafetyConfig(startup_mode="yolo")
