@@ -77,7 +77,8 @@ def run_scripted_episode(
     rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
                  gripper=state.gripper, action=hold, reward=float(sim.success))
     outcome = "success" if sim.success else ("near_success" if perturbation_kind != "none" else "failure")
-    info = {"seed": int(seed), "sim_task": robot.config.task, "sim_success": bool(sim.success), **pert.describe()}
+    info = {"seed": int(seed), "sim_task": robot.config.task, "sim_success": bool(sim.success),
+            "camera": robot.config.camera_info(), **pert.describe()}
     return rec.finish(outcome, info=info)
 
 

@@ -348,16 +348,21 @@ class LiberoSim:
         return np.asarray(self.env.get_sim_state(), dtype=np.float64).copy()
 
     def privileged(self) -> dict[str, Any]:
-        """Ground truth for scripted experts (never given to a policy): TCP, objects' positions and
-        world-frame bounding boxes, the goal predicates. Positions in the world frame, m."""
+        """Ground truth for scripted experts (never given to a policy): TCP, the hand's pointing and finger
+        axes, objects' positions and extents (`_body_geometry`), goal regions and predicates. World frame, m."""
         e = self.env.env
         sim = e.sim
-        out: dict[str, Any] = {"tcp": np.asarray(self._obs["robot0_eef_pos"], dtype=np.float64).copy(),
+        grip = sim.model.site_name2id("gripper0_grip_site")
+        out: dict[str, Any] = {"tcp": sim.data.site_xpos[grip].copy(),
                                "goal": [list(p) for p in e.parsed_problem["goal_state"]], "objects": {}, "regions": {}}
+        m = sim.model
+        out["approach_axis"] = sim.data.site_xmat[grip].reshape(3, 3)[:, 2].copy()  # the hand points along +z of the grip site
+        finger = m.joint_name2id("gripper0_finger_joint1")
+        out["finger_axis"] = sim.data.xmat[m.jnt_bodyid[finger]].reshape(3, 3) @ m.jnt_axis[finger]  # fingers close along it
         for name in list(e.objects_dict) + list(getattr(e, "fixtures_dict", {})):
             bid = e.obj_body_id[name]
-            lo, hi = _body_aabb(sim, bid)
-            out["objects"][name] = {"pos": sim.data.body_xpos[bid].copy(), "quat_wxyz": sim.data.body_xquat[bid].copy(), "aabb": (lo, hi)}
+            out["objects"][name] = {"pos": sim.data.body_xpos[bid].copy(), "quat_wxyz": sim.data.body_xquat[bid].copy(),
+                                    **_body_geometry(sim, bid)}
         for sid in range(sim.model.nsite):
             name = sim.model.site_id2name(sid)
             if name and name.endswith("region"):
@@ -382,24 +387,30 @@ def from_libero_action(action: np.ndarray) -> np.ndarray:
     return a
 
 
-def _body_aabb(sim, body_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """World-frame axis-aligned box around the collision geoms of a body and its descendants."""
+def _body_geometry(sim, body_id: int) -> dict[str, np.ndarray]:
+    """Extent of the collision geoms of a body and its descendants: a world-frame axis-aligned box
+    `aabb` = (lo, hi), and in the body's own frame the world directions of its x and y axes (`axes`, (2, 3))
+    with the object's size along each (`extent`, (2,), m) and the centre of that footprint (`centre`, (3,))."""
     m, d = sim.model, sim.data
     bodies = {body_id}
     for b in range(m.nbody):  # parents have lower ids than children in MuJoCo
         if m.body_parentid[b] in bodies and b != 0:
             bodies.add(b)
-    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)  # (8, 3)
+    corners = []
     for g in range(m.ngeom):
         if m.geom_bodyid[g] not in bodies or (m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0):
             continue
         c, h = m.geom_aabb[g, :3], m.geom_aabb[g, 3:]
-        corners = d.geom_xpos[g] + (c + signs * h) @ d.geom_xmat[g].reshape(3, 3).T  # (8, 3)
-        lo, hi = np.minimum(lo, corners.min(0)), np.maximum(hi, corners.max(0))
-    if not np.all(np.isfinite(lo)):  # no collision geom: fall back to the body origin
-        lo = hi = d.xpos[body_id].copy()
-    return lo, hi
+        corners.append(d.geom_xpos[g] + (c + signs * h) @ d.geom_xmat[g].reshape(3, 3).T)  # (8, 3) world
+    rot = d.xmat[body_id].reshape(3, 3)  # body -> world
+    if not corners:  # no collision geom: the body origin
+        p = d.xpos[body_id].copy()
+        return {"aabb": (p, p.copy()), "axes": rot[:, :2].T.copy(), "extent": np.zeros(2), "centre": p.copy()}
+    pts = np.concatenate(corners)  # (8 * n_geoms, 3)
+    local = (pts - d.xpos[body_id]) @ rot  # (N, 3) in the body frame
+    centre = d.xpos[body_id] + rot @ ((local.max(0) + local.min(0)) / 2)
+    return {"aabb": (pts.min(0), pts.max(0)), "axes": rot[:, :2].T.copy(), "extent": (local.max(0) - local.min(0))[:2], "centre": centre}
 
 
 class LiberoArm(Arm):

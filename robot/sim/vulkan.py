@@ -35,14 +35,15 @@ def _has_gpu_icd() -> bool:
 def configure_vulkan() -> str:
     """Make a Vulkan driver available to this process; returns which one ("gpu", "env", "lavapipe")."""
     global _configured
-    if os.environ.get("VK_ICD_FILENAMES") or os.environ.get("VK_DRIVER_FILES"):
-        _configured = True
-        return "env"
-    if _has_gpu_icd():
-        _configured = True
-        return "gpu"
     root = vulkan_dir()
     icd = root / "icd.json"
+    chosen = os.environ.get("VK_ICD_FILENAMES") or os.environ.get("VK_DRIVER_FILES")
+    if chosen and Path(chosen) != icd:
+        _configured = True
+        return "env"
+    if not chosen and _has_gpu_icd():
+        _configured = True
+        return "gpu"
     if not icd.exists():
         raise VulkanDriverMissingError(
             f"no Vulkan driver for the simulator: {icd} does not exist and no GPU driver is installed. "

@@ -1,0 +1,112 @@
+"""The simulated robot (ManiSkill): scripted SANS, labels from the simulator, config-only task switch."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("mani_skill")
+
+from robot.sim.collect import CollectStats, collect_sans, run_scripted_episode  # noqa: E402
+from robot.sim.maniskill import ManiSkillConfig, SimRobot, UnknownTaskError  # noqa: E402
+
+pytestmark = pytest.mark.sim
+
+
+@pytest.fixture(scope="module")
+def pick():
+    robot = SimRobot(ManiSkillConfig(task="PickCube-v1", image_size=64))
+    robot.connect()
+    yield robot
+    robot.close()
+
+
+def test_expert_succeeds_and_near_success_fails_by_the_simulators_flag(pick):
+    ep = run_scripted_episode(pick, seed=3, perturbation_kind="none")
+    assert ep.outcome == "success" and ep.info["sim_success"] is True
+    assert ep.rewards[-1] == 1.0 and ep.rewards[0] == 0.0  # per-frame success label
+    assert ep.images["front"].shape[1:] == (64, 64, 3) and ep.fps == 10.0
+    assert np.allclose(np.diff(ep.timestamps), 0.1)
+    near = run_scripted_episode(pick, seed=3, perturbation_kind="place_offset")
+    assert near.outcome == "near_success" and near.info["sim_success"] is False and near.rewards.max() == 0.0
+    assert 0.035 <= np.linalg.norm(near.info["perturbation_offset_m"]) <= 0.06
+    # the cube was carried: it ends up in the air near the goal, not on the table
+    assert near.info["perturbation"] == "place_offset"
+
+
+def test_collect_sans_interleaves_and_labels(pick):
+    stats = CollectStats()
+    eps = list(collect_sans(pick, 2, 2, seed=10, stats=stats))
+    assert [e.outcome for e in eps] == ["success", "near_success", "success", "near_success"]
+    assert stats.kept["success"] == 2 and stats.kept["near_success"] == 2
+    assert all(e.source == "scripted" and e.task == pick.instruction for e in eps)
+
+
+def test_camera_sees_the_goal_marker_and_the_cube(pick):
+    seen = []
+    for seed in range(10):
+        pick.sim.reset(seed)
+        img = pick.sim.rgb().astype(int)
+        green = (img[..., 1] > 120) & (img[..., 0] < 110) & (img[..., 2] < 110)
+        red = (img[..., 0] > 150) & (img[..., 1] < 60) & (img[..., 2] < 60)
+        seen.append((green.sum() >= 4, red.sum() >= 4))  # several pixels each at 64x64
+    goal, cube = np.mean(seen, axis=0)
+    assert goal >= 0.6 and cube >= 0.8  # the gripper's start pose hides the goal in some seeds
+
+
+def test_second_task_by_config_only():
+    robot = SimRobot(ManiSkillConfig.from_dict({"task": "PushCube-v1", "image_size": 48}))
+    robot.connect()
+    try:
+        ep = run_scripted_episode(robot, seed=1)
+        assert ep.outcome == "success" and ep.images["front"].shape[1:] == (48, 48, 3)
+        near = run_scripted_episode(robot, seed=1, perturbation_kind="place_offset")
+        assert near.outcome == "near_success"
+    finally:
+        robot.close()
+
+
+def test_bad_config_is_named():
+    with pytest.raises(UnknownTaskError, match="available: PickCube-v1"):
+        ManiSkillConfig(task="Nope-v9")
+    with pytest.raises(ValueError, match="unknown keys \\['camera_zoom'\\]"):
+        ManiSkillConfig.from_dict({"camera_zoom": 2})
+
+
+def _wvl(args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "learning.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_wvl_collect_writes_a_store_with_outcomes(tmp_path):
+    r = _wvl(["collect", "sim", "success=1", "near_success=1", f"out={tmp_path / 's'}", "sim.image_size=32"])
+    assert r.returncode == 0, r.stderr
+    assert "near_success" in r.stdout
+    rows = pq.read_table(tmp_path / "s/meta/episodes").to_pylist()
+    assert sorted(r["outcome"] for r in rows) == ["near_success", "success"]
+
+
+def test_one_line_errors_for_bad_input(tmp_path):
+    r = _wvl(["collect", "sim", "task=Nope-v1", f"out={tmp_path}/x"])
+    assert r.returncode == 2 and "unknown simulated task 'Nope-v1'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()  # nothing written for a bad task
+    r = _wvl(["collect", "sim", "sucess=3"])
+    assert r.returncode == 2 and "unknown config key 'sucess'" in r.stderr
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    if os.geteuid() != 0:  # root ignores permissions
+        r = _wvl(["collect", "sim", f"out={tmp_path}/ro/s"])
+        assert r.returncode == 2 and "not writable" in r.stderr
+    r = _wvl(["collect", "sim", "out=/proc/forbidden/s", "success=1", "near_success=0"])
+    assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_vulkan_driver_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("VK_ICD_FILENAMES", "VK_DRIVER_FILES")}
+    env["WVL_VULKAN_DIR"] = str(tmp_path / "no-vulkan")
+    r = _wvl(["collect", "sim", "success=1", "near_success=0", f"out={tmp_path}/s"], env=env)
+    if r.returncode == 0:
+        pytest.skip("a GPU Vulkan driver is installed on this machine")
+    assert r.returncode == 2 and "make vulkan" in r.stderr and "Traceback" not in r.stderr
