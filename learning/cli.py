@@ -44,6 +44,18 @@ COMMANDS: dict[str, Command] = {
         "export episodes of a store to MCAP with ROS 2 messages (Foxglove / rosbag2)",
         "learning.data.mcap_export:main", "learning/export_mcap",
     ),
+    "sft": Command(
+        "behaviour-clone a VLA policy on a store's demonstrations (validation loss, checkpoints, resume)",
+        "learning.policy.sft:main", "learning/sft",
+    ),
+    "export": Command(
+        "export a policy to ONNX + manifest (the robot's artifact), checked against PyTorch",
+        "learning.policy.export:main", "learning/export",
+    ),
+    "eval-policy": Command(
+        "success rate (95% Wilson CI) of a policy artifact on the simulated robot, via the robot's PolicyRuntime",
+        "learning.eval.policy_eval:main", "learning/eval_policy",
+    ),
     "robot": Command(
         "the robot in one process (no ROS): camera + arm + policy/teleop + safety filter + outbox; `collect` = SANS teleop session",
         "robot.main:main", "robot/robot", modes=("run", "collect"),

@@ -1,0 +1,289 @@
+"""Success rate of a deployed policy on the simulated robot, with its 95% Wilson interval.
+
+The exported ONNX artifact runs through the robot's own `PolicyRuntime` (the same validation and inference
+as on the robot PC) on `SimRobot`. Each rollout: reset with a seed, then ask the policy for a chunk, play
+``execute_steps`` of it (default: all K), observe again, ... until the task succeeds (then ``settle_steps``
+more steps are recorded) or ``max_steps`` pass. Success is the simulator's own flag, reached at any step
+(ManiSkill's "success once"). The loop plays actions straight into the simulator, as the SANS demos were
+recorded: the robot's safety filter (start-up guard, 5 cm step clamp) is a property of a rig, not of the
+policy, and would measure a different thing.
+
+Seeds: episode i uses ``seed + i`` (``seed`` defaults to 1,000,000; `wvl collect` counts up from 0 and
+uses at most 5x its episode count, so evaluation never replays a demonstration's scene). A seed whose task
+is solved at reset (the goal spawned at the cube) is replaced by ``seed + i + episodes``, and so on.
+
+Rollouts run in ``workers`` processes (spawn: ManiSkill's CPU simulator hangs under fork), each with its own
+simulator; the parent only collects results, so the numbers do not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learning.eval.stats import SuccessRate
+from robot.console import print_table, progress
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_BASE = 1_000_000
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    execute_steps: int | None = None  # actions of each chunk played before re-planning; None = the whole chunk
+    max_steps: int | None = None  # None = the simulator config's max_steps
+    settle_steps: int = 2  # steps recorded after the first success
+    record: bool = False  # return the Episode (for a store or failure videos)
+    policy_version: str | None = None  # written into recorded episodes (default: the manifest's)
+    loop_iteration: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise ValueError(f"execute_steps: must be >= 1 or null, got {self.execute_steps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: must be >= 1 or null, got {self.max_steps}")
+        if self.settle_steps < 0:
+            raise ValueError(f"settle_steps: must be >= 0, got {self.settle_steps}")
+
+
+@dataclass
+class RolloutResult:
+    index: int
+    seed: int
+    success: bool
+    steps: int
+    success_step: int | None
+    final_success: bool
+    policy_calls: int
+    infer_ms_p50: float
+    episode_bytes: bytes | None = field(default=None, repr=False)
+
+
+def rollout(robot, runtime, seed: int, cfg: RolloutConfig, index: int = 0) -> RolloutResult | None:
+    """One episode of ``runtime`` (a `PolicyRuntime`) on ``robot`` (a connected `SimRobot`) from ``seed``;
+    None when the seed's task is already solved at reset (nothing to evaluate)."""
+    from robot.episode import EpisodeRecorder
+
+    sim, arm, cam = robot.sim, robot.arm, robot.cameras["front"]
+    sim.reset(seed)
+    if sim.success:
+        return None
+    manifest = runtime.reset()  # the episode boundary: a staged policy version would become current here
+    K = manifest.chunk_length
+    play = min(cfg.execute_steps or K, K)
+    max_steps = cfg.max_steps or robot.config.max_steps
+    version = cfg.policy_version or manifest.policy_version
+    rec = EpisodeRecorder(robot.instruction, robot.config.control_hz, rig=robot.config.rig, source="policy",
+                          policy_version=version, loop_iteration=cfg.loop_iteration) if cfg.record else None
+    chunk, j, calls, success_at = None, play, 0, None
+    infer_ms: list[float] = []
+    for _ in range(max_steps):
+        frame = cam.read()
+        if j >= play:
+            t0 = time.perf_counter()
+            chunk = runtime.act(frame.rgb)
+            infer_ms.append((time.perf_counter() - t0) * 1000)
+            j, calls = 0, calls + 1
+        action = np.clip(chunk[j], -1.0, 1.0)
+        j += 1
+        if rec is not None:
+            state = arm.read_state()
+            rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
+                         gripper=state.gripper, action=action, reward=float(sim.success))
+        arm.send_action(action)
+        if sim.success and success_at is None:
+            success_at = sim.steps
+        if success_at is not None and sim.steps - success_at >= cfg.settle_steps:
+            break
+    final = bool(sim.success)
+    episode_bytes = None
+    if rec is not None:
+        # The observation after the last action closes the episode with a hold action (as the collector does).
+        state, frame = arm.read_state(), cam.read()
+        hold = np.array([0, 0, 0, 0, 0, 0, rec._steps[-1]["action"][6]], dtype=np.float32)
+        rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
+                     gripper=state.gripper, action=hold, reward=float(final))
+        ep = rec.finish("success" if success_at is not None else "failure",
+                        info={"seed": int(seed), "sim_task": robot.config.task, "sim_success": final, "evaluation": True,
+                              "success_step": success_at, "execute_steps": play})
+        episode_bytes = ep.to_bytes()
+    return RolloutResult(index, int(seed), success_at is not None, sim.steps, success_at, final, calls,
+                         float(np.median(infer_ms)) if infer_ms else float("nan"), episode_bytes)
+
+
+# ---------------------------------------------------------------------------------------------- workers
+_W: dict[str, Any] = {}
+
+
+def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from robot.policy_runtime import PolicyRuntime, RigSpec
+    from robot.sim.maniskill import ManiSkillConfig, SimRobot
+
+    try:  # ManiSkill imports torch; one thread per worker (the workers are the parallelism)
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    robot = SimRobot(ManiSkillConfig.from_dict(sim_cfg))
+    robot.connect()
+    runtime = PolicyRuntime(RigSpec.from_dict(rig), providers=["CPUExecutionProvider"], threads=threads)
+    runtime.load(artifact)
+    _W.update(robot=robot, runtime=runtime)
+
+
+def _worker_run(job: tuple[int, int, int, RolloutConfig]) -> RolloutResult:
+    index, seed, stride, cfg = job
+    robot = _W["robot"]
+    # Replace seeds whose task is already solved at reset (goal spawned at the cube) by seed + stride, ...
+    for attempt in range(100):
+        result = rollout(robot, _W["runtime"], seed + attempt * stride, cfg, index)
+        if result is not None:
+            return result
+    raise RuntimeError(f"seed {seed}: 100 replacement seeds were all solved at reset")
+
+
+# ---------------------------------------------------------------------------------------------- API
+@dataclass
+class EvalResult:
+    artifact: str
+    policy_version: str
+    task: str
+    rate: SuccessRate
+    seconds: float
+    episodes: list[dict[str, Any]]
+    config: dict[str, Any]
+    stored: list[int] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rate"] = self.rate.to_dict()
+        return d
+
+
+def rig_for(sim_cfg) -> dict[str, Any]:
+    """The rig a simulated robot offers a policy (camera, image size, action space, rate)."""
+    return {"camera": "front", "image_size": (sim_cfg.image_size, sim_cfg.image_size), "action_dim": 7,
+            "action_low": (-1.0,) * 7, "action_high": (1.0,) * 7, "control_hz": float(sim_cfg.control_hz)}
+
+
+def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 100, workers: int = 2,
+                    seed: int = EVAL_SEED_BASE, rollout_cfg: RolloutConfig = RolloutConfig(), store=None,
+                    videos: str | Path | None = None, max_videos: int = 10, threads: int = 1) -> EvalResult:
+    """Roll the artifact out ``episodes`` times on the simulated robot. ``sim_cfg``: a `ManiSkillConfig` or dict
+    (default PickCube-v1). ``store``: an `EpisodeStore` to append every rollout to (source="policy", outcome
+    from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures."""
+    from robot.policy_artifact import read_artifact
+    from robot.policy_runtime import validate_artifact
+    from robot.sim.maniskill import ManiSkillConfig
+
+    if episodes < 1 or workers < 1:
+        raise ValueError(f"episodes/workers: must be >= 1, got {episodes}/{workers}")
+    sim_cfg = sim_cfg if isinstance(sim_cfg, ManiSkillConfig) else ManiSkillConfig.from_dict(dict(sim_cfg or {}))
+    rig = rig_for(sim_cfg)
+    artifact = str(Path(artifact))
+    manifest = read_artifact(Path(artifact))
+    validate_artifact(artifact, rig)  # fail here, with the field named, before starting simulators
+    record = store is not None or videos is not None
+    rcfg = RolloutConfig(**{**asdict(rollout_cfg), "record": record})
+    sim_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sim_cfg).items()}
+    jobs = [(i, seed + i, episodes, rcfg) for i in range(episodes)]
+    workers = min(workers, episodes)
+    results: list[RolloutResult] = []
+    stored: list[int] = []
+    video_paths: list[str] = []
+    if videos is not None:
+        Path(videos).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    with progress() as bar, ctx.Pool(workers, initializer=_worker_init,
+                                     initargs=(sim_dict, artifact, rig, threads, logging.getLogger().level or logging.WARNING)) as pool:
+        job = bar.add_task(f"eval {manifest.policy_version} on {sim_cfg.task}", total=episodes, status="")
+        for r in pool.imap_unordered(_worker_run, jobs, chunksize=1):
+            results.append(r)
+            if r.episode_bytes is not None:
+                from robot.episode import Episode
+
+                ep = Episode.from_bytes(r.episode_bytes)
+                if store is not None:
+                    stored.append(store.append(ep))
+                if videos is not None and not r.success and len(video_paths) < max_videos:
+                    from learning.data.video import encode_video
+
+                    p = Path(videos) / f"failure-seed{r.seed}.mp4"
+                    encode_video(ep.images["front"], p, ep.fps)
+                    video_paths.append(str(p))
+                r.episode_bytes = None
+            n_ok = sum(x.success for x in results)
+            bar.update(job, advance=1, status=f"success {n_ok}/{len(results)}")
+    seconds = time.perf_counter() - t0
+    results.sort(key=lambda r: r.index)
+    rate = SuccessRate(sum(r.success for r in results), len(results))
+    rows = [{k: v for k, v in asdict(r).items() if k != "episode_bytes"} for r in results]
+    return EvalResult(artifact, manifest.policy_version, sim_cfg.task, rate, seconds, rows,
+                      {"episodes": episodes, "workers": workers, "seed": seed, "rollout": asdict(rcfg), "sim": sim_dict},
+                      stored, video_paths)
+
+
+def main(cfg, mode: str | None = None) -> int:
+    from omegaconf import OmegaConf
+
+    from learning.data.collect import make_sim_robot
+
+    if bool(cfg.artifact) == bool(cfg.policy):
+        raise ValueError("artifact/policy: give exactly one: artifact=<exported folder> or policy=<saved policy folder>")
+    sim = make_sim_robot(cfg.sim, cfg.task).config  # validates the sim config (no simulator started here)
+    artifact = cfg.artifact
+    tmp = None
+    if cfg.policy:
+        import tempfile
+
+        from learning.policy import load_policy
+        from learning.policy.export import export_policy
+
+        tmp = tempfile.TemporaryDirectory(prefix="wvl-eval-")
+        artifact = str(Path(tmp.name) / "artifact")
+        export_policy(load_policy(cfg.policy), artifact, version=cfg.policy_version or Path(cfg.policy).name,
+                      control_hz=sim.control_hz)
+    store = None
+    if cfg.store:
+        from learning.data.store import EpisodeStore
+
+        store = EpisodeStore(cfg.store)
+    rcfg = RolloutConfig(execute_steps=cfg.execute_steps, max_steps=cfg.max_steps, settle_steps=cfg.settle_steps,
+                         policy_version=cfg.policy_version, loop_iteration=cfg.loop_iteration)
+    try:
+        res = evaluate_policy(artifact, sim, episodes=cfg.episodes, workers=cfg.workers, seed=cfg.seed, rollout_cfg=rcfg,
+                              store=store, videos=cfg.videos, max_videos=cfg.max_videos, threads=cfg.threads)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    lo, hi = res.rate.interval
+    succ = [r for r in res.episodes if r["success"]]
+    print_table(f"policy {res.policy_version} on simulated {res.task}", ["what", "value"], [
+        ("success rate", str(res.rate)),
+        ("episodes / seeds", f"{res.rate.n} / {cfg.seed}..{cfg.seed + cfg.episodes - 1}"),
+        ("mean steps to success", f"{np.mean([r['success_step'] for r in succ]):.1f}" if succ else "-"),
+        ("policy calls per episode", f"{np.mean([r['policy_calls'] for r in res.episodes]):.1f}"),
+        ("onnxruntime act p50", f"{np.median([r['infer_ms_p50'] for r in res.episodes]):.2f} ms"),
+        ("stored episodes", f"{len(res.stored)} -> {cfg.store}" if cfg.store else "-"),
+        ("failure videos", f"{len(res.videos)} -> {cfg.videos}" if cfg.videos else "-"),
+        ("wall time", f"{res.seconds:.0f} s with {res.config['workers']} workers"),
+    ])
+    if cfg.report:
+        Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
+        d = res.to_dict()
+        d["command_config"] = OmegaConf.to_container(cfg, resolve=True)
+        Path(cfg.report).write_text(json.dumps(d, indent=2))
+    print(f"success_rate={res.rate.rate:.4f} ci_low={lo:.4f} ci_high={hi:.4f} n={res.rate.n}")
+    return 0

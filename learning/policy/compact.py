@@ -1,0 +1,197 @@
+"""A compact vision-language-action model that trains on a CPU, with OpenVLA-OFT-style parallel decoding.
+
+    image (B, 64, 64, 3) uint8 ──conv stem──> (B, P, d) patch tokens ─┐
+    instruction words ──embedding──────────> (B, L, d) text tokens ──┼─> bidirectional transformer
+    K learned action queries ──────────────> (B, K, d) query tokens ─┘        │
+                                                                             └─ query outputs ─> (B, K, D, V) logits
+
+All K * D action tokens come from ONE forward pass and are independent categoricals given the context
+(the OFT recipe): the log-probability of a chunk is the exact sum of per-token log-softmaxes, sampling is one
+draw per token, and the deployed greedy policy is a single graph with no decoding loop (exported to ONNX as
+is). Image normalisation statistics and the word vocabulary live in the config, so `save_pretrained` /
+`from_pretrained` carry everything the policy needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from learning.policy.base import PolicyInputError, PolicyMixin
+from learning.policy.tokenizers import ActionTokenizer, WordTokenizer
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; ``bias`` (B, 1, S, S) is added to the attention scores (-inf masks padding)."""
+
+    def __init__(self, d: int, n_heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        B, S, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (t.view(B, S, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, h, S, d/h)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, S, d))
+        return x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
+
+
+class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
+    """See the module docstring. Construct with the instruction vocabulary (`WordTokenizer.build(...).vocab`)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        vocab: Sequence[str] = ("<pad>",),
+        image_size: int = 64,  # square RGB input, px
+        chunk_length: int = 8,  # K
+        action_dim: int = 7,  # D
+        n_bins: int = 256,  # V, uniform over [-1, 1]
+        max_instruction_len: int = 24,  # words
+        d_model: int = 128,
+        n_layers: int = 3,
+        n_heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        conv_channels: Sequence[int] = (16, 32, 64, 128),  # each conv halves the resolution: 64 -> 4x4 patches
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
+        image_std: Sequence[float] = (0.25, 0.25, 0.25),
+        camera: str = "front",
+        control_hz: float = 10.0,
+        instructions: Sequence[str] = (),  # the instructions seen in training; the first is the default
+        action_stats: dict[str, Any] | None = None,  # per-dimension min/max/mean/std of the training actions (info)
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model: {d_model} is not divisible by n_heads={n_heads}")
+        grid = image_size // 2 ** len(conv_channels)
+        if grid < 1 or image_size % 2 ** len(conv_channels):
+            raise ValueError(f"image_size: {image_size} is not divisible by 2**{len(conv_channels)} (one halving per conv_channels entry)")
+        self.chunk_length, self.action_dim, self.n_bins = chunk_length, action_dim, n_bins
+        self.image_hw = (image_size, image_size)
+        self.action_tokenizer = ActionTokenizer(n_bins)
+        self.word_tokenizer = WordTokenizer(vocab)
+
+        layers, c_in = [], 3
+        for c in conv_channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            c_in = c
+        layers.append(nn.Conv2d(c_in, d_model, 1))
+        self.image_encoder = nn.Sequential(*layers)
+        self.image_pos = nn.Parameter(torch.randn(grid * grid, d_model) * 0.02)
+        self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
+        self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
+        self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
+        self.type_emb = nn.Parameter(torch.zeros(3, d_model))  # text, image, action query
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, action_dim * n_bins)
+        self.apply(self.init_weights)
+        self.register_buffer("pixel_mean", torch.tensor(list(image_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(list(image_std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ the network
+    def logits(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
+        """images (B, H, W, 3) uint8, instruction_tokens (B, L) int64 (0 = padding) -> logits (B, K * D, V)."""
+        B, L = instruction_tokens.shape
+        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, 3, H, W)
+        x = (x - self.pixel_mean) / self.pixel_std
+        img = self.image_encoder(x).flatten(2).transpose(1, 2)  # (B, P, d)
+        img = img + self.image_pos + self.type_emb[1]
+        txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
+        qry = (self.queries + self.type_emb[2]).unsqueeze(0).expand(B, -1, -1)  # (B, K, d)
+        h = torch.cat([txt, img, qry], dim=1)  # (B, S = L + P + K, d)
+        S = h.shape[1]
+        # Padding words are never attended to; everything else attends to everything (no causal mask).
+        pad = torch.cat([instruction_tokens == 0, torch.zeros(B, S - L, dtype=torch.bool, device=h.device)], dim=1)
+        bias = torch.zeros(B, 1, 1, S, device=h.device).masked_fill(pad[:, None, None, :], float("-inf"))
+        for block in self.blocks:
+            h = block(h, bias)
+        out = self.head(self.ln_f(h[:, -self.chunk_length:]))  # (B, K, D * V)
+        return out.view(B, self.chunk_length * self.action_dim, self.n_bins)  # (B, N, V), step-major
+
+    def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
+        """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 -> (B, K, D) float32 argmax actions."""
+        tokens = self.logits(images, instruction_tokens).argmax(-1)  # (B, N)
+        at = self.action_tokenizer
+        return (at.low + tokens.to(torch.float32) * at.bin_width).view(-1, self.chunk_length, self.action_dim)
+
+    def forward(self, image: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
+        return self.greedy_chunk(image, instruction_tokens)
+
+    # ------------------------------------------------------------------ the policy interface
+    def encode_instructions(self, instructions: Sequence[str]) -> torch.Tensor:
+        """list of B strings -> (B, L) int64 word ids padded with 0 (unknown words: InstructionError)."""
+        ids = self.word_tokenizer.encode_batch(instructions, self.config.max_instruction_len)
+        return torch.from_numpy(ids).to(self._device())
+
+    def _context_logits(self, images, instructions) -> torch.Tensor:
+        imgs = self._images(images, self.image_hw)
+        words = self.encode_instructions(self._instructions(instructions, imgs.shape[0]))
+        return self.logits(imgs, words)
+
+    @torch.no_grad()
+    def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None):
+        t = self._check_temperature(temperature, allow_zero=True)
+        logits = self._context_logits(images, instructions)  # (B, N, V)
+        if t == 0:
+            tokens = logits.argmax(-1)
+            log_prob = torch.zeros(tokens.shape[0], device=tokens.device)
+        else:
+            logp = torch.log_softmax(logits / t, dim=-1)
+            # Gumbel-max: one independent draw per token from softmax(logits / t).
+            # (A generator must live on the policy's device.)
+            u = torch.rand(logp.shape, generator=generator, device=logp.device).clamp_min(1e-20)
+            tokens = (logp - torch.log(-torch.log(u))).argmax(-1)  # (B, N)
+            log_prob = logp.gather(-1, tokens[..., None]).squeeze(-1).sum(-1)
+        return self.tokens_to_actions(tokens), tokens, log_prob.float()
+
+    def token_log_probs(self, images, instructions, tokens, temperature: float = 1.0) -> torch.Tensor:
+        t = self._check_temperature(temperature, allow_zero=False)
+        logits = self._context_logits(images, instructions)
+        tok = self._tokens(tokens, logits.shape[0])
+        return torch.log_softmax(logits / t, dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # (B, N)
+
+    def entropy(self, images, instructions, tokens=None, temperature: float = 1.0) -> torch.Tensor:
+        t = self._check_temperature(temperature, allow_zero=False)
+        logp = torch.log_softmax(self._context_logits(images, instructions) / t, dim=-1)
+        return -(logp.exp() * logp).sum(-1)  # (B, N)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def default_instruction(self) -> str:
+        if not self.config.instructions:
+            raise PolicyInputError("this policy was saved without a training instruction; pass one explicitly")
+        return self.config.instructions[0]
+
+    def num_parameters_m(self) -> float:
+        return sum(p.numel() for p in self.parameters()) / 1e6
+
+    @staticmethod
+    @torch.no_grad()
+    def init_weights(module: nn.Module) -> None:
+        """GPT-2 style initialisation (small normal weights) for linear and embedding layers."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,375 @@
+"""Supervised fine-tuning (behaviour cloning) of a VLA on the episodes of a store.
+
+One sample = the frame at step t + the episode's instruction -> the K actions commanded at t .. t+K-1
+(`learning.data.windows`: past the episode's end the chunk holds still, the physically right continuation).
+The loss is the negative log-likelihood of the action tokens, ``-token_log_probs(...).mean()``: the same
+primitive GRPO later differentiates, so any policy that implements the interface (the compact VLA, the
+Hugging Face adapter) trains with this one loop.
+
+The default preset is deliberately small (few demos, short training): its policy is *mediocre*, the
+starting point the world-model loop improves. Output folder::
+
+    out/policy/                      the final policy (save_pretrained; `load_policy` reads it)
+    out/checkpoints/step-NNNNNN/     policy + training_state.pt (optimizer, step, RNG) -- resumable
+    out/metrics.jsonl                losses/train, losses/val, charts/lr per logged step
+    out/sft_summary.json             episodes used, final losses, timing
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from learning.data.store import EpisodeStore
+from learning.data.windows import WindowDataset, WindowSpec
+from robot.console import print_table, progress
+from robot.episode import OUTCOMES
+
+log = logging.getLogger(__name__)
+
+POLICY_KINDS = ("compact", "hf")
+
+
+@dataclass(frozen=True)
+class CompactModelConfig:
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    conv_channels: tuple[int, ...] = (16, 32, 64, 128)
+    max_instruction_len: int = 24
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    path: str | None = None  # local folder of a transformers image-text-to-text model (+ its processor)
+    prompt: str = "In: What action should the robot take to {instruction}?\nOut:"
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    store: str
+    out: str
+    outcomes: tuple[str, ...] = ("success",)  # which episodes count as demonstrations
+    max_episodes: int | None = 15  # training demos (None = all that match); few on purpose, see the module doc
+    val_episodes: int = 3  # held-out episodes of the same outcomes for the validation loss
+    chunk_length: int = 8  # K
+    camera: str | None = None  # None = the first camera of each episode
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    augment_shift: int = 4  # px of random shift augmentation (DrQ); 0 = off
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 200
+    checkpoint_every: int = 200
+    resume: bool = True  # continue from the newest checkpoint in out/checkpoints
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    policy: str = "compact"
+    model: CompactModelConfig = field(default_factory=CompactModelConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.outcomes if o not in OUTCOMES]
+        if bad or not self.outcomes:
+            raise ValueError(f"outcomes: {list(self.outcomes)} must be a non-empty subset of {list(OUTCOMES)}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError(f"max_episodes: must be >= 1 or null, got {self.max_episodes}")
+        for name in ("chunk_length", "steps", "batch_size", "log_every", "val_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("val_episodes", "warmup_steps", "augment_shift", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: must be positive, got {self.lr}")
+        if self.policy not in POLICY_KINDS:
+            raise ValueError(f"policy: {self.policy!r} is not one of {POLICY_KINDS}")
+        if self.policy == "hf" and not self.hf.path:
+            raise ValueError("hf.path: policy=hf needs the local folder of a transformers image-text-to-text model")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SFTConfig":
+        d = dict(d)
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"sft config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
+        if "outcomes" in d:
+            d["outcomes"] = tuple([d["outcomes"]] if isinstance(d["outcomes"], str) else d["outcomes"])
+        if "model" in d and not isinstance(d["model"], CompactModelConfig):
+            m = dict(d["model"] or {})
+            if "conv_channels" in m:
+                m["conv_channels"] = tuple(m["conv_channels"])
+            d["model"] = _sub(CompactModelConfig, m, "model")
+        if "hf" in d and not isinstance(d["hf"], HFConfig):
+            d["hf"] = _sub(HFConfig, dict(d["hf"] or {}), "hf")
+        return cls(**d)
+
+
+def _sub(cls, d: dict, prefix: str):
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{prefix}: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
+    return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class Demos:
+    """Windows of the selected episodes, in memory: images (N, H, W, 3) uint8, chunks (N, K, 7), instructions."""
+
+    images: np.ndarray
+    chunks: np.ndarray
+    instructions: list[str]
+    episodes: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None) -> Demos:
+    ds = WindowDataset(store, WindowSpec(chunk=chunk_length, n_cond=1, camera=camera), indices=indices)
+    b = ds.batch(np.arange(len(ds)))
+    task_of = dict(zip(ds.episode_indices, ds.tasks))
+    return Demos(images=b["cond"][:, -1], chunks=b["actions"], instructions=[task_of[int(e)] for e in b["episode"]],
+                 episodes=list(indices))
+
+
+def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], list[int]]:
+    """(train, val) episode indices: a seeded shuffle of the matching episodes; val comes after train."""
+    idx = store.indices(outcomes=tuple(cfg.outcomes))
+    if not idx:
+        have = store.info.get("wvl", {}).get("outcomes", {})
+        raise ValueError(f"outcomes: no {list(cfg.outcomes)} episodes in {store.root} (it has {have or 'no episodes'})")
+    idx = [int(i) for i in np.random.default_rng(cfg.seed).permutation(idx)]
+    n_val = max(0, min(cfg.val_episodes, len(idx) - 1))
+    n_train = min(cfg.max_episodes or len(idx), len(idx) - n_val)
+    train, val = sorted(idx[:n_train]), sorted(idx[n_train:n_train + n_val])
+    if n_val < cfg.val_episodes:
+        log.warning("only %d episode(s) match; validating on %d instead of val_episodes=%d", len(idx), n_val, cfg.val_episodes)
+    return train, val
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """DrQ augmentation: pad by edge replication, crop back at a random offset. (B, H, W, 3) uint8."""
+    if pad == 0:
+        return images
+    B, H, W, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, B))
+    return np.stack([padded[b, dy[b]:dy[b] + H, dx[b]:dx[b] + W] for b in range(B)])
+
+
+# ---------------------------------------------------------------------------------------------- model
+def build_policy(cfg: SFTConfig, demos: Demos):
+    """A fresh policy with its normalisation statistics and instruction vocabulary taken from ``demos``."""
+    instructions = list(dict.fromkeys(demos.instructions))  # unique, in order of first appearance
+    if cfg.policy == "hf":
+        from learning.policy.hf_vla import HFVLA
+
+        return HFVLA.from_pretrained(cfg.hf.path, chunk_length=cfg.chunk_length, prompt=cfg.hf.prompt,
+                                     instructions=instructions)
+    from learning.policy.compact import CompactVLA
+    from learning.policy.tokenizers import WordTokenizer
+
+    px = demos.images.reshape(-1, 3).astype(np.float64) / 255.0
+    a = demos.chunks.reshape(-1, demos.chunks.shape[-1])
+    H = demos.images.shape[1]
+    if demos.images.shape[1] != demos.images.shape[2]:
+        raise ValueError(f"images: the compact VLA takes square frames, the store has {demos.images.shape[1:3]}")
+    m = cfg.model
+    return CompactVLA(
+        vocab=WordTokenizer.build(instructions).vocab, image_size=H, chunk_length=cfg.chunk_length, action_dim=a.shape[1],
+        d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
+        conv_channels=list(m.conv_channels), max_instruction_len=m.max_instruction_len,
+        image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
+        camera=cfg.camera or "front", instructions=instructions,
+        action_stats={"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist()},
+    )
+
+
+def lr_at(step: int, cfg: SFTConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean per-token NLL of the demonstrated chunk, and the mean probability given to the demonstrated token."""
+    tokens = policy.actions_to_tokens(chunks)  # (B, K * D)
+    logp = policy.token_log_probs(images, instructions, tokens)  # (B, K * D)
+    return -logp.mean(), logp.detach().exp().mean()
+
+
+@torch.no_grad()
+def validation_loss(policy, demos: Demos, batch_size: int) -> dict[str, float]:
+    was_training = policy.training
+    policy.eval()
+    total, n, exact = 0.0, 0, 0.0
+    for s in range(0, len(demos), batch_size):
+        sl = slice(s, s + batch_size)
+        tokens = policy.actions_to_tokens(demos.chunks[sl])
+        logp = policy.token_log_probs(demos.images[sl], demos.instructions[sl], tokens)
+        greedy = policy.actions_to_tokens(policy.act(demos.images[sl], demos.instructions[sl]))
+        total += float(-logp.sum())
+        exact += float((greedy == tokens.to(greedy.device)).float().sum())
+        n += logp.numel()
+    policy.train(was_training)
+    return {"losses/val_nll": total / n, "charts/val_token_accuracy": exact / n}
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"))
+
+
+def _save_checkpoint(out: Path, policy, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator, cfg: SFTConfig) -> Path:
+    final = out / "checkpoints" / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp)
+    torch.save({"optimizer": opt.state_dict(), "step": step, "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "config": _cfg_dict(cfg)}, tmp / "training_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)  # a checkpoint folder exists only when complete
+    for old in _checkpoints(out)[:-2]:  # keep the two newest
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _cfg_dict(cfg: SFTConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["outcomes"] = list(d["outcomes"])
+    d["model"]["conv_channels"] = list(d["model"]["conv_channels"])
+    return d
+
+
+def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Path | None = None) -> Path:
+    """Behaviour-clone a policy on ``store`` (default: ``cfg.store``); returns the final policy folder."""
+    from learning.policy import load_policy
+
+    if not isinstance(cfg, SFTConfig):
+        cfg = SFTConfig.from_dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    if not isinstance(store, EpisodeStore):
+        store = EpisodeStore(store or cfg.store, create=False)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    train_idx, val_idx = select_episodes(store, cfg)
+    t0 = time.perf_counter()
+    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera)
+    val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera) if val_idx else None
+    log.info("SFT on %d episodes (%d windows), validating on %d episodes; data loaded in %.1f s",
+             len(train_idx), len(train), len(val_idx), time.perf_counter() - t0)
+
+    step = 0
+    ckpts = _checkpoints(out) if cfg.resume else []
+    if ckpts:
+        policy = load_policy(ckpts[-1])
+        state = torch.load(ckpts[-1] / "training_state.pt", weights_only=False)
+        step = int(state["step"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming from %s (step %d)", ckpts[-1], step)
+    else:
+        policy = build_policy(cfg, train)
+    policy.train()
+    decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95))
+    if ckpts:
+        opt.load_state_dict(state["optimizer"])
+
+    metrics_f = open(out / "metrics.jsonl", "a")
+    last: dict[str, float] = {}
+    t_train = time.perf_counter()
+    with progress() as bar:
+        job = bar.add_task("sft", total=cfg.steps, completed=step, status="")
+        while step < cfg.steps:
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = rng.integers(0, len(train), size=cfg.batch_size)
+            images = random_shift(train.images[b], cfg.augment_shift, rng)
+            loss, acc = sft_loss(policy, images, [train.instructions[i] for i in b], train.chunks[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            row: dict[str, float] = {}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row.update({"losses/train_nll": float(loss), "charts/train_target_prob": float(acc),
+                            "charts/lr": lr, "charts/grad_norm": float(gnorm)})
+            if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                row.update(validation_loss(policy, val, 2 * cfg.batch_size))
+            if row:
+                last.update(row)
+                metrics_f.write(json.dumps({"step": step, **row}) + "\n")
+                metrics_f.flush()
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                _save_checkpoint(out, policy, opt, step, rng, cfg)
+            bar.update(job, advance=1, status=" ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items() if "nll" in k))
+    metrics_f.close()
+    elapsed = time.perf_counter() - t_train
+
+    final = out / "policy"
+    tmp = out / ".policy.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    summary = {"policy": str(final), "store": str(store.root), "train_episodes": train_idx, "val_episodes": val_idx,
+               "train_windows": len(train), "steps": cfg.steps, "train_seconds": round(elapsed, 1),
+               "final": last, "config": _cfg_dict(cfg)}
+    (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+    return final
+
+
+def main(cfg: DictConfig, mode: str | None = None) -> int:
+    sft = SFTConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    final = train_sft(sft)
+    summary = json.loads((Path(sft.out) / "sft_summary.json").read_text())
+    f = summary["final"]
+    print_table(f"SFT -> {final}", ["what", "value"], [
+        ("train episodes / windows", f"{len(summary['train_episodes'])} / {summary['train_windows']}"),
+        ("validation episodes", len(summary["val_episodes"])),
+        ("steps", summary["steps"]),
+        ("train NLL per token", f"{f.get('losses/train_nll', float('nan')):.3f}"),
+        ("val NLL per token", f"{f.get('losses/val_nll', float('nan')):.3f}"),
+        ("val greedy token accuracy", f"{f.get('charts/val_token_accuracy', float('nan')):.1%}"),
+        ("training time", f"{summary['train_seconds']:.0f} s"),
+    ])
+    return 0

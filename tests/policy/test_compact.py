@@ -1,0 +1,103 @@
+"""The compact VLA against the policy interface GRPO relies on: exact log-probs, greedy limit, save/load."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from learning.policy import InstructionError, PolicyInputError, VLAPolicy, load_policy
+from tests.policy.conftest import INSTRUCTION, OTHER, tiny_compact
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.6])
+def test_sampled_log_prob_equals_recomputed_log_prob(policy, images, temperature):
+    g = torch.Generator().manual_seed(0)
+    chunks, tokens, log_prob = policy.sample(images, INSTRUCTION, temperature, generator=g)
+    assert chunks.shape == (4, 8, 7) and chunks.dtype == torch.float32
+    assert tokens.shape == (4, 56) and tokens.dtype == torch.int64
+    assert log_prob.shape == (4,) and log_prob.dtype == torch.float32
+    recomputed = policy.log_prob(images, INSTRUCTION, tokens, temperature=temperature)
+    assert torch.allclose(log_prob, recomputed, atol=1e-5, rtol=0)
+    per_token = policy.token_log_probs(images, INSTRUCTION, tokens, temperature=temperature)
+    assert per_token.shape == (4, 56) and torch.allclose(per_token.sum(-1), recomputed)
+    assert torch.equal(chunks, policy.tokens_to_actions(tokens))
+
+
+def test_temperature_to_zero_equals_act(policy, images):
+    greedy = policy.act(images, INSTRUCTION)
+    cold = policy.sample(images, INSTRUCTION, temperature=1e-6, generator=torch.Generator().manual_seed(1))[0]
+    assert torch.equal(cold, greedy)
+    chunks, tokens, log_prob = policy.sample(images, INSTRUCTION, temperature=0.0)
+    assert torch.equal(chunks, greedy) and torch.all(log_prob == 0)
+    assert torch.equal(policy.actions_to_tokens(greedy), tokens)
+
+
+def test_sampling_is_seeded_and_temperature_spreads_the_draws(policy, images):
+    a = policy.sample(images, INSTRUCTION, 1.0, generator=torch.Generator().manual_seed(3))[1]
+    b = policy.sample(images, INSTRUCTION, 1.0, generator=torch.Generator().manual_seed(3))[1]
+    assert torch.equal(a, b)
+    hot = policy.sample(images, INSTRUCTION, 5.0, generator=torch.Generator().manual_seed(3))[1]
+    greedy = policy.actions_to_tokens(policy.act(images, INSTRUCTION))
+    assert (hot != greedy).float().mean() > 0.5  # an untrained 256-way categorical at T=5 is close to uniform
+
+
+def test_log_probs_carry_gradients_and_entropy_is_bounded(policy, images):
+    tokens = policy.sample(images, INSTRUCTION, 1.0)[1]
+    lp = policy.token_log_probs(images, INSTRUCTION, tokens)
+    assert lp.requires_grad and torch.all(lp <= 0)
+    (-lp.mean()).backward()
+    assert policy.head.weight.grad is not None and policy.head.weight.grad.abs().sum() > 0
+    ent = policy.entropy(images, INSTRUCTION)
+    assert ent.shape == (4, 56) and torch.all(ent >= 0) and torch.all(ent <= math.log(256) + 1e-4)
+
+
+def test_instruction_padding_does_not_change_a_row(policy, images):
+    """Mixed instruction lengths pad the shorter one; padding is masked, so each row equals its own batch."""
+    mixed = policy.logits(torch.from_numpy(images[:2]), policy.encode_instructions([INSTRUCTION, OTHER]))
+    alone = policy.logits(torch.from_numpy(images[:1]), policy.encode_instructions([INSTRUCTION]))
+    assert torch.allclose(mixed[0], alone[0], atol=1e-5)
+
+
+def test_action_token_round_trip(policy):
+    a = np.random.default_rng(0).uniform(-1, 1, (3, 8, 7)).astype(np.float32)
+    tok = policy.actions_to_tokens(a)
+    assert tok.shape == (3, 56)
+    assert np.abs(policy.tokens_to_actions(tok).numpy() - a).max() <= 1 / 255 + 1e-6
+    # step-major: token k * 7 + d is action k, dimension d
+    assert int(tok[0, 7 * 2 + 6]) == int(np.rint((a[0, 2, 6] + 1) / 2 * 255))
+
+
+def test_save_and_load_round_trip(policy, images, tmp_path):
+    policy.save_pretrained(tmp_path / "p")
+    loaded = load_policy(tmp_path / "p")
+    assert isinstance(loaded, VLAPolicy) and not loaded.training
+    assert torch.equal(loaded.act(images, INSTRUCTION), policy.act(images, INSTRUCTION))
+    assert loaded.config.instructions == [INSTRUCTION, OTHER] and loaded.default_instruction == INSTRUCTION
+    assert loaded.config.image_mean == [0.4, 0.4, 0.4]  # normalisation stats travel with the weights
+
+
+def test_bad_inputs_are_refused_with_the_field_named(policy, images):
+    with pytest.raises(PolicyInputError, match=r"images: expected shape \(B, 16, 16, 3\)"):
+        policy.act(np.zeros((1, 32, 32, 3), np.uint8), INSTRUCTION)
+    with pytest.raises(PolicyInputError, match="uint8"):
+        policy.act(images.astype(np.float32), INSTRUCTION)
+    with pytest.raises(InstructionError, match="blue"):
+        policy.act(images, "pick up the blue cube")
+    with pytest.raises(PolicyInputError, match="instructions: 2 given for a batch of 4"):
+        policy.act(images, [INSTRUCTION, OTHER])
+    with pytest.raises(PolicyInputError, match="tokens: values must be in"):
+        policy.token_log_probs(images, INSTRUCTION, np.full((4, 56), 256))
+    with pytest.raises(PolicyInputError, match="temperature"):
+        policy.token_log_probs(images, INSTRUCTION, np.zeros((4, 56), np.int64), temperature=0.0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_policy("/nonexistent/policy")
+
+
+def test_single_frame_counts_as_a_batch_of_one(policy, images):
+    assert torch.equal(policy.act(images[0], INSTRUCTION), policy.act(images[:1], INSTRUCTION))
+
+
+def test_image_size_must_match_the_conv_stem():
+    with pytest.raises(ValueError, match="image_size"):
+        tiny_compact(image_size=18)
