@@ -1,0 +1,161 @@
+"""Export episodes to MCAP with ROS 2 messages (Foxglove, ``ros2 bag play``, rosbags, mcap-ros2-support).
+
+One ``.mcap`` per episode (or one for a whole session), profile ``ros2``, ``ros2msg`` schemas generated from
+rosbags' real ROS 2 (Humble) definitions, CDR-encoded messages:
+
+=====================================  ==============================  ==================================
+topic                                  type                            what
+=====================================  ==============================  ==================================
+``/episode``                           std_msgs/String                 episode metadata as JSON (once)
+``/<camera>/image_raw``                sensor_msgs/Image (rgb8)        per step
+``/<camera>/depth/image_raw``          sensor_msgs/Image (16UC1, mm)   per step, when recorded
+``/joint_states``                      sensor_msgs/JointState          per step
+``/ee_pose``                           geometry_msgs/PoseStamped       per step, frame ``base_link``
+``/action``                            std_msgs/Float64MultiArray      the 7-d action sent at the step
+``/reward``                            std_msgs/Float32                per-step success label
+``/intervention``                      std_msgs/Bool                   the safety filter / a person intervened
+=====================================  ==============================  ==================================
+
+Log times are the episode's timestamps (ns); in a session file each episode starts one second after the
+previous one ended. Files are written to a temporary name and renamed when complete.
+
+``wvl export-mcap store=<store> indices=[0,3] out=<folder>`` (``indices: null`` = every episode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot import rosmsg
+from robot.episode import Episode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportSummary:
+    path: Path
+    episodes: int
+    messages: int
+    bytes: int
+
+
+class _McapRos2Writer:
+    """A thin ROS 2 profile on mcap's writer: schemas from rosbags' typestore, CDR from rosbags."""
+
+    def __init__(self, f, types: rosmsg.MsgTypes) -> None:
+        from mcap.writer import CompressionType, Writer
+
+        self.types, self.ts = types, types.typestore
+        self.w = Writer(f, compression=CompressionType.ZSTD)
+        self.w.start(profile="ros2", library="world-vla-loop")
+        self.schemas: dict[str, int] = {}
+        self.channels: dict[str, int] = {}
+        self.messages = 0
+
+    def write(self, topic: str, msg: Any, t_ns: int) -> None:
+        msgtype = msg.__msgtype__
+        if topic not in self.channels:
+            if msgtype not in self.schemas:
+                text, _ = self.ts.generate_msgdef(msgtype, ros_version=2)
+                self.schemas[msgtype] = self.w.register_schema(name=msgtype, encoding="ros2msg", data=text.encode())
+            self.channels[topic] = self.w.register_channel(topic=topic, message_encoding="cdr", schema_id=self.schemas[msgtype])
+        data = bytes(self.ts.serialize_cdr(msg, msgtype))
+        self.w.add_message(self.channels[topic], log_time=t_ns, data=data, publish_time=t_ns, sequence=self.messages)
+        self.messages += 1
+
+    def finish(self) -> None:
+        self.w.finish()
+
+
+def _write_episode(w: _McapRos2Writer, ep: Episode, offset_s: float) -> None:
+    T = w.types
+    joint_names = ep.info.get("joint_names") or [f"joint_{i}" for i in range(ep.joints.shape[1])]
+    if len(joint_names) != ep.joints.shape[1]:
+        raise ValueError(f"info.joint_names: {len(joint_names)} names for {ep.joints.shape[1]} joints")
+    t0 = float(ep.timestamps[0]) + offset_s
+    w.write("/episode", rosmsg.string_msg(json.dumps(ep.meta(), default=str), types=T), int(round(t0 * 1e9)))
+    for i in range(len(ep)):
+        t = float(ep.timestamps[i]) + offset_s
+        ns = int(round(t * 1e9))
+        for cam, frames in ep.images.items():
+            w.write(f"/{cam}/image_raw", rosmsg.image_msg(frames[i], t, f"{cam}_color_optical_frame", types=T), ns)
+        for cam, frames in ep.depth.items():
+            w.write(f"/{cam}/depth/image_raw", rosmsg.image_msg(frames[i], t, f"{cam}_color_optical_frame", types=T), ns)
+        w.write("/joint_states", rosmsg.joint_state_msg(joint_names, ep.joints[i], t, types=T), ns)
+        w.write("/ee_pose", rosmsg.pose_stamped_msg(ep.ee_pose[i], t, "base_link", types=T), ns)
+        w.write("/action", rosmsg.float64_array_msg(ep.actions[i], label="action", types=T), ns)
+        w.write("/reward", T.new("std_msgs/msg/Float32", data=float(ep.rewards[i])), ns)
+        w.write("/intervention", T.new("std_msgs/msg/Bool", data=bool(ep.interventions[i])), ns)
+
+
+def export_episodes_mcap(episodes: Iterable[Episode], path: str | os.PathLike, types: rosmsg.MsgTypes | None = None) -> ExportSummary:
+    """Write ``episodes`` back to back into one MCAP file at ``path`` (atomic)."""
+    types = types or rosmsg.default_types()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    n = 0
+    try:
+        with open(tmp, "wb") as f:
+            w = _McapRos2Writer(f, types)
+            offset, last_end = 0.0, None
+            for ep in episodes:
+                if last_end is not None and ep.timestamps[0] + offset <= last_end:
+                    offset = last_end + 1.0 - float(ep.timestamps[0])
+                _write_episode(w, ep, offset)
+                last_end = float(ep.timestamps[-1]) + offset
+                n += 1
+            w.finish()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportSummary(path, n, w.messages, path.stat().st_size)
+
+
+def export_episode_mcap(episode: Episode, path: str | os.PathLike, types: rosmsg.MsgTypes | None = None) -> ExportSummary:
+    """One episode -> one MCAP file."""
+    return export_episodes_mcap([episode], path, types)
+
+
+def main(cfg: DictConfig, mode: str | None = None) -> int:
+    from learning.data.store import EpisodeStore
+    from robot.console import print_table, progress
+
+    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if not c["store"]:
+        raise ValueError("store: the episode store folder to export from is required (store=<folder>)")
+    store = EpisodeStore(c["store"], create=False)
+    indices = list(range(len(store))) if c["indices"] is None else [int(i) for i in c["indices"]]
+    bad = [i for i in indices if not 0 <= i < len(store)]
+    if bad:
+        raise ValueError(f"indices: {bad} not in the store ({len(store)} episodes in {c['store']})")
+    if not indices:
+        raise ValueError(f"indices: nothing to export ({c['store']} has {len(store)} episodes)")
+    out = Path(c["out"])
+    rows = []
+    with progress() as bar:
+        task = bar.add_task("export mcap", total=len(indices), status="")
+        if c["session"]:
+            s = export_episodes_mcap((store.read(i) for i in indices), out / "session.mcap")
+            rows.append(("all", s.path, s.messages, f"{s.bytes / 1e6:.2f}"))
+            bar.update(task, completed=len(indices))
+        else:
+            for i in indices:
+                ep = store.read(i)
+                s = export_episode_mcap(ep, out / f"episode_{i:06d}_{ep.uuid[:8]}.mcap")
+                rows.append((i, s.path, s.messages, f"{s.bytes / 1e6:.2f}"))
+                bar.update(task, advance=1, status=str(s.path.name))
+    print_table("MCAP export", ["episode", "file", "messages", "MB"], rows)
+    return 0
