@@ -413,6 +413,10 @@ class Outbox:
             raise ValueError(f"robot_id: {rid!r} must match {wire.NAME_RE.pattern} (with CURVE keys it is the key's name)")
         if isinstance(keys, wire.RobotKeys) and keys.name and keys.name != rid:
             raise ValueError(f"robot_id: {rid!r} differs from the CURVE key's name {keys.name!r}; the learner would refuse it")
+        if not isinstance(keys, (wire.RobotKeys, wire.Plaintext)):
+            raise TypeError(f"keys: expected RobotKeys or PLAINTEXT, got {type(keys).__name__}")
+        if isinstance(keys, wire.Plaintext):
+            wire.configure_client(None, keys, what=f"outbox of {rid}")  # the warning, once
         self.folder = Path(folder)
         self.endpoint, self.keys, self.robot_id, self.inbox, self.config, self.clock = endpoint, keys, rid, inbox, config, clock
         try:
@@ -606,7 +610,7 @@ class Outbox:
         s.reconnect_ivl_max = 2000
         s.heartbeat_ivl = int(self.config.heartbeat_s * 1000)
         s.heartbeat_timeout = int(self.config.dead_after_s * 1000)
-        wire.configure_client(s, self.keys, what=f"outbox of {self.robot_id}")
+        wire.configure_client(s, self.keys, what=f"outbox of {self.robot_id}", warn=False)  # warned once in __init__
         s.connect(self.endpoint)
         self._sock = s
         self._connected = False
@@ -998,13 +1002,17 @@ class RemotePolicy:
         self.counts["requests"] += 1
         t0 = time.monotonic()
         deadline = t0 + self.budget_s
-        try:
-            self._sock.send_multipart(wire.encode(wire.INFER, {"req": req, "shape": list(image.shape), "dtype": "|u1",
-                                                               "instruction": instruction, "budget_s": self.budget_s}, image.tobytes()),
-                                      zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self.counts["unavailable"] += 1
-            return None
+        frames = wire.encode(wire.INFER, {"req": req, "shape": list(image.shape), "dtype": "|u1", "instruction": instruction,
+                                          "budget_s": self.budget_s}, image.tobytes())
+        while True:
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                break
+            except zmq.Again:  # not connected yet (IMMEDIATE): wait for the connection, within the budget only
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._sock.poll(max(1, int(left * 1000)), zmq.POLLOUT):
+                    self.counts["unavailable"] += 1
+                    return None
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self._sock.poll(max(1, int(left * 1000))):

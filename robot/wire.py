@@ -510,11 +510,12 @@ def generate_keypair(folder: str | Path, name: str, overwrite: bool = False) -> 
 
 
 # ---------------------------------------------------------------------------------------------------- sockets
-def configure_client(sock: Any, keys: RobotKeys | Plaintext, what: str = "learner link") -> None:
+def configure_client(sock: Any, keys: RobotKeys | Plaintext, what: str = "learner link", warn: bool = True) -> None:
     """Set CURVE client options (pinning the learner's key) on a DEALER before connect()."""
     if isinstance(keys, Plaintext):
-        log.warning("%s: PLAINTEXT mode -- no authentication, no encryption; anyone on the network can read the traffic "
-                    "and impersonate the learner. Use CURVE keys (`wvl keys`) outside loopback experiments.", what)
+        if warn:
+            log.warning("%s: PLAINTEXT mode -- no authentication, no encryption; anyone on the network can read the traffic "
+                        "and impersonate the learner. Use CURVE keys (`wvl keys`) outside loopback experiments.", what)
         return
     if not isinstance(keys, RobotKeys):
         raise TypeError(f"keys: expected RobotKeys or PLAINTEXT, got {type(keys).__name__}")
