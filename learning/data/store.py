@@ -153,9 +153,13 @@ class EpisodeStore:
 
     # ------------------------------------------------------------------ reading the index
     def refresh(self) -> None:
-        """Re-read the committed episode rows (another process may have appended)."""
-        rows = []
+        """Pick up episodes committed since the last look (by this or another process). The store is
+        append-only, so only index files beyond the ones already read are opened."""
+        rows = list(self._rows)
         for path in sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+            index = int(path.parent.name[6:]) * CHUNKS_SIZE + int(path.stem[5:])
+            if index < len(self._rows):
+                continue
             try:
                 rows.extend(pq.read_table(path).to_pylist())
             except Exception as e:
