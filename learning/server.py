@@ -52,6 +52,7 @@ class ServerConfig:
     max_chunk_bytes: int = 4 << 20        # largest CHUNK payload accepted (robots default to 1 MiB)
     policy_chunk_bytes: int = 1 << 20     # POL_CHUNK size
     max_uploads: int = 16                 # uploads with an open file at once; beyond, the least recent is closed (kept on disk)
+    max_partial_uploads: int = 256        # partial uploads kept on disk; beyond, the least recently touched is deleted
     incoming_ttl_s: float = 7 * 24 * 3600.0  # partial uploads untouched this long are deleted at start-up
     disk_reserve_bytes: int = 256 << 20   # refuse an upload that would leave less free space than this
     max_robots: int = 256                 # sessions at once
@@ -72,7 +73,7 @@ class ServerConfig:
              f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
         need(wire.MIN_CHUNK_BYTES <= self.policy_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "policy_chunk_bytes",
              f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
-        for name in ("max_uploads", "max_robots", "rcv_hwm", "state_every_chunks"):
+        for name in ("max_uploads", "max_partial_uploads", "max_robots", "rcv_hwm", "state_every_chunks"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "must be an int >= 1")
         for name in ("incoming_ttl_s", "stale_after_s", "max_clock_skew_s", "heartbeat_s", "warn_every_s"):
             need(getattr(self, name) > 0, name, "must be positive")
@@ -261,6 +262,7 @@ class LearnerServer:
         self._robots: dict[str, dict[str, Any]] = {}
         self._uploads: collections.OrderedDict[str, _Upload] = collections.OrderedDict()
         self._warned: dict[tuple[bytes, str], tuple[float, int]] = {}
+        self._last_flush = time.monotonic()
         self._control: queue.SimpleQueue = queue.SimpleQueue()    # (kind, data) from other threads
         self._ingest_q: queue.Queue = queue.Queue()
         self._sha = _HashWorker()
@@ -442,7 +444,8 @@ class LearnerServer:
             return False
 
     def _warn(self, peer: bytes, reason: str, fmt: str, *args: Any) -> None:
-        """Rate-limited warning per (peer, reason); the suppressed count is reported with the next one."""
+        """Rate-limited warning per (peer, reason): the first one is logged, the rest within warn_every_s at DEBUG
+        and counted; `_flush_warnings` logs the count ("N similar suppressed")."""
         key = (peer, reason)
         now = time.monotonic()
         last, suppressed = self._warned.get(key, (-1e9, 0))
@@ -451,11 +454,18 @@ class LearnerServer:
             log.warning(fmt + extra, *args)
             self._warned[key] = (now, 0)
             if len(self._warned) > 4096:  # bounded: forget the oldest entries
-                for k in list(self._warned)[:2048]:
-                    del self._warned[k]
+                self._flush_warnings(force=True)
         else:
             log.debug(fmt, *args)
             self._warned[key] = (last, suppressed + 1)
+
+    def _flush_warnings(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for (peer, reason), (last, suppressed) in list(self._warned.items()):
+            if force or now - last >= self.config.warn_every_s:
+                if suppressed:
+                    log.warning("%s: %d more %r messages refused (suppressed)", self._robot_of(peer), suppressed, reason)
+                del self._warned[(peer, reason)]
 
     def _robot_of(self, peer: bytes) -> str:
         s = self._sessions.get(peer)
@@ -579,6 +589,16 @@ class LearnerServer:
         self._send(sess.peer, wire.encode(wire.EP_READY, {"id": uid, "have": wire.pack_bitmap(up.have)}))
 
     def _bound_uploads(self) -> None:
+        """Bound open uploads (LRU: closed, kept on disk) and partial uploads on disk (oldest deleted: a robot that
+        starts many uploads and finishes none must not fill the learner's disk; a robot resumes from scratch)."""
+        parts = list(self.incoming.glob("*.part"))
+        excess = len(parts) - self.config.max_partial_uploads
+        if excess > 0:
+            parts.sort(key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+            for p in [p for p in parts if p.name.split(".")[0] not in self._uploads][:excess]:
+                log.warning("more than %d partial uploads on disk; deleting the oldest (%s)", self.config.max_partial_uploads, p.name)
+                p.unlink(missing_ok=True)
+                p.with_suffix(".state").unlink(missing_ok=True)
         while len(self._uploads) > self.config.max_uploads:
             for uid, up in self._uploads.items():
                 if not up.ingesting:
@@ -829,6 +849,9 @@ class LearnerServer:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        if now - self._last_flush >= 1.0:
+            self._last_flush = now
+            self._flush_warnings()
         for up in list(self._uploads.values()):
             if up.dirty and now - up.touched > 1.0 and not up.ingesting:
                 up.save_state()
@@ -853,6 +876,7 @@ class LearnerServer:
         self._ingester.join(30)
         self._sha.close()
         self._drain_control()  # deliver COMMITs of ingests that finished
+        self._flush_warnings(force=True)
         for up in self._uploads.values():
             if up.n_have and not up.ingesting:
                 up.save_state()
