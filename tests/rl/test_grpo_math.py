@@ -1,0 +1,45 @@
+import math
+
+import torch
+
+from learning.rl.grpo_math import approx_kl, clipped_token_loss, group_advantages
+
+
+def test_group_advantages_on_a_hand_computed_group():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    adv, informative = group_advantages(rewards)
+    assert informative.tolist() == [True, False, True]
+    torch.testing.assert_close(adv[0], torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-5, rtol=0)
+    assert torch.all(adv[1] == 0)  # all members agree: no signal, dropped
+    std = math.sqrt(0.25 * 0.75)  # population std of [0, 0, 0, 1]
+    torch.testing.assert_close(adv[2], torch.tensor([-0.25, -0.25, -0.25, 0.75]) / std, atol=1e-4, rtol=0)
+
+
+def test_clipped_loss_at_ratio_one_is_minus_the_mean_advantage_and_masks():
+    logp = torch.log(torch.full((2, 3), 0.5))
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    loss, stats = clipped_token_loss(logp, logp, adv, mask)
+    assert math.isclose(loss.item(), -(3 * 1.0 + 1 * -2.0) / 4, rel_tol=1e-6)
+    assert stats["clip_fraction"].item() == 0.0 and abs(stats["approx_kl"].item()) < 1e-7
+
+
+def test_clipping_is_asymmetric_and_stops_the_gradient_outside_the_trust_region():
+    old = torch.zeros(1, 2)
+    # token 0 pushed up by 25% (inside 1.28), token 1 by 40% (outside): positive advantage
+    new = torch.log(torch.tensor([[1.25, 1.40]])).requires_grad_(True)
+    loss, stats = clipped_token_loss(new, old, torch.tensor([1.0]), torch.ones(1, 2))
+    loss.backward()
+    assert new.grad[0, 0] < 0 and new.grad[0, 1] == 0  # only the unclipped token still gets pushed up
+    assert stats["clip_fraction"].item() == 0.5
+    # with a negative advantage the low side clips at 0.8
+    new2 = torch.log(torch.tensor([[0.85, 0.75]])).requires_grad_(True)
+    loss2, _ = clipped_token_loss(new2, old, torch.tensor([-1.0]), torch.ones(1, 2))
+    loss2.backward()
+    assert new2.grad[0, 0] > 0 and new2.grad[0, 1] == 0
+
+
+def test_approx_kl_is_non_negative_and_zero_at_equality():
+    a = torch.randn(100)
+    assert torch.all(approx_kl(a, a) == 0)
+    assert torch.all(approx_kl(a + torch.randn(100), a) >= 0)
