@@ -296,3 +296,17 @@ def float64_array_msg(values: Sequence[float], label: str = "", types: MsgTypes 
 
 def float64_array_from_msg(msg: Any) -> np.ndarray:
     return np.asarray(msg.data, np.float64)
+
+
+def load_camera_info_yaml(path: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """A ROS camera_info YAML (camera_calibration_parsers format) -> (K (3, 3), D, width, height)."""
+    import yaml
+
+    with open(path) as f:
+        d = yaml.safe_load(f) or {}
+    try:
+        K = np.asarray(d["camera_matrix"]["data"], np.float64).reshape(3, 3)
+        D = np.asarray(d["distortion_coefficients"]["data"], np.float64)
+        return K, D, int(d["image_width"]), int(d["image_height"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RosMessageError(f"{path}: not a camera_info YAML (camera_matrix, distortion_coefficients, image_width, image_height): {e}") from e

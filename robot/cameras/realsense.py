@@ -101,6 +101,8 @@ class RealSenseCamera(ThreadedCamera):
         self._wall_offset = 0.0
         self._last_frame_at = 0.0
         self.reconnects = 0
+        self.K: np.ndarray | None = None  # (3, 3) colour intrinsics from the device / recording
+        self.D: np.ndarray | None = None
 
     # ------------------------------------------------------------------ device
     def _open(self) -> None:
@@ -136,6 +138,9 @@ class RealSenseCamera(ThreadedCamera):
                 if s.supports(rs.option.global_time_enabled):
                     s.set_option(rs.option.global_time_enabled, 1)
         self._align = rs.align(rs.stream.color) if c.depth else None
+        intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
+        self.K = np.array([[intr.fx, 0, intr.ppx], [0, intr.fy, intr.ppy], [0, 0, 1]], np.float64)
+        self.D = np.asarray(intr.coeffs, np.float64)  # (5,) brown-conrady as plumb_bob
         depth_sensors = [s for s in dev.query_sensors() if s.is_depth_sensor()]
         scale = depth_sensors[0].as_depth_sensor().get_depth_scale() if depth_sensors else 0.001
         self._depth_to_mm = float(scale) * 1000.0

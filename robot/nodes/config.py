@@ -1,0 +1,236 @@
+"""Parameters of the ROS 2 nodes as typed dataclasses - rclpy-free, so they are validated and tested here.
+
+A node shell calls `declare_config(node, Config)` (one ROS parameter per field, nested dataclasses as
+dotted names: ``safety.max_translation_m``) and then `config_from_node(node, Config)`. The parameter
+YAML files in ``launch/params/`` are checked by `config_from_params` (unknown keys are refused with the
+list of valid ones). ROS parameters cannot be None: optional strings use "" for "not set".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robot.safety import SafetyConfig
+
+
+@dataclass(frozen=True)
+class CameraNodeConfig:
+    camera_name: str = "front"  # the Episode image key
+    kind: str = "realsense"  # realsense | replay | synthetic (robot.cameras registry)
+    serial: str = ""  # RealSense serial ("" = the first device)
+    playback_file: str = ""  # kind=replay: a .db3 / .episode recording
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    depth: bool = True
+    topic_prefix: str = "camera"  # publishes <prefix>/color/image_raw, <prefix>/color/camera_info, <prefix>/aligned_depth_to_color/image_raw
+    frame_id: str = "camera_color_optical_frame"
+    camera_info_file: str = ""  # ROS camera_info YAML (calibration); "" = the driver's intrinsics
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("realsense", "replay", "synthetic"):
+            raise ValueError(f"camera_node.kind: {self.kind!r} is not realsense, replay or synthetic")
+        if self.kind == "replay" and not self.playback_file:
+            raise ValueError("camera_node.playback_file: kind=replay needs a recording")
+        if min(self.width, self.height, self.fps) < 1:
+            raise ValueError("camera_node.width/height/fps: must be positive")
+
+
+@dataclass(frozen=True)
+class TeleopNodeConfig:
+    device: str = "spacemouse"  # keyboard | spacemouse | gamepad | joy (sensor_msgs/Joy from joy_node)
+    map_file: str = ""  # key/button map YAML ("" = teleop/conf/<device>.yaml; joy uses gamepad.yaml)
+    rate_hz: float = 30.0  # twist publishing rate (MoveIt Servo's publish_period is 0.01-0.034 s)
+    control_hz: float = 10.0  # the rate the recorded 7-d action is normalised to (the collector's rate)
+    twist_topic: str = "/servo_node/delta_twist_cmds"
+    action_topic: str = "teleop/action"  # std_msgs/Float64MultiArray, the 7-d action (what the collector records)
+    event_topic: str = "teleop/event"  # std_msgs/String, episode events
+    joy_topic: str = "/joy"
+    frame_id: str = "base_link"  # twist frame (Servo's robot_link_command_frame / planning_frame)
+    linear_speed_m_s: float = 0.15
+    angular_speed_rad_s: float = 0.5
+    deadband: float = 0.05
+    axis_remap: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    max_translation_m: float = 0.05  # the arm's ArmLimits: what action 1.0 means per control step
+    max_rotation_rad: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.device not in ("keyboard", "spacemouse", "gamepad", "joy"):
+            raise ValueError(f"teleop_node.device: {self.device!r} is not keyboard, spacemouse, gamepad or joy")
+        for name in ("rate_hz", "control_hz", "max_translation_m", "max_rotation_rad"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"teleop_node.{name}: must be positive")
+
+
+@dataclass(frozen=True)
+class CollectorNodeConfig:
+    task: str = "pick up the cube"
+    rig: str = "real"
+    cameras: tuple[str, ...] = ("front",)  # Episode image keys, one per image topic
+    image_topics: tuple[str, ...] = ("/camera/camera/color/image_raw",)
+    depth_topics: tuple[str, ...] = ()  # aligned depth per camera, or empty
+    joint_state_topic: str = "/joint_states"
+    ee_pose_topic: str = "/franka_robot_state_broadcaster/current_pose"  # geometry_msgs/PoseStamped
+    action_topic: str = "teleop/action"
+    event_topic: str = "teleop/event"
+    gripper_joints: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+    gripper_max_m: float = 0.08  # summed finger opening when fully open
+    rate_hz: float = 10.0
+    max_steps: int = 600
+    max_age_s: float = 0.2
+    success: int = 50
+    near_success: int = 50
+    outbox: str = "outbox/robot"
+
+    def __post_init__(self) -> None:
+        if len(self.cameras) != len(self.image_topics):
+            raise ValueError(f"collector_node.image_topics: {len(self.image_topics)} topics for {len(self.cameras)} cameras")
+        if self.depth_topics and len(self.depth_topics) != len(self.cameras):
+            raise ValueError("collector_node.depth_topics: one per camera, or none")
+        if not self.rate_hz > 0 or not self.gripper_max_m > 0:
+            raise ValueError("collector_node.rate_hz / gripper_max_m: must be positive")
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    artifact: str = ""  # policy artifact folder (policy.onnx + manifest.json)
+    camera: str = "front"
+    image_topic: str = "/camera/camera/color/image_raw"
+    joint_state_topic: str = "/joint_states"
+    ee_pose_topic: str = "/franka_robot_state_broadcaster/current_pose"
+    event_topic: str = "policy/event"  # std_msgs/String: start (an episode), stop, estop
+    output: str = "twist"  # twist (MoveIt Servo) | joint_trajectory (joint_trajectory_controller, needs ik_factory)
+    twist_topic: str = "/servo_node/delta_twist_cmds"
+    trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory"
+    gripper_topic: str = "policy/gripper"  # std_msgs/Float64MultiArray [target]: bridge to the gripper action
+    joint_names: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+    gripper_joints: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+    gripper_max_m: float = 0.08
+    ik_factory: str = ""  # "package.module:function" -> ik(state, ee_target) -> joint positions
+    frame_id: str = "base_link"
+    rate_hz: float = 10.0
+    max_steps: int = 300
+    replan_every: int = 0  # 0 = play whole chunks
+    max_translation_m: float = 0.05
+    max_rotation_rad: float = 0.1
+    outbox: str = "outbox/robot"
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        if self.output not in ("twist", "joint_trajectory"):
+            raise ValueError(f"policy_node.output: {self.output!r} is not twist or joint_trajectory")
+        if self.output == "joint_trajectory" and not self.ik_factory:
+            raise ValueError("policy_node.ik_factory: output=joint_trajectory needs the robot's IK ('package.module:function')")
+        if not self.rate_hz > 0 or self.max_steps < 1 or self.replan_every < 0:
+            raise ValueError("policy_node.rate_hz / max_steps / replan_every: out of range")
+
+
+NODE_CONFIGS: dict[str, type] = {
+    "camera_node": CameraNodeConfig,
+    "teleop_node": TeleopNodeConfig,
+    "collector_node": CollectorNodeConfig,
+    "policy_node": PolicyNodeConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parameter_defaults(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Flat {dotted name: default} of a config dataclass, as ROS parameters (tuples -> lists)."""
+    out: dict[str, Any] = {}
+    inst = cls()
+    hints = _hints(cls)
+    for f in fields(cls):
+        value = getattr(inst, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(parameter_defaults(hints[f.name], prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def declare_config(node: Any, cls: type, empty_list_descriptor: Any = None) -> None:
+    """``node.declare_parameter(name, default)`` for every field (works on an rclpy Node). rclpy cannot infer
+    the type of an empty list: the shell passes a STRING_ARRAY ``ParameterDescriptor`` for those."""
+    for name, default in parameter_defaults(cls).items():
+        if default == [] and empty_list_descriptor is not None:
+            node.declare_parameter(name, default, empty_list_descriptor)
+        else:
+            node.declare_parameter(name, default)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown parameters {sorted(unknown)}; valid: {sorted(names)}")
+    kwargs = {}
+    for k, v in values.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}.{k}: expected a mapping of {t.__name__} fields")
+            kwargs[k] = _build(t, v, f"{where}.{k}")
+        elif isinstance(v, list):
+            kwargs[k] = tuple(v)
+        elif t is float and isinstance(v, int) and not isinstance(v, bool):
+            kwargs[k] = float(v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for k, v in flat.items():
+        d = nested
+        *head, last = k.split(".")
+        for h in head:
+            d = d.setdefault(h, {})
+        d[last] = v
+    return nested
+
+
+def config_from_node(node: Any, cls: type) -> Any:
+    """Read the declared parameters back (``node.get_parameter(name).value``) into the config dataclass."""
+    flat = {name: node.get_parameter(name).value for name in parameter_defaults(cls)}
+    return _build(cls, _nest(flat), cls.__name__)
+
+
+def config_from_params(cls: type, params: dict[str, Any], where: str = "parameters") -> Any:
+    """A config from a ``ros__parameters`` mapping (nested or dotted keys)."""
+    return _build(cls, _nest(params) if any("." in k for k in params) else params, where)
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Validate a ROS parameter YAML: {node_name: {ros__parameters: {...}}} -> {node_name: config}."""
+    path = Path(path)
+    doc = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for node_name, body in doc.items():
+        if node_name not in NODE_CONFIGS:
+            raise ValueError(f"{path}: node {node_name!r} has no config schema; known nodes: {sorted(NODE_CONFIGS)}")
+        if not isinstance(body, dict) or set(body) != {"ros__parameters"}:
+            raise ValueError(f"{path}: {node_name} must hold exactly one 'ros__parameters' mapping")
+        out[node_name] = config_from_params(NODE_CONFIGS[node_name], body["ros__parameters"] or {}, f"{path.name}:{node_name}")
+    return out
+
+
+def gripper_opening(names: list[str], positions, gripper_joints: tuple[str, ...], gripper_max_m: float) -> float:
+    """Gripper opening 0 (closed) .. 1 (open) from the finger joints of a JointState."""
+    idx = [names.index(j) for j in gripper_joints if j in names]
+    if not idx:
+        return 1.0
+    total = float(sum(positions[i] for i in idx))
+    return float(min(max(total / gripper_max_m, 0.0), 1.0)) if math.isfinite(total) else 1.0
