@@ -695,7 +695,8 @@ class LearnerServer:
             self._send_error(sess.peer, wire.ERR_SHA256, f"episode {uid}: SHA-256 of the received bytes does not match; "
                              "send it again from the start", ref=msg.type, id=uid)
             return
-        os.fsync(up.fd)
+        # No fsync of the .part: the commit point is the store's own atomic (fsync'd) append; until then the robot
+        # keeps its copy, so a power loss here costs a resend, never an episode.
         up.close()
         up.save_state()
         up.ingesting = True
@@ -1051,8 +1052,7 @@ def main(cfg: Any, mode: str | None = None) -> int:
         log.info("signal %d: stopping", signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     t_end = None if cfg.run_s is None else time.monotonic() + float(cfg.run_s)
 
     def watchdog() -> None:
@@ -1067,5 +1067,9 @@ def main(cfg: Any, mode: str | None = None) -> int:
     if t_end is not None:
         threading.Thread(target=lambda: (stop.wait(max(0.0, t_end - time.monotonic())), stop.set()), daemon=True).start()
     print(f"serving on {server.endpoint} (store {server.store.root}); Ctrl-C to stop", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

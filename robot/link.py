@@ -591,7 +591,7 @@ class Outbox:
                 self._send(wire.encode(wire.BYE))
             self._drop_transfers()
             if self._sock is not None:
-                self._sock.close(0)
+                self._sock.close(linger=200)  # long enough for the BYE to leave, bounded
             self._ctx.term()
 
     def _busy(self) -> bool:
@@ -635,9 +635,13 @@ class Outbox:
             self._last_rx = now  # start the dead-learner clock at the first attempt
 
     def _lost(self, why: str) -> None:
-        log.warning("learner link: %s; reconnecting (episodes stay queued: %d)", why, len(self._pending))
+        if self._connected:
+            log.warning("learner link: %s; reconnecting (episodes stay queued: %d)", why, len(self._pending))
+            with self._lock:
+                self._c["reconnects"] += 1
+        else:  # still waiting for a learner that is away: keep quiet, keep trying
+            log.debug("learner link: %s; new socket", why)
         with self._lock:
-            self._c["reconnects"] += 1
             self._c["connected"] = False
         self._new_socket()
         self._hello_at = time.monotonic()
