@@ -19,7 +19,7 @@ from calibration.files import (
     HandEyeCalibration, handeye_path, intrinsics_path, load_drift_reference, load_handeye, load_intrinsics, read_yaml,
     save_drift_reference, save_handeye, save_intrinsics, write_yaml,
 )
-from calibration.geometry import invert, mean_transform, pose_to_matrix, transform_delta
+from calibration.geometry import matrix_to_pose, mean_transform, pose_to_matrix, transform_delta
 from calibration.guide import GuideConfig, HandEyeSession
 from calibration.handeye import HandEyeConfig, HandEyeResult, solve_handeye
 from calibration.intrinsics import IntrinsicsConfig, calibrate_intrinsics, compare_intrinsics, gate_view
@@ -260,14 +260,11 @@ def run_handeye(cfg: DictConfig) -> int:
     rows = []
     for m in result.methods.values():
         mm, deg = transform_delta(result.X, m.X)
-        rows.append((m.name + (" *" if m.name == result.method else ""), f"{m.residual_mm:.2f}", f"{m.residual_deg:.3f}",
-                     f"{m.heldout_mm:.2f}", f"{m.heldout_deg:.3f}", f"{mm:.2f} / {deg:.3f}"))
+        rows.append((m.name + (" *" if m.name == result.method else ""), f"{m.residual_mm:.2f} / {m.residual_deg:.3f}",
+                     f"{m.heldout_mm:.2f} / {m.heldout_deg:.3f}", f"{mm:.2f} / {deg:.3f}"))
     print_table(f"hand-eye methods ({result.n_samples} samples; * kept: best held-out consistency)",
-                ["method", "resid mm", "resid deg", "held-out mm", "held-out deg", "vs kept mm / deg"], rows)
-    T = calib.T_parent_child
-    from calibration.geometry import matrix_to_pose
-
-    p = matrix_to_pose(T)
+                ["method", "residual mm / deg", "held-out mm / deg", "vs kept mm / deg"], rows)
+    p = matrix_to_pose(calib.T_parent_child)
     print_table(f"{calib.parent} -> {calib.child} ({hcfg.kind}) -> {path}", ["what", "value"], [
         ("xyz (m)", " ".join(f"{x:.4f}" for x in p[:3])),
         ("quaternion xyzw", " ".join(f"{x:.5f}" for x in p[3:])),

@@ -98,11 +98,13 @@ class PoseSuggester:
         self.cfg = cfg
         self.candidates = candidate_rotations(cfg)
 
-    def suggest(self, reference: np.ndarray, taken: list[np.ndarray], pivot: np.ndarray, visible=None) -> Suggestion:
+    def suggest(self, reference: np.ndarray, taken: list[np.ndarray], pivot: np.ndarray, visible=None,
+                scale: float = 1.0) -> Suggestion:
         """The candidate orbit pose farthest in rotation from every taken flange pose. ``visible(T_base_ee)``
-        (optional) says whether the board would stay in view there."""
+        (optional) says whether the board would stay in view there; ``scale`` shrinks every rotation (gentle
+        moves while the pivot is only a guess)."""
         best: Suggestion | None = None
-        for tx, ty, rz in self.candidates:
+        for tx, ty, rz in ((scale * a, scale * b, scale * c) for a, b, c in self.candidates):
             T = orbit(reference, pivot, tx, ty, rz)
             if visible is not None and not visible(T):
                 continue
@@ -224,8 +226,11 @@ class HandEyeSession:
         """Where to go next (None before the first sample: start anywhere the board is fully in view)."""
         if not self.samples:
             return None
+        # Until a preliminary solution says where the board is, the pivot is a guess and a large rotation
+        # about it can swing the board out of view: suggest half-size rotations until then.
+        scale = 1.0 if self.preliminary() is not None else 0.5
         return self.suggester.suggest(self.samples[0].T_base_ee, [s.T_base_ee for s in self.samples], self._pivot(),
-                                      self._visible_fn())
+                                      self._visible_fn(), scale)
 
     def status(self) -> tuple[bool, str]:
         """(ready to solve, what is still missing)."""

@@ -35,6 +35,8 @@ METHODS: dict[str, int] = {
 KINDS = ("eye_in_hand", "eye_to_hand")
 # The score converts a rotation error to the displacement it causes 10 cm away, so one number ranks methods.
 SCORE_LEVER_MM = 100.0
+# The largest camera-to-flange / board-to-flange distance the units check allows for (a rig is smaller).
+MAX_LEVER_M = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,9 @@ def check_motion(samples: list[HandEyeSample], cfg: HandEyeConfig) -> tuple[floa
     if spread < cfg.min_rotation_deg:
         raise DegenerateMotionError(f"flange orientations span only {spread:.1f} deg (need >= {cfg.min_rotation_deg} "
                                     f"deg for a trustworthy result); {fix}")
-    # Units: over the same pair of samples the camera (eye_in_hand) or the board (eye_to_hand) moves about
-    # as far as the flange does (plus lever-arm terms), so a ~1000x ratio means millimetres met metres.
+    # Units: between two samples the camera (eye_in_hand) or the board (eye_to_hand) moves as far as the
+    # flange does, give or take the lever arm: | |dt_flange| - |dt_other| | <= angle * lever. Levers on a real
+    # rig are < 1 m, so a gap far beyond that means one side is not in metres.
     if cfg.kind == "eye_in_hand":
         other = [invert(s.T_cam_board)[:3, 3] for s in samples]  # camera positions in the board frame
     else:
@@ -171,18 +174,16 @@ def check_motion(samples: list[HandEyeSample], cfg: HandEyeConfig) -> tuple[floa
     robot = [s.T_base_ee[:3, 3] for s in samples]
     d_robot = np.array([np.linalg.norm(robot[i] - robot[j]) for i, j in pairs])
     d_other = np.array([np.linalg.norm(other[i] - other[j]) for i, j in pairs])
-    if np.median(d_other) > 0 and np.median(d_robot) > 0:
-        ratio = float(np.median(d_robot) / np.median(d_other))
-        if abs(math.log10(ratio) - 3) < 0.7:
-            raise UnitsError(f"the flange moves ~{ratio:.0f}x farther than the camera/board between samples: the "
-                             f"robot poses look like millimetres; give them in metres (divide by 1000)")
-        if abs(math.log10(ratio) + 3) < 0.7:
-            raise UnitsError(f"the camera/board moves ~{1 / ratio:.0f}x farther than the flange between samples: "
-                             f"the board lengths look like millimetres (board.square_length_m / marker_length_m "
-                             f"must be metres) or the robot poses are in kilometres")
-        if not 0.1 < ratio < 10:
-            warnings.append(f"flange and camera/board motions differ by {ratio:.2g}x between samples; check the "
-                            f"units of the robot poses and the board size")
+    gap = np.abs(d_robot - d_other) - np.radians(angles) * MAX_LEVER_M
+    if np.median(gap) > 0.1:
+        factor = float(np.median(d_robot) / max(float(np.median(d_other)), 1e-12))
+        if factor > 1:
+            raise UnitsError(f"the flange moves ~{factor:.0f}x farther than the {'camera' if cfg.kind == 'eye_in_hand' else 'board'} "
+                             f"between samples: the robot poses look like {'millimetres' if factor > 300 else 'another unit'}; "
+                             f"give them in metres{' (divide by 1000)' if factor > 300 else ''}")
+        raise UnitsError(f"the {'camera' if cfg.kind == 'eye_in_hand' else 'board'} moves ~{1 / factor:.0f}x farther than the "
+                         f"flange between samples: the board lengths look like millimetres (board.square_length_m / "
+                         f"board.marker_length_m must be metres), or the robot poses are not in metres")
     return spread, warnings
 
 
