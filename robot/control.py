@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,30 @@ class SimulatedClock:
 
 def make_clock(realtime: bool, spin_s: float = 0.001) -> Clock:
     return MonotonicClock(spin_s) if realtime else SimulatedClock()
+
+
+@contextmanager
+def realtime_priority(priority: int | None) -> Iterator[bool]:
+    """Run the calling thread under SCHED_FIFO ``priority`` (1-99) inside the block, as robot drivers do
+    (Franka's controller manager: 98), so a busy machine cannot delay the loop's wake-ups. Needs root or
+    CAP_SYS_NICE (``ulimit -r`` / limits.conf ``rtprio``); without it, logs a warning and runs normally.
+    Yields whether the priority was applied. ``None``: do nothing."""
+    if priority is None or not hasattr(os, "sched_setscheduler"):
+        yield False
+        return
+    if not 1 <= priority <= 99:
+        raise ValueError(f"rt_priority: must be in 1..99, got {priority}")
+    old_policy, old_param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except PermissionError:
+        log.warning("control loop: SCHED_FIFO priority %d not permitted (needs CAP_SYS_NICE / rtprio); running at normal priority", priority)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setscheduler(0, old_policy, old_param)
 
 
 # ---------------------------------------------------------------------------------------------- loop
@@ -175,12 +200,14 @@ class LoopReport:
 class RateLoop:
     """Yields a `Tick` at ``t0 + k / hz`` for k = 0, 1, ... (absolute deadlines).
 
-    ``max_steps`` ends the iteration (None: until the caller breaks). A step that ends after the next
+    ``max_steps`` ends the iteration (None: until the caller breaks). ``rt_priority``: run the loop's thread
+    under SCHED_FIFO at that priority (real clocks only). A step that ends after the next
     deadline is an overrun: logged (first ``warn_first`` then every 100th) and the missed deadlines are
     skipped, so the loop resumes on the schedule instead of bursting.
     """
 
-    def __init__(self, hz: float, clock: Clock | None = None, max_steps: int | None = None, warn_first: int = 5) -> None:
+    def __init__(self, hz: float, clock: Clock | None = None, max_steps: int | None = None, warn_first: int = 5,
+                 rt_priority: int | None = None) -> None:
         if not (isinstance(hz, (int, float)) and math.isfinite(hz) and 0 < hz <= 2000):
             raise ValueError(f"hz: control rate must be in (0, 2000], got {hz!r}")
         if max_steps is not None and max_steps < 0:
@@ -190,11 +217,17 @@ class RateLoop:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.max_steps = max_steps
         self.warn_first = warn_first
+        # SCHED_FIFO for the loop's thread while it runs (real clocks only; see `realtime_priority`).
+        self.rt_priority = rt_priority if getattr(self.clock, "realtime", False) else None
         self.ticks: list[Tick] = []
         self.overruns = 0
         self.missed_ticks = 0
 
     def __iter__(self) -> Iterator[Tick]:
+        with realtime_priority(self.rt_priority):
+            yield from self._ticks()
+
+    def _ticks(self) -> Iterator[Tick]:
         self.ticks, self.overruns, self.missed_ticks = [], 0, 0
         clock, period = self.clock, self.period
         t0 = clock.now()

@@ -93,6 +93,7 @@ class RunnerConfig:
     end_events: tuple[str, ...] = ("save_next", "rerecord", "stop", "success", "near_success", "failure")
     record_depth: bool = True
     startup_timeout_steps: int = 20  # consecutive start-up refusals before the episode is given up
+    rt_priority: int | None = None  # SCHED_FIFO priority of the control thread (real time; needs CAP_SYS_NICE)
 
     def __post_init__(self) -> None:
         if not 0 < self.hz <= 2000:
@@ -158,7 +159,7 @@ class EpisodeRunner:
         c = self.config
         executor = ChunkExecutor(1.0 / c.hz, c.replan_every)
         rec = EpisodeRecorder(instruction, c.hz, rig=c.rig, source=c.source_kind, **meta)
-        loop = RateLoop(c.hz, self.clock, max_steps=c.max_steps)
+        loop = RateLoop(c.hz, self.clock, max_steps=c.max_steps, rt_priority=c.rt_priority)
         self.cameras.reset()
         status_source = source if isinstance(source, StatusSource) else None
         end_reason, detail, event, success_at = "max_steps", "", None, None

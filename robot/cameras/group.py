@@ -7,7 +7,7 @@ a silently reused frame). Cameras whose stamps lie more than ``max_skew_s`` behi
 once more so the set is aligned; the remaining skew is reported. A frame whose index equals the one
 returned last time for that camera is reported as ``repeated`` (the control loop records it per step).
 
-Other cameras (simulated, replay) are read with their blocking `read()`.
+Other cameras (simulated, replay, a recording played losslessly) are read with their blocking `read()`.
 """
 
 from __future__ import annotations
@@ -57,11 +57,13 @@ class CameraGroup:
         self.repeats = {n: 0 for n in self.cameras}
 
     def _read_one(self, cam: Camera) -> Frame:
-        if isinstance(cam, ThreadedCamera):
+        if isinstance(cam, ThreadedCamera) and not cam.lossless:
             try:
                 return cam.peek(self.max_age_s)
             except StaleFrameError:
                 return cam.read(self.timeout_s)  # raises StaleFrameError when the stream really stalled
+        if isinstance(cam, ThreadedCamera):  # a recording played losslessly: every frame, in order
+            return cam.read(self.timeout_s)
         return cam.read()
 
     def read(self) -> GroupRead:

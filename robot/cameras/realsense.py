@@ -220,10 +220,12 @@ class RealSenseCamera(ThreadedCamera):
 
 
 def write_synthetic_recording(path: str | Path, n_frames: int = 30, width: int = 640, height: int = 480, fps: int = 30,
-                              depth: bool = True, seed: int = 0) -> Path:
+                              depth: bool = True, paced: bool = False) -> Path:
     """Record ``n_frames`` synthetic colour (+ depth) framesets to a RealSense ``.db3`` with pyrealsense2's
     software device: a real recording (the format a D435 session produces) for tests and benchmarks.
-    Colour frame i is a smooth pattern shifted by i pixels; depth is 500 + i mm plus a ramp."""
+    Colour frame i is a smooth pattern shifted by i pixels; depth is 500 + i mm plus a ramp.
+    ``paced``: feed frames at ``fps`` in wall time - real-time playback replays the pace of the recording
+    session (not the frame timestamps), so only a paced recording plays back like a live 30 fps camera."""
     rs = import_pyrealsense2()
     path = Path(path)
     if path.suffix != ".db3":
@@ -261,7 +263,12 @@ def write_synthetic_recording(path: str | Path, n_frames: int = 30, width: int =
     yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), np.full_like(xx, 64)], -1).astype(np.uint8)
     ramp = (yy * 1000 // max(height - 1, 1)).astype(np.uint16)
+    t_start = time.monotonic()
     for i in range(n_frames):
+        if paced:
+            delay = t_start + i / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         ts = 1000.0 * i / fps
         frames = [(cprof, np.ascontiguousarray(np.roll(base, i, axis=1)), 3)]
         if depth:

@@ -150,6 +150,7 @@ class ThreadedCamera(Camera):
                 age = "never" if self._latest is None else f"{(time.monotonic() - self._received) * 1e3:.0f} ms ago"
                 raise StaleFrameError(f"camera {self.name}: latest frame arrived {age} (max age {max_age_s * 1e3:.0f} ms)")
             self._last_returned = self._latest.index
+            self._new.notify_all()
             return self._latest
 
     def age(self) -> float:

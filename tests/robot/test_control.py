@@ -85,3 +85,21 @@ def test_chunk_executor_plays_chunks_and_replans():
         whole.pop()
     with pytest.raises(ValueError, match="chunk"):
         whole.push(np.zeros((3, 6)), 0.0)
+
+
+def test_realtime_priority_is_applied_and_restored_or_refused_cleanly():
+    import os
+
+    from robot.control import realtime_priority
+
+    before = os.sched_getscheduler(0)
+    loop = RateLoop(200, MonotonicClock(), max_steps=20, rt_priority=50)
+    policies = [os.sched_getscheduler(0) for _ in loop]
+    assert os.sched_getscheduler(0) == before  # restored after the loop
+    with realtime_priority(50) as applied:
+        pass
+    assert policies[0] == (os.SCHED_FIFO if applied else before)
+    assert RateLoop(10, SimulatedClock(), rt_priority=50).rt_priority is None  # simulated time never needs it
+    with pytest.raises(ValueError, match="rt_priority"):
+        with realtime_priority(120):
+            pass
