@@ -101,7 +101,7 @@ def export_policy(policy, out_folder: str | Path, version: str, instruction: str
         # The exporter logs every graph pass at INFO; our own log line is enough.
         for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        onnx_program = torch.onnx.export(_GreedyGraph(policy), example, dynamo=True, input_names=["image", "instruction_tokens"],
+        onnx_program = torch.onnx.export(_GreedyGraph(policy).eval(), example, dynamo=True, input_names=["image", "instruction_tokens"],
                                          output_names=["action_chunk"], verbose=False)
         onnx_program.save(str(tmp / MODEL_FILE))
         export_s = time.perf_counter() - t0

@@ -172,8 +172,20 @@ class HFVLA(nn.Module, PolicyMixin):
         logp = torch.log_softmax(logits.float() / t, dim=-1)
         return -(logp.exp() * logp).sum(-1)
 
+    def _cache_kwargs(self, cache: Any) -> dict[str, Any]:
+        """The KV cache argument under the name this transformers version uses (``cache`` since v5)."""
+        return {self._cache_name: cache}
+
+    @property
+    def _cache_name(self) -> str:
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
     @torch.no_grad()
     def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None):
+        """Autoregressive draw with a KV cache; the returned log-prob is then recomputed by `token_log_probs`
+        (one teacher-forced pass), so that it equals what GRPO recomputes bit for bit, not just to float noise."""
         t = self._check_temperature(temperature, allow_zero=True)
         enc = self._prompt_batch(images, instructions)
         mask = enc["attention_mask"]
@@ -181,21 +193,23 @@ class HFVLA(nn.Module, PolicyMixin):
         pos = self._positions(mask)
         out = self.model(**enc, position_ids=pos, use_cache=True, logits_to_keep=1)
         tokens = torch.empty(B, N, dtype=torch.long, device=mask.device)
-        log_prob = torch.zeros(B, device=mask.device)
         for i in range(N):
             logits = out.logits[:, -1, :][:, self.action_ids].float()  # (B, V)
             if t == 0:
                 tokens[:, i] = logits.argmax(-1)
             else:
-                logp = torch.log_softmax(logits / t, dim=-1)
-                tokens[:, i] = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-                log_prob += logp.gather(-1, tokens[:, i:i + 1]).squeeze(-1)
+                tokens[:, i] = torch.multinomial(torch.softmax(logits / t, dim=-1), 1, generator=generator).squeeze(-1)
             if i == N - 1:
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], dim=1)
             pos = pos[:, -1:] + 1
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
             out = self.model(input_ids=self.action_ids[tokens[:, i:i + 1]], attention_mask=mask, position_ids=pos,
-                             past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=1, **self._cache_kwargs(cache))
+        if t == 0:
+            log_prob = torch.zeros(B, device=tokens.device)
+        else:
+            log_prob = self.token_log_probs(images, instructions, tokens, temperature=t).sum(-1)
         return self.tokens_to_actions(tokens), tokens, log_prob
 
 

@@ -331,7 +331,7 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             step += 1
             row: dict[str, float] = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row.update({"losses/train_nll": float(loss), "charts/train_target_prob": float(acc),
+                row.update({"losses/train_nll": loss.item(), "charts/train_target_prob": acc.item(),
                             "charts/lr": lr, "charts/grad_norm": float(gnorm)})
             if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 row.update(validation_loss(policy, val, 2 * cfg.batch_size))

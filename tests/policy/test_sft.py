@@ -1,0 +1,99 @@
+"""SFT: the loss learns, checkpoints resume, the config refuses bad input, `wvl sft` runs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from learning.cli import main as wvl
+from learning.policy import load_policy
+from learning.policy.sft import SFTConfig, load_demos, random_shift, select_episodes, sft_loss, train_sft
+from tests.policy.conftest import INSTRUCTION, tiny_compact
+
+TINY_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "conv_channels": [8, 16], "max_instruction_len": 12}
+
+
+def tiny_cfg(store, out, **kw) -> SFTConfig:
+    d = dict(store=str(store.root), out=str(out), max_episodes=3, val_episodes=1, steps=4, batch_size=8, warmup_steps=1,
+             log_every=1, val_every=2, checkpoint_every=2, threads=1, model=TINY_MODEL)
+    d.update(kw)
+    return SFTConfig.from_dict(d)
+
+
+def test_a_few_steps_on_one_batch_fit_it():
+    policy = tiny_compact().train()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    chunks = rng.uniform(-1, 1, (8, 8, 7)).astype(np.float32)
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    losses = []
+    for _ in range(40):
+        loss, _ = sft_loss(policy, images, [INSTRUCTION] * 8, chunks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(np.log(256), abs=0.3)  # an untrained policy is close to uniform
+    assert losses[-1] < 0.5 * losses[0]
+    assert any(not torch.equal(p, before[n]) for n, p in policy.named_parameters())
+
+
+def test_episode_selection_is_seeded_and_keeps_validation_apart(tiny_store, tmp_path):
+    cfg = tiny_cfg(tiny_store, tmp_path / "o")
+    train, val = select_episodes(tiny_store, cfg)
+    assert len(train) == 3 and len(val) == 1 and not set(train) & set(val)
+    assert set(train + val) <= set(tiny_store.indices(outcomes=("success",)))
+    assert (train, val) == select_episodes(tiny_store, cfg)
+    demos = load_demos(tiny_store, train, 8, None)
+    assert demos.images.shape == (3 * 11, 16, 16, 3) and demos.chunks.shape == (33, 8, 7)
+
+
+def test_random_shift_keeps_shape_and_moves_content():
+    img = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    out = random_shift(img, 3, np.random.default_rng(1))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    assert random_shift(img, 0, np.random.default_rng(1)) is img
+
+
+def test_train_sft_writes_policy_metrics_and_resumes(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    final = train_sft(tiny_cfg(tiny_store, out, steps=3), tiny_store)
+    assert final == out / "policy"
+    policy = load_policy(final)
+    assert policy.config.instructions == ["pick up the red cube"]
+    assert len(policy.config.image_mean) == 3 and policy.config.action_stats["min"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert "losses/val_nll" in rows[1] and np.isfinite(rows[-1]["losses/train_nll"])
+    assert (out / "checkpoints" / "step-000002" / "training_state.pt").exists()
+    summary = json.loads((out / "sft_summary.json").read_text())
+    assert len(summary["train_episodes"]) == 3 and summary["steps"] == 3
+
+    # A longer run in the same folder continues from the newest checkpoint (step 2), not from scratch.
+    train_sft(tiny_cfg(tiny_store, out, steps=5), tiny_store)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 3, 4, 5]
+
+
+def test_config_refuses_bad_values_naming_the_field(tiny_store, tmp_path):
+    with pytest.raises(ValueError, match="outcomes"):
+        tiny_cfg(tiny_store, tmp_path, outcomes=["great"])
+    with pytest.raises(ValueError, match="unknown keys.*'stepz'"):
+        SFTConfig.from_dict({"store": "s", "out": "o", "stepz": 3})
+    with pytest.raises(ValueError, match="model.d_model"):
+        tiny_cfg(tiny_store, tmp_path, model={**TINY_MODEL, "d_model": 30, "n_heads": 4})
+    with pytest.raises(ValueError, match="hf.path"):
+        tiny_cfg(tiny_store, tmp_path, policy="hf")
+    with pytest.raises(ValueError, match="no \\['failure'\\] episodes"):
+        train_sft(tiny_cfg(tiny_store, tmp_path / "x", outcomes=["failure"]), tiny_store)
+
+
+def test_wvl_sft_command_runs_two_steps(tiny_store, tmp_path, capsys):
+    rc = wvl(["sft", f"store={tiny_store.root}", f"out={tmp_path / 'cli'}", "steps=2", "batch_size=4", "max_episodes=2",
+              "val_episodes=1", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.conv_channels=[8,16]"])
+    assert rc == 0
+    assert (tmp_path / "cli" / "policy" / "config.json").exists()
+    assert "val NLL per token" in capsys.readouterr().out
+    assert wvl(["sft", f"store={tmp_path / 'nope'}", f"out={tmp_path / 'o2'}"]) == 2
