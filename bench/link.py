@@ -23,7 +23,10 @@ Last line: ``upload_vs_raw=… upload_mb_s=… raw_mb_s=… policy_push_s=…`` 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import statistics
+import uuid
 import os
 import shutil
 import subprocess
@@ -38,7 +41,9 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robot import wire  # noqa: E402
-from robot.console import print_table  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from robot.console import table  # noqa: E402
 from robot.episode import Episode  # noqa: E402
 from robot.link import LinkConfig, Outbox, PolicyInbox  # noqa: E402
 
@@ -60,14 +65,36 @@ done.send(b"done")
 
 
 def make_episode(mb: float, seed: int = 0) -> Episode:
-    """An episode of about ``mb`` MB serialised: 256x256 RGB frames (incompressible noise), 10 Hz."""
+    """An episode of about ``mb`` MB serialised (``codec="raw"``): 256x256 RGB frames of a smooth scene drifting by a
+    pixel per step plus sensor noise (camera-like, so the learner's video encoder does camera-like work), 10 Hz."""
     frame = 256 * 256 * 3
     T = max(2, int(mb * 1e6 / frame))
     rng = np.random.default_rng(seed)
-    return Episode(task="pick up the red cube", fps=10.0, timestamps=np.arange(T) * 0.1,
-                   images={"front": rng.integers(0, 256, (T, 256, 256, 3), dtype=np.uint8)},
+    yy, xx = np.mgrid[0:256, 0:512]
+    scene = np.stack([128 + 100 * np.sin(xx / 23.0), 128 + 90 * np.cos(yy / 17.0), (xx + yy) % 256], -1).astype(np.int16)
+    images = np.empty((T, 256, 256, 3), np.uint8)
+    for t in range(T):
+        view = scene[:, t % 256:t % 256 + 256] + rng.integers(-3, 4, (256, 256, 3), dtype=np.int16)
+        images[t] = np.clip(view, 0, 255)
+    return Episode(task="pick up the red cube", fps=10.0, timestamps=np.arange(T) * 0.1, images={"front": images},
                    joints=rng.normal(size=(T, 9)), ee_pose=rng.normal(size=(T, 7)), gripper=rng.uniform(0, 1, T),
                    actions=rng.uniform(-1, 1, (T, 7)), rewards=np.zeros(T), interventions=np.zeros(T, bool))
+
+
+def hash_speeds() -> tuple[float, float]:
+    """Single-thread SHA-256 and CRC-32 MB/s on this CPU: the learner must do both over every byte."""
+    import hashlib
+
+    buf = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    t0 = time.perf_counter()
+    for _ in range(100):
+        h.update(buf)
+    sha = 100 * len(buf) / 1e6 / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(100):
+        wire.crc32(buf)
+    return sha, 100 * len(buf) / 1e6 / (time.perf_counter() - t0)
 
 
 def free_port() -> int:
@@ -118,24 +145,17 @@ def start_server(tmp: Path, endpoint: str, curve: bool) -> subprocess.Popen:
     return proc
 
 
-def upload(ep: Episode, tmp: Path, curve: bool) -> dict:
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    shutil.rmtree(tmp / "store", ignore_errors=True)
-    server = start_server(tmp, endpoint, curve)
-    keys = wire.RobotKeys.load(tmp / "keys" / "robot-1.key_secret", tmp / "keys" / "learner.key") if curve else wire.PLAINTEXT
-    ob = Outbox(tmp / "outbox", endpoint, keys, robot_id="robot-1", config=LinkConfig(min_free_bytes=0))
-    try:
-        t0 = time.perf_counter()
-        uid = ob.put(ep)
-        put_s = time.perf_counter() - t0
-        if not ob.wait_committed([uid], timeout=600):
-            raise RuntimeError(f"episode not committed: {ob.counters()}")
-        rec = ob.uploads[-1]
-        return {"put_s": put_s, "upload_s": rec["upload_s"], "store_s": rec["ingest_s"], "resends": ob.counters()["resends"]}
-    finally:
-        ob.close()
-        server.terminate()
-        server.wait(30)
+def upload(ob: Outbox, ep: Episode) -> dict:
+    """Put one episode (under a fresh uuid) and wait for its COMMIT; the Outbox's timing record of it."""
+    ep = copy.copy(ep)
+    ep.uuid = str(uuid.uuid4())
+    t0 = time.perf_counter()
+    uid = ob.put(ep)
+    put_s = time.perf_counter() - t0
+    if not ob.wait_committed([uid], timeout=600):
+        raise RuntimeError(f"episode not committed: {ob.counters()}")
+    rec = ob.uploads[-1]
+    return {"put_s": put_s, "upload_s": rec["upload_s"], "store_s": rec["ingest_s"]}
 
 
 def policy_push(mb: float, tmp: Path) -> float:
@@ -170,8 +190,10 @@ def main() -> None:
     ap.add_argument("--sizes-mb", type=float, nargs="+", default=[10, 200])
     ap.add_argument("--policy-mb", type=float, default=50)
     ap.add_argument("--modes", nargs="+", default=["plaintext", "curve"], choices=["plaintext", "curve"])
+    ap.add_argument("--repeats", type=int, default=3, help="raw / upload pairs per size and mode (medians reported)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    load = os.getloadavg()[0]  # other processes on the machine: the numbers below are only as quiet as this
     tmp = Path(tempfile.mkdtemp(prefix="wvl-bench-link-"))
     try:
         wire.generate_keypair(tmp / "keys", "learner")
@@ -180,24 +202,46 @@ def main() -> None:
         shutil.copy(tmp / "keys" / "robot-1.key", tmp / "allow")
         learner_pub, learner_sec = wire.load_keypair(tmp / "keys" / "learner.key_secret")
         rows, headline = [], {}
-        for mb in args.sizes_mb:
-            ep = make_episode(mb)
-            data = ep.to_bytes()
-            size_mb = len(data) / 1e6
-            for mode in args.modes:
-                curve = mode == "curve"
-                raw_s = raw_push(data, (learner_pub, learner_sec) if curve else None)
-                up = upload(ep, tmp, curve)
-                raw_mb_s, up_mb_s = size_mb / raw_s, size_mb / up["upload_s"]
-                rows.append([f"{size_mb:.0f}", mode, f"{raw_mb_s:.0f}", f"{up_mb_s:.0f}", f"{up_mb_s / raw_mb_s:.2f}",
-                             f"{up['put_s']:.2f}", f"{up['upload_s']:.2f}", f"{up['store_s']:.2f}", up["resends"]])
-                if mode == "plaintext" or not headline:
-                    headline = {"upload_vs_raw": up_mb_s / raw_mb_s, "upload_mb_s": up_mb_s, "raw_mb_s": raw_mb_s}
+        episodes = {mb: make_episode(mb) for mb in args.sizes_mb}
+        for mode in args.modes:
+            curve = mode == "curve"
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            shutil.rmtree(tmp / "store", ignore_errors=True)
+            server = start_server(tmp, endpoint, curve)
+            keys = wire.RobotKeys.load(tmp / "keys" / "robot-1.key_secret", tmp / "keys" / "learner.key") if curve else wire.PLAINTEXT
+            ob = Outbox(tmp / "outbox", endpoint, keys, robot_id="robot-1", config=LinkConfig(min_free_bytes=0))
+            try:
+                for mb, ep in episodes.items():
+                    data = ep.to_bytes()
+                    size_mb = len(data) / 1e6
+                    raw, up = [], []
+                    for _ in range(args.repeats):  # interleaved, so that load from other processes hits both alike
+                        raw.append(size_mb / raw_push(data, (learner_pub, learner_sec) if curve else None))
+                        up.append(upload(ob, ep))
+                    raw_mb_s = statistics.median(raw)
+                    up_mb_s = statistics.median(size_mb / u["upload_s"] for u in up)
+                    rows.append([f"{size_mb:.0f}", mode, f"{raw_mb_s:.0f}", f"{up_mb_s:.0f}", f"{up_mb_s / raw_mb_s:.2f}",
+                                 f"{statistics.median(u['put_s'] for u in up):.2f}", f"{statistics.median(u['upload_s'] for u in up):.2f}",
+                                 f"{statistics.median(u['store_s'] for u in up):.2f}",
+                                 f"{min(size_mb / u['upload_s'] for u in up):.0f}-{max(size_mb / u['upload_s'] for u in up):.0f}"])
+                    if mode == "plaintext" or not headline:
+                        headline = {"upload_vs_raw": up_mb_s / raw_mb_s, "upload_mb_s": up_mb_s, "raw_mb_s": raw_mb_s}
+                resends = ob.counters()["resends"]
+            finally:
+                ob.close()
+                server.terminate()
+                server.wait(30)
+            if resends:
+                print(f"{mode}: {resends} chunk resends")
         push_s = policy_push(args.policy_mb, tmp)
-        print_table("learner link on loopback (robot here, learner in a child process)",
-                    ["MB", "mode", "raw MB/s", "upload MB/s", "ratio", "put s", "upload s", "store s", "resends"], rows)
-        print_table("policy push (publish -> robot inbox ready, CURVE)", ["artifact MB", "seconds"],
-                    [[f"{args.policy_mb:.0f}", f"{push_s:.2f}"]])
+        sha_mb_s, crc_mb_s = hash_speeds()
+        out = Console(width=140)
+        out.print(table("learner link on loopback (robot here, learner in a child process; medians)",
+                        ["MB", "mode", "raw MB/s", "upload MB/s", "ratio", "put s", "upload s", "store s", "upload MB/s range"], rows))
+        out.print(table("policy push (publish -> robot inbox ready, CURVE)", ["artifact MB", "seconds"],
+                        [[f"{args.policy_mb:.0f}", f"{push_s:.2f}"]]))
+        out.print(table("per-byte work on this CPU (one thread)", ["SHA-256 MB/s", "CRC-32 MB/s", "cores", "load avg (1 min) at start"],
+                        [[f"{sha_mb_s:.0f}", f"{crc_mb_s:.0f}", os.cpu_count(), f"{load:.1f}"]]))
         print(f"upload_vs_raw={headline['upload_vs_raw']:.2f} upload_mb_s={headline['upload_mb_s']:.0f} "
               f"raw_mb_s={headline['raw_mb_s']:.0f} policy_push_s={push_s:.2f}")
     finally:
