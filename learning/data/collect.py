@@ -32,6 +32,8 @@ def make_sim_robot(sim_cfg: DictConfig, task: str):
 def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     from robot.sim.collect import CollectStats, collect_sans
 
+    if cfg.sim.get("kind") == "libero":  # demos or scripted successes; near-successes = perturbed replays
+        from robot.sim.libero_collect import LiberoCollectStats as CollectStats, collect_sans  # noqa: F811
     if cfg.success < 0 or cfg.near_success < 0:
         raise ValueError(f"success/near_success: must be >= 0, got {cfg.success}/{cfg.near_success}")
     robot = make_sim_robot(cfg.sim, cfg.task)  # validates the task before anything is written

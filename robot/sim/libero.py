@@ -201,6 +201,7 @@ class LiberoSim:
         self._renders: dict[str, tuple[int, np.ndarray]] = {}  # camera -> (frame index, image)
         self.sim_time = 0.0
         self.reset_info: dict[str, Any] = {}
+        self.start_state: np.ndarray | None = None  # (D,) flattened MuJoCo state of the last reset, before settling
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -260,28 +261,61 @@ class LiberoSim:
 
     # ------------------------------------------------------------------ simulation
     def reset(self, seed_or_init_state_index: int) -> None:
-        """Start an episode: the benchmark's fixed initial state i (init_states="benchmark") or a placement
-        sampled from the task's regions with seed i ("sampled"); then `settle_steps` unrecorded no-op steps."""
+        """Start an episode from the benchmark's fixed initial state i (`init_states="benchmark"`) or from a
+        placement sampled with seed i (`"sampled"`); then `settle_steps` unrecorded no-op steps."""
+        if self.config.init_states == "benchmark":
+            self.reset_benchmark(seed_or_init_state_index)
+        else:
+            self.reset_sampled(seed_or_init_state_index)
+
+    def reset_benchmark(self, index: int) -> None:
+        """The task's fixed initial state `index` (0..n_init_states-1), what LIBERO evaluations start from."""
         if self.env is None:
             self.open()
-        i = int(seed_or_init_state_index)
-        env = self.env
-        if self.config.init_states == "benchmark":
-            if not 0 <= i < len(self.init_states):
-                raise IndexError(f"initial state {i}: {self.config.task_name} has {len(self.init_states)} fixed initial states (0..{len(self.init_states) - 1})")
-            env.reset()
-            self._zero_gripper_ramp()
-            self._obs = env.set_init_state(self.init_states[i])
-        else:
-            env.seed(i)  # LIBERO's placement samplers draw from numpy's global RNG
-            self._obs = env.reset()
-            self._zero_gripper_ramp()
-        self.reset_info = {"init_states": self.config.init_states, "init_state": i}
+        i = int(index)
+        if not 0 <= i < len(self.init_states):
+            raise IndexError(f"initial state {i}: {self.config.task_name} has {len(self.init_states)} fixed initial states (0..{len(self.init_states) - 1})")
+        self.env.reset()
+        self._zero_gripper_ramp()
+        self._obs = self.env.set_init_state(self.init_states[i])
+        self._start({"init_states": "benchmark", "init_state": i})
+
+    def reset_sampled(self, seed: int) -> None:
+        """A fresh placement of the task's objects drawn from its BDDL regions with `seed` (LIBERO's own
+        sampler, the way its demonstrations were started), not one of the fixed evaluation states."""
+        if self.env is None:
+            self.open()
+        rng_state = np.random.get_state()  # LIBERO's placement samplers draw from numpy's global RNG
+        try:
+            self.env.seed(int(seed))
+            self._obs = self.env.reset()
+        finally:
+            np.random.set_state(rng_state)
+        self._zero_gripper_ramp()
+        self._start({"init_states": "sampled", "init_state": int(seed)})
+
+    def reset_to_state(self, state: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        """Start from a flattened MuJoCo state (`start_state` of an earlier episode, a demonstration's first
+        state) exactly as from an initial state: then `settle_steps` no-op steps."""
+        if self.env is None:
+            self.open()
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        want = self.init_states.shape[1]
+        if state.shape[0] != want:
+            raise ValueError(f"start state: expected {want} values (time, qpos, qvel of {self.config.task_name}), got {state.shape[0]}")
+        self.env.reset()
+        self._zero_gripper_ramp()
+        self._obs = self.env.set_init_state(state)
+        self._start({"init_states": "state", **(info or {})})
+
+    def _start(self, reset_info: dict[str, Any]) -> None:
+        self.reset_info = reset_info
+        self.start_state = self.get_state()  # before settling: reset_to_state(start_state) replays this start exactly
         noop = np.zeros(7)
         noop[6] = -1.0  # robosuite: open
         for _ in range(self.config.settle_steps):
-            self._obs, _, _, _ = env.step(noop)
-        self._success = bool(env.check_success())
+            self._obs, _, _, _ = self.env.step(noop)
+        self._success = bool(self.env.check_success())
         self._steps = 0
         self.sim_time = 0.0
         self._frame_index += 1
