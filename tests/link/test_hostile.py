@@ -4,8 +4,6 @@ robot's episodes all commit, byte-identical; the learner's memory and disk stay 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import subprocess
 import sys
