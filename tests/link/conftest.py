@@ -85,6 +85,17 @@ def make_inbox(tmp_path) -> Callable[..., PolicyInbox]:
     return make
 
 
+@pytest.fixture
+def ipc_endpoint():
+    """An ipc:// endpoint in a short private folder (ipc paths are limited to ~100 characters; pytest's tmp_path can
+    be longer), removed afterwards. Stable across learner restarts, unlike a tcp port picked by the OS."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="wvl-")
+    yield f"ipc://{d}/link.sock"
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
     """Poll ``cond`` until truthy (bounded); fail the test naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout

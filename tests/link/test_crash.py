@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +19,6 @@ from tests.link.robot_proc import episode
 
 ROOT = Path(__file__).resolve().parents[2]
 N_EPISODES = 24
-
-
-def _short_ipc() -> str:
-    # ipc paths are limited to ~100 characters; pytest's tmp_path can be longer.
-    return f"ipc://{tempfile.mkdtemp(prefix='wvl-')}/link.sock"
 
 
 def _env() -> dict:
@@ -51,9 +45,9 @@ def check_store(store: Path, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_learner_killed_at_random_moments(tmp_path, keys, make_outbox):
+def test_learner_killed_at_random_moments(tmp_path, keys, make_outbox, ipc_endpoint):
     rng = random.Random(1234)
-    endpoint = _short_ipc()
+    endpoint = ipc_endpoint
     store = tmp_path / "store"
     ob = make_outbox(endpoint, config=FAST)
     eps = [episode(i) for i in range(N_EPISODES)]

@@ -20,7 +20,7 @@ from learning.data.store import EpisodeStore
 from robot import wire
 from tests.factories import random_episode
 from tests.link.conftest import FAST
-from tests.link.test_crash import ROOT, _env, _short_ipc
+from tests.link.test_crash import ROOT, _env
 
 N_BAD = 4000
 
@@ -94,8 +94,8 @@ def transfer_errors(s: zmq.Socket, rng: random.Random) -> Counter:
 
 
 @pytest.mark.slow
-def test_malformed_flood_is_refused_while_a_good_robot_is_served(tmp_path, keys, make_outbox):
-    endpoint = _short_ipc()
+def test_malformed_flood_is_refused_while_a_good_robot_is_served(tmp_path, keys, make_outbox, ipc_endpoint):
+    endpoint = ipc_endpoint
     store = tmp_path / "store"
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log_file:

@@ -163,3 +163,8 @@ def test_install_checks_every_file_and_the_hook_result(tmp_path):
     assert inbox.install(offer, tmp_path / "b") and inbox.ready_version == "v1"
     assert not (tmp_path / "b").exists()  # the download is consumed either way
     assert not inbox.wants({**offer, "n_chunks": 1, "chunk_size": 4096})  # already ready: not fetched again
+    full = PolicyInbox(tmp_path / "inbox3", validate=ort_validate, min_free_bytes=1 << 60)  # robot disk full
+    assert not full.wants(offer) and "no disk room" in full.status()["reason"]
+    assert full.wants(offer) is False and full.ready_version is None  # not recorded as refused: retried next offer
+    small = PolicyInbox(tmp_path / "inbox4", validate=ort_validate, max_policy_bytes=10, min_free_bytes=0)
+    assert not small.wants(offer) and small.status()["rejected"] == "v1"
