@@ -9,6 +9,7 @@ every step), the safety filter, a kinematic arm, and records the step into the E
 1 ms) and a sleep-only clock. With ``--maniskill`` a 10 Hz run on the ManiSkill robot (arm step + render
 inside the loop, no policy) is added. Three clocks side by side: sleep only; sleep + 1 ms spin; and sleep +
 spin with the control thread under SCHED_FIFO (``--rt-priority``, what robot PCs run control threads with;
+the camera reader thread one below it, so a reader preempted while holding the GIL cannot stall the loop;
 needs root / CAP_SYS_NICE, else that row says it ran at normal priority). The headline is the third.
 
     .venv/bin/python bench/control_loop.py [--seconds 10] [--maniskill]
@@ -90,7 +91,8 @@ def build_policy(path: Path):
 
 
 def run(hz: float, seconds: float, spin_s: float, policy, rt_priority: int | None = None) -> dict:
-    cam = SyntheticCamera(SyntheticCameraConfig(name="front", width=64, height=64, fps=max(30.0, hz)))
+    cam_prio = None if rt_priority is None else max(1, rt_priority - 1)  # readers just below the loop (no GIL inversion)
+    cam = SyntheticCamera(SyntheticCameraConfig(name="front", width=64, height=64, fps=max(30.0, hz), rt_priority=cam_prio))
     arm = KinematicArm()
     runner = EpisodeRunner(arm, {"front": cam}, SafetyFilter(SafetyConfig(ramp_steps=1, startup_mode="ramp"), arm.limits),
                            RunnerConfig(hz=hz, max_steps=int(hz * seconds), replan_every=1, rt_priority=rt_priority), MonotonicClock(spin_s))

@@ -25,6 +25,7 @@ class SyntheticCameraConfig:
     depth: bool = False
     latency_s: float = 0.002  # capture -> delivery
     clock_offset_s: float = 0.0  # added to every stamp (a camera whose clock is off)
+    rt_priority: int | None = None  # SCHED_FIFO priority of the reader thread (see ThreadedCamera)
 
     def __post_init__(self) -> None:
         if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
@@ -37,7 +38,7 @@ class SyntheticCameraConfig:
 
 class SyntheticCamera(ThreadedCamera):
     def __init__(self, config: SyntheticCameraConfig = SyntheticCameraConfig()) -> None:
-        super().__init__(config.name, warmup_s=max(1.0, 5.0 / config.fps))
+        super().__init__(config.name, warmup_s=max(1.0, 5.0 / config.fps), rt_priority=config.rt_priority)
         self.config = config
         self._unplugged = threading.Event()
         self._stalled = threading.Event()

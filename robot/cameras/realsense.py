@@ -77,6 +77,7 @@ class RealSenseConfig:
     reconnect_attempts: int = 3
     reconnect_backoff_s: float = 0.5  # doubled per attempt, capped at 4 s
     warmup_s: float = 5.0
+    rt_priority: int | None = None  # SCHED_FIFO priority of the reader thread (below the control loop's)
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1 or self.fps < 1:
@@ -91,7 +92,8 @@ class RealSenseCamera(ThreadedCamera):
     def __init__(self, config: RealSenseConfig = RealSenseConfig()) -> None:
         # A recording played faster than real time must not drop frames: the reader waits for each to be read.
         lossless = config.playback_file is not None and not config.playback_realtime
-        super().__init__(config.name, warmup_s=config.warmup_s, read_timeout_s=max(0.5, 3.0 / config.fps), lossless=lossless)
+        super().__init__(config.name, warmup_s=config.warmup_s, read_timeout_s=max(0.5, 3.0 / config.fps), lossless=lossless,
+                         rt_priority=config.rt_priority)
         self.config = config
         self._rs: Any = None
         self._pipe: Any = None

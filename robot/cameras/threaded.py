@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import threading
 import time
 
@@ -28,8 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class ThreadedCamera(Camera):
-    def __init__(self, name: str, warmup_s: float = 2.0, read_timeout_s: float = 0.5, lossless: bool = False) -> None:
+    def __init__(self, name: str, warmup_s: float = 2.0, read_timeout_s: float = 0.5, lossless: bool = False,
+                 rt_priority: int | None = None) -> None:
         self.name = name
+        # SCHED_FIFO for the reader thread: with a real-time control loop, a reader preempted while holding the
+        # GIL would stall the loop (priority inversion); give readers a priority just below the loop's.
+        self.rt_priority = rt_priority
         # lossless: the thread grabs the next frame only after the last one was read (playback of a
         # recording as fast as it can be consumed); otherwise it keeps only the latest (a live camera).
         self.lossless = lossless
@@ -97,6 +102,11 @@ class ThreadedCamera(Camera):
         self._connected = False
 
     def _run(self) -> None:
+        if self.rt_priority is not None:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+            except (PermissionError, AttributeError) as e:
+                log.warning("camera %s: reader thread priority %s not applied (%s)", self.name, self.rt_priority, e)
         while not self._stop.is_set():
             if self.lossless:
                 with self._new:
