@@ -1,0 +1,231 @@
+"""GRPO in imagination: the policy acts inside the world model, the reward head scores, no robot time.
+
+One GRPO step, top to bottom (SimpleVLA-RL's recipe on World-VLA-Loop's imagined environment):
+
+1. take ``starts_per_step`` start frames (real first frames from the store), repeat each ``group_size`` (G)
+   times;
+2. roll every copy out in ``WorldModelEnv``: the policy *samples* an action chunk from the current frame at
+   ``temperature`` (recording the chunk's tokens and their log-probs), the world model imagines the next K
+   frames and their per-frame success probability; repeat until the reward head says success
+   (> ``success_threshold``, 0.9 as in the paper) or ``horizon_chunks`` chunks have been played;
+3. trajectory reward R = 1 if it succeeded, else 0; advantages are group-relative,
+   A = (R - mean_group R) / std_group R; groups whose members all agree carry no signal and are dropped;
+4. every decision (chunk) of a trajectory gets its trajectory's advantage; minimise the PPO-clip loss on the
+   tokens (asymmetric clip 0.2 / 0.28), optionally + ``kl_coef`` * KL(policy || SFT policy) (0 by default);
+   ``epochs`` passes over the batch in minibatches.
+
+Logged per step: imagined success, informative-group fraction, loss, clip fraction, approx KL, entropy,
+advantage statistics, seconds spent imagining vs updating.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from learning.rl.grpo_math import clipped_token_loss, group_advantages, kl_to_reference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    steps: int = 20  # GRPO updates
+    group_size: int = 8  # G: rollouts per start state (SimpleVLA-RL: 8)
+    starts_per_step: int = 8  # distinct start frames per update
+    temperature: float = 1.6  # sampling temperature (SimpleVLA-RL: 1.6)
+    horizon_chunks: int = 5  # imagined chunks per trajectory (x K actions)
+    success_threshold: float = 0.9  # reward-head probability that counts as success (paper: 0.9)
+    lr: float = 1e-5  # SimpleVLA-RL uses 5e-6 for a 7B VLA; a compact VLA tolerates more
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0  # optional KL to the SFT policy
+    epochs: int = 1  # passes over each batch of rollouts
+    minibatch: int = 64  # decisions per gradient step
+    max_grad_norm: float = 1.0
+    num_inference_steps: int | None = None  # world-model denoising steps (None: the env's default)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "group_size", "starts_per_step", "horizon_chunks", "epochs", "minibatch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"grpo.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError(f"grpo.group_size: must be >= 2 (advantages are group-relative), got {self.group_size}")
+        if not self.temperature > 0:
+            raise ValueError(f"grpo.temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.success_threshold < 1:
+            raise ValueError(f"grpo.success_threshold: must be in (0, 1), got {self.success_threshold}")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise ValueError(f"grpo.clip_low/clip_high: need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}/{self.clip_high}")
+        if self.lr <= 0 or self.kl_coef < 0:
+            raise ValueError(f"grpo.lr must be > 0 and grpo.kl_coef >= 0, got {self.lr}/{self.kl_coef}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GRPOConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"grpo config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass
+class Rollouts:
+    """One batch of imagined trajectories, flattened to decisions (one decision = one sampled chunk).
+
+    images (N, H, W, 3) uint8: the frame each chunk was chosen from; tokens / old_logp (N, L); traj (N,) the
+    trajectory of each decision; success (n_traj,) float; group (n_traj,) the start state of each trajectory.
+    """
+
+    images: np.ndarray
+    tokens: torch.Tensor
+    old_logp: torch.Tensor
+    traj: np.ndarray
+    success: np.ndarray
+    group: np.ndarray
+    chunks_played: np.ndarray  # (n_traj,) chunks until done
+    final_frames: np.ndarray  # (n_traj, H, W, 3) last imagined frame (for logging/videos)
+
+
+@torch.no_grad()
+def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, generator: torch.Generator) -> Rollouts:
+    """Roll out G copies of every start frame in the world model with the policy sampling at cfg.temperature."""
+    S, G = len(start_frames), cfg.group_size
+    frames = np.repeat(start_frames, G, axis=0)  # (S*G, H, W, 3)
+    n = len(frames)
+    obs = env.reset(frames, instruction)
+    alive = np.ones(n, bool)
+    success = np.zeros(n, bool)
+    played = np.zeros(n, np.int64)
+    images, tokens, logps, traj = [], [], [], []
+    for _ in range(cfg.horizon_chunks):
+        chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator)
+        # the per-token log-probs of exactly what was drawn, at the sampling temperature (the PPO "old" policy)
+        lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature)
+        idx = np.flatnonzero(alive)
+        images.append(obs[idx])
+        tokens.append(tok[idx].cpu())
+        logps.append(lp[idx].cpu())
+        traj.append(idx)
+        next_frames, rewards, done = env.step(chunks.cpu().numpy().astype(np.float32))
+        played[idx] += 1
+        success |= alive & (np.asarray(rewards).max(axis=1) > cfg.success_threshold)
+        alive &= ~np.asarray(done, bool) & ~success
+        obs = next_frames[:, -1]  # the policy sees the last imagined frame
+        if not alive.any():
+            break
+    return Rollouts(
+        images=np.concatenate(images), tokens=torch.cat(tokens), old_logp=torch.cat(logps), traj=np.concatenate(traj),
+        success=success.astype(np.float32), group=np.repeat(np.arange(S), G), chunks_played=played, final_frames=obs.copy(),
+    )
+
+
+def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConfig, ref_policy=None,
+                generator: np.random.Generator | None = None) -> dict[str, float]:
+    """Group-relative advantages from ``ro`` and ``cfg.epochs`` passes of the clipped token loss."""
+    rng = generator or np.random.default_rng(cfg.seed)
+    rewards = torch.as_tensor(ro.success).reshape(-1, cfg.group_size)  # (S, G)
+    adv_traj, informative = group_advantages(rewards)
+    adv = adv_traj.reshape(-1)[torch.as_tensor(ro.traj)]  # (N,) each decision takes its trajectory's advantage
+    keep = informative.repeat_interleave(cfg.group_size)[torch.as_tensor(ro.traj)]  # drop decisions of flat groups
+    stats: dict[str, float] = {
+        "imagined_success": float(ro.success.mean()),
+        "informative_groups": float(informative.float().mean()),
+        "decisions": float(len(ro.traj)),
+        "chunks_per_trajectory": float(ro.chunks_played.mean()),
+    }
+    sel = np.flatnonzero(keep.numpy())
+    if len(sel) == 0:  # every group agreed: nothing to learn from this batch
+        stats.update(loss=0.0, clip_fraction=0.0, approx_kl=0.0, entropy=float("nan"), updated=0.0, adv_abs_mean=0.0)
+        return stats
+    policy.train()
+    totals = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0, "kl_ref": 0.0}
+    n_mb = 0
+    for _ in range(cfg.epochs):
+        order = rng.permutation(sel)
+        for start in range(0, len(order), cfg.minibatch):
+            mb = order[start:start + cfg.minibatch]
+            images = ro.images[mb]
+            tokens = ro.tokens[mb]
+            new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)  # (b, L)
+            mask = torch.ones_like(new_logp)
+            loss, s = clipped_token_loss(new_logp, ro.old_logp[mb].to(new_logp.device), adv[mb].to(new_logp.device), mask,
+                                         cfg.clip_low, cfg.clip_high)
+            if cfg.kl_coef > 0 and ref_policy is not None:
+                with torch.no_grad():
+                    ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)
+                kl = kl_to_reference(new_logp, ref_logp).mean()
+                loss = loss + cfg.kl_coef * kl
+                totals["kl_ref"] += float(kl)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                ent = policy.entropy(images, instruction, temperature=cfg.temperature).mean()
+            totals["loss"] += float(loss)
+            totals["clip_fraction"] += float(s["clip_fraction"])
+            totals["approx_kl"] += float(s["approx_kl"])
+            totals["entropy"] += float(ent)
+            n_mb += 1
+    policy.eval()
+    stats.update({k: v / n_mb for k, v in totals.items()})
+    stats["updated"] = 1.0
+    stats["adv_abs_mean"] = float(adv[sel].abs().mean())
+    return stats
+
+
+@dataclass
+class GRPOResult:
+    policy_folder: Path
+    history: list[dict[str, float]]
+
+
+def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, out: Path,
+               on_step: Callable[[int, dict[str, float]], None] | None = None) -> GRPOResult:
+    """Run cfg.steps GRPO updates of ``policy`` (modified in place) in ``env``; save it to ``out/policy``.
+
+    start_frames (E, H, W, 3) uint8: real first frames; each step draws cfg.starts_per_step of them.
+    """
+    if len(start_frames) == 0:
+        raise ValueError("grpo: no start frames (the store has no episodes to start imagination from)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    ref_policy = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    policy.eval()
+    history = []
+    log_path = out / "grpo_log.jsonl"
+    with open(log_path, "w") as logf:
+        for step in range(cfg.steps):
+            t0 = time.perf_counter()
+            starts = start_frames[rng.choice(len(start_frames), size=cfg.starts_per_step, replace=len(start_frames) < cfg.starts_per_step)]
+            ro = imagine(policy, env, starts, instruction, cfg, gen)
+            t1 = time.perf_counter()
+            stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng)
+            stats.update(step=step, imagine_s=t1 - t0, update_s=time.perf_counter() - t1)
+            history.append(stats)
+            logf.write(json.dumps(stats) + "\n")
+            logf.flush()
+            log.info("grpo step %d: imagined success %.2f, informative %.2f, clip %.3f, kl %.4f, entropy %.3f",
+                     step, stats["imagined_success"], stats["informative_groups"], stats["clip_fraction"], stats["approx_kl"],
+                     stats["entropy"] if not math.isnan(stats["entropy"]) else float("nan"))
+            if on_step:
+                on_step(step, stats)
+    folder = out / "policy"
+    policy.save_pretrained(folder)
+    (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    return GRPOResult(folder, history)
