@@ -36,7 +36,7 @@ EXIT_MOVED = 3  # `wvl calibrate check` exit status when the camera moved (scrip
 @runtime_checkable
 class PoseCommandable(Protocol):
     """Optional arm capability: move the flange to an absolute pose (7,) xyz + quat xyzw, blocking.
-    An arm with it is driven to each suggested pose (handeye.auto_move=true); others are moved by hand."""
+    With handeye.auto_move=true such an arm is driven to each suggested pose; otherwise the operator moves it."""
 
     def move_to_pose(self, pose: np.ndarray) -> None: ...
 
@@ -195,7 +195,11 @@ def _live_session(cfg: DictConfig, board: BoardConfig, intr, hcfg: HandEyeConfig
     arm = import_factory(h.arm_factory, "handeye.arm_factory")()
     camera = open_camera(src, cfg.camera)
     session = HandEyeSession(board, intr, hcfg, GuideConfig(**_container(cfg, "guide")))
-    auto = isinstance(arm, PoseCommandable)
+    # Moving a real arm on its own is opt-in: with auto_move the arm must offer move_to_pose.
+    auto = bool(h.auto_move)
+    if auto and not isinstance(arm, PoseCommandable):
+        raise ValueError(f"handeye.auto_move=true but the arm from {h.arm_factory} has no move_to_pose(pose); "
+                         "move it by hand (auto_move=false) or give an arm that can be commanded to a pose")
     arm.connect()
     camera.connect()
     try:

@@ -191,15 +191,16 @@ def _coverage(points: list[np.ndarray], size: tuple[int, int], cells: int = 4) -
 
 def calibrate_intrinsics(views: Iterable[tuple[str, np.ndarray]], board: BoardConfig,
                          cfg: IntrinsicsConfig = IntrinsicsConfig(), camera_name: str = "camera") -> IntrinsicsResult:
-    """Calibrate from (name, image) pairs (RGB or gray uint8). Raises BoardNotFoundError when no view shows
-    the board, TooFewViewsError when fewer than ``cfg.min_views`` views pass the gates."""
+    """Calibrate from (name, image) pairs (RGB or gray uint8; a `Detection` in place of an image is used as
+    is). Raises BoardNotFoundError when no view shows the board, TooFewViewsError when fewer than
+    ``cfg.min_views`` views pass the gates."""
     detector = BoardDetector(board)
     reports: list[ViewReport] = []
     dets: list[Detection] = []
     size: tuple[int, int] | None = None
     markers_seen = 0
     for name, image in views:
-        det = detector.detect(image)
+        det = image if isinstance(image, Detection) else detector.detect(image)
         if size is None:
             size = det.image_size
         elif det.image_size != size:

@@ -115,7 +115,7 @@ def test_live_guided_handeye_session(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "ask", lambda prompt: "")  # the operator presses Enter at every suggested pose
     rc = wvl(["calibrate", "handeye", "camera=wrist", f"dir={d}", "handeye.kind=eye_in_hand", "source.kind=camera",
               "source.camera_factory=tests.calibration.rig:make_camera", "handeye.arm_factory=tests.calibration.rig:make_arm",
-              "handeye.n_samples=10", "handeye.parent_frame=fr3_hand"])
+              "handeye.n_samples=10", "handeye.parent_frame=fr3_hand", "handeye.auto_move=true"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "next: tilt" in out and "ok: sample 9" in out
@@ -125,6 +125,11 @@ def test_live_guided_handeye_session(tmp_path, monkeypatch, capsys):
     assert mm < 2.0 and deg < 0.2
     samples = yaml.safe_load((d / "wrist.handeye_samples.yaml").read_text())
     assert len(samples["samples"]) == 10 and (d / "wrist.handeye_samples" / "009.png").exists()
+    # An arm that cannot be commanded to a pose is never driven: auto_move is refused before anything moves.
+    rc = wvl(["calibrate", "handeye", "camera=wrist", f"dir={d}", "handeye.kind=eye_in_hand", "source.kind=camera",
+              "source.camera_factory=tests.calibration.rig:make_camera", "handeye.arm_factory=robot.arms.fake:KinematicArm",
+              "handeye.auto_move=true"])
+    assert rc == 2 and "has no move_to_pose" in capsys.readouterr().err
 
 
 def test_recording_and_video_sources(tmp_path, intrinsics_views, board):
