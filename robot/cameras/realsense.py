@@ -134,7 +134,10 @@ class RealSenseCamera(ThreadedCamera):
         profile = pipe.start(cfg)
         dev = profile.get_device()
         if c.playback_file is not None:
-            dev.as_playback().set_real_time(bool(c.playback_realtime))
+            pb = dev.as_playback()
+            pb.pause()  # playback starts with pipe.start(); switch the mode before more frames go by
+            pb.set_real_time(bool(c.playback_realtime))
+            pb.resume()
         else:
             for s in dev.query_sensors():  # host-comparable timestamps where the firmware offers them
                 if s.supports(rs.option.global_time_enabled):
@@ -222,12 +225,13 @@ class RealSenseCamera(ThreadedCamera):
 
 
 def write_synthetic_recording(path: str | Path, n_frames: int = 30, width: int = 640, height: int = 480, fps: int = 30,
-                              depth: bool = True, paced: bool = False) -> Path:
+                              depth: bool = True, paced: bool = True) -> Path:
     """Record ``n_frames`` synthetic colour (+ depth) framesets to a RealSense ``.db3`` with pyrealsense2's
     software device: a real recording (the format a D435 session produces) for tests and benchmarks.
     Colour frame i is a smooth pattern shifted by i pixels; depth is 500 + i mm plus a ramp.
-    ``paced``: feed frames at ``fps`` in wall time - real-time playback replays the pace of the recording
-    session (not the frame timestamps), so only a paced recording plays back like a live 30 fps camera."""
+    ``paced``: feed frames at ``fps`` in wall time. Playback replays the pace of the recording session (not
+    the frame timestamps): an unpaced file is one burst, and librealsense drops the frames it emits before
+    ``set_real_time(False)`` takes effect; a paced one plays like a live 30 fps camera."""
     rs = import_pyrealsense2()
     path = Path(path)
     if path.suffix != ".db3":

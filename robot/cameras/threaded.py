@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import deque
 import os
 import threading
 import time
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class ThreadedCamera(Camera):
+    LOSSLESS_BUFFER = 32  # frames a lossless reader may hold unread before it stops pulling
     def __init__(self, name: str, warmup_s: float = 2.0, read_timeout_s: float = 0.5, lossless: bool = False,
                  rt_priority: int | None = None) -> None:
         self.name = name
@@ -50,6 +52,7 @@ class ThreadedCamera(Camera):
         self._error: BaseException | None = None
         self._connected = False
         self.frames_received = 0
+        self._pending: deque[Frame] = deque()  # lossless mode: frames not read yet, oldest first
 
     # ------------------------------------------------------------------ subclass hooks
     @abc.abstractmethod
@@ -74,6 +77,7 @@ class ThreadedCamera(Camera):
         self._open()
         self._stop.clear()
         self._error, self._latest, self._last_returned = None, None, -1
+        self._pending.clear()
         self._connected = True
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -108,10 +112,9 @@ class ThreadedCamera(Camera):
             except (PermissionError, AttributeError) as e:
                 log.warning("camera %s: reader thread priority %s not applied (%s)", self.name, self.rt_priority, e)
         while not self._stop.is_set():
-            if self.lossless:
+            if self.lossless:  # back-pressure: keep pulling (drivers drop what is not pulled) up to the buffer
                 with self._new:
-                    self._new.wait_for(lambda: self._stop.is_set() or self._latest is None or self._latest.index <= self._last_returned, timeout=0.1)
-                    if not (self._latest is None or self._latest.index <= self._last_returned):
+                    if not self._new.wait_for(lambda: self._stop.is_set() or len(self._pending) < self.LOSSLESS_BUFFER, timeout=0.1):
                         continue
             try:
                 frame = self._grab(0.1)
@@ -125,6 +128,8 @@ class ThreadedCamera(Camera):
                 continue
             with self._new:
                 self._latest = frame
+                if self.lossless:
+                    self._pending.append(frame)
                 self._received = time.monotonic()
                 self.frames_received += 1
                 self._new.notify_all()
@@ -140,6 +145,8 @@ class ThreadedCamera(Camera):
 
     def read(self, timeout_s: float | None = None) -> Frame:
         timeout = self.read_timeout_s if timeout_s is None else timeout_s
+        if self.lossless:
+            return self._read_lossless(timeout)
         with self._new:
             self._check()
             ok = self._new.wait_for(
@@ -152,6 +159,19 @@ class ThreadedCamera(Camera):
             self._last_returned = self._latest.index
             self._new.notify_all()
             return self._latest
+
+    def _read_lossless(self, timeout: float) -> Frame:
+        with self._new:
+            if not self._connected:
+                raise DeviceNotConnectedError(f"camera {self.name}: not connected")
+            ok = self._new.wait_for(lambda: self._pending or self._error is not None, timeout=timeout)
+            if self._pending:  # frames taken before an error are still delivered, in order
+                frame = self._pending.popleft()
+                self._last_returned = frame.index
+                self._new.notify_all()
+                return frame
+            self._check()
+            raise StaleFrameError(f"camera {self.name}: no new frame for {timeout * 1e3:.0f} ms (stalled stream?)")
 
     def peek(self, max_age_s: float) -> Frame:
         with self._new:
