@@ -182,7 +182,8 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     rc.pop("hz", None)
     runner_cfg = RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **rc)
 
-    sink, close_sink = build_sink(c)
+    # deploy builds its own outbox (with the policy inbox on the same connection)
+    sink, close_sink = (None, lambda: None) if mode == "deploy" else build_sink(c)
     rig = build_rig(c)
     cams = CameraGroup(rig.cameras, **c["camera_group"])
     try:
@@ -191,6 +192,10 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         log.info("robot: rig=%s mode=%s source=%s at %g Hz (%s time)", c["rig"], mode, source_kind, hz, "real" if realtime else "simulated")
         if mode == "collect":
             return _collect(c, rig, runner, mapping, sink, realtime)
+        if mode == "deploy":
+            from robot.deploy import deploy
+
+            return deploy(c, rig, runner)
         return _run(c, rig, runner, mapping, sink, realtime)
     finally:
         cams.disconnect()
