@@ -311,7 +311,13 @@ class LearnerServer:
                             frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._handle(frames)
+                        try:
+                            self._handle(frames)
+                        except Exception:  # a bug must not take the learner down for every robot
+                            log.exception("learner: unexpected error handling a message from peer %s; dropped it",
+                                          frames[0].bytes.hex() if frames else "?")
+                            with self._lock:
+                                self._counters.rejects += 1
                 self._periodic()
         finally:
             self._shutdown()

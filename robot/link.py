@@ -436,7 +436,6 @@ class Outbox:
         self.uploads: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)  # per-episode timings
         self._recover()
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._ctx = zmq.Context(1)
         self._sock: zmq.Socket | None = None
         self._connected = False
@@ -480,7 +479,6 @@ class Outbox:
         with self._lock:
             self._pending[uid] = _Spooled(uid, path, sha, len(data))
             self._c["episodes_put"] += 1
-        self._wake.set()
         log.debug("episode %s saved to the outbox (%d bytes)", uid, len(data))
         return uid
 
@@ -514,7 +512,6 @@ class Outbox:
         if wait_s > 0:
             self.wait_committed(self.pending(), wait_s)
         self._stop.set()
-        self._wake.set()
         self._thread.join(10)
 
     def __enter__(self) -> "Outbox":
@@ -571,21 +568,13 @@ class Outbox:
         try:
             self._new_socket()
             while not self._stop.is_set():
-                now = time.monotonic()
-                if not self._connected and now >= self._hello_at:
-                    self._hello(now)
-                if self._sock.poll(10 if self._busy() else 50):
-                    for _ in range(256):
-                        try:
-                            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._on_frames(frames)
-                self._tick(time.monotonic())
-                if self._wake.is_set():
-                    self._wake.clear()
-        except Exception:  # a bug: log loudly; the spool is intact and the next Outbox resumes it
-            log.exception("outbox I/O thread crashed; episodes stay in %s", self.folder)
+                try:
+                    self._step()
+                except Exception:  # a bug or an I/O error: log loudly, start the transfers afresh, keep going
+                    log.exception("outbox I/O error; episodes stay in %s and the upload restarts", self.folder)
+                    self._drop_transfers()
+                    self._lost("internal error")
+                    self._stop.wait(0.5)
         finally:
             if self._connected:
                 self._send(wire.encode(wire.BYE))
@@ -593,6 +582,19 @@ class Outbox:
             if self._sock is not None:
                 self._sock.close(linger=200)  # long enough for the BYE to leave, bounded
             self._ctx.term()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if not self._connected and now >= self._hello_at:
+            self._hello(now)
+        if self._sock.poll(10 if self._busy() else 50):
+            for _ in range(256):
+                try:
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._on_frames(frames)
+        self._tick(time.monotonic())  # an episode put() meanwhile starts at the latest one poll timeout (50 ms) later
 
     def _busy(self) -> bool:
         return self._connected and (self._cur is not None or self._dl is not None or bool(self._pending))
@@ -769,13 +771,15 @@ class Outbox:
             log.info("upload of episode %s: %s; starting again", cur.sp.uid, why)
 
     def _drop_transfers(self) -> None:
-        if self._cur is not None:
-            os.close(self._cur.fd)
-            self._cur = None
+        for t in (self._cur, self._dl):
+            if t is not None:
+                try:
+                    os.close(t.fd)
+                except OSError:
+                    pass
         if self._dl is not None:
-            os.close(self._dl.fd)
             self._dl.path.unlink(missing_ok=True)
-            self._dl = None
+        self._cur = self._dl = None
 
     # ------------------------------------------------------------------ download
     def _tick_download(self, now: float) -> None:
