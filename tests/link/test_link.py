@@ -282,3 +282,33 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_bug_on_either_side_is_logged_and_survived(make_server, make_outbox, monkeypatch, caplog):
+    from learning.server import LearnerServer
+
+    server = make_server()
+    boom = {"server": 0, "robot": 0}
+
+    def bad_ping(self, sess, msg):
+        boom["server"] += 1
+        raise RuntimeError("bug in a handler")
+
+    monkeypatch.setitem(LearnerServer._handlers, wire.PING, bad_ping)
+    ob = make_outbox(server.endpoint)
+    real = ob._on_frames
+
+    def flaky(frames):
+        if boom["robot"] == 0:
+            boom["robot"] += 1
+            raise RuntimeError("bug in the robot's I/O step")
+        return real(frames)
+
+    ob._on_frames = flaky
+    e = random_episode(seed=21)
+    with caplog.at_level("ERROR"):
+        ob.put(e)
+        assert ob.wait_committed([e.uuid], 20)
+    assert boom["server"] >= 1 and boom["robot"] == 1
+    assert any(r.exc_info and "bug in a handler" in str(r.exc_info[1]) for r in caplog.records)
+    assert any("outbox I/O error" in r.message for r in caplog.records)
