@@ -309,6 +309,10 @@ def test_a_bug_on_either_side_is_logged_and_survived(make_server, make_outbox, m
     with caplog.at_level("ERROR"):
         ob.put(e)
         assert ob.wait_committed([e.uuid], 20)
-    assert boom["server"] >= 1 and boom["robot"] == 1
+        wait_for(lambda: boom["server"] >= 2, 10, "heartbeats hitting the broken handler")
+        e2 = random_episode(seed=22)
+        ob.put(e2)
+        assert ob.wait_committed([e2.uuid], 20)  # the learner still serves
+    assert boom["robot"] == 1
     assert any(r.exc_info and "bug in a handler" in str(r.exc_info[1]) for r in caplog.records)
     assert any("outbox I/O error" in r.message for r in caplog.records)
