@@ -131,8 +131,18 @@ def run_intrinsics(cfg: DictConfig) -> int:
                 cv2.imwrite(str(vdir / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             log.info("captured views saved in %s (rerun offline with source.kind=folder source.path=%s)", vdir, vdir)
     else:
-        views = iter_images(src, cfg.camera)
+        found: dict[str, Any] = {}
+
+        def read_factory(camera) -> None:  # a RealSense .db3 recording carries the device's calibration
+            try:
+                found["factory"] = factory_intrinsics(camera)
+            except Exception as e:
+                log.info("no factory intrinsics in %s: %s", src.path, e)
+
+        views = iter_images(src, cfg.camera, on_connect=read_factory)
     result = calibrate_intrinsics(views, board, icfg, camera_name=cfg.camera)
+    if not src.live:
+        factory = found.get("factory")
     path = intrinsics_path(folder, cfg.camera)
     previous = load_intrinsics(path) if path.exists() else None
     save_intrinsics(path, result.intrinsics, result.rms_px, result.n_used)

@@ -65,18 +65,32 @@ def video_frames(path: str | Path, every: int = 1) -> Iterator[tuple[str, np.nda
         raise ValueError(f"{path}: no frames could be decoded")
 
 
-def camera_frames(camera: Camera, every: int = 1, max_frames: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """Frames of a (replay) camera until its recording ends. Connects and disconnects it."""
+def camera_frames(camera: Camera, every: int = 1, max_frames: int | None = None,
+                  on_connect: Callable[[Camera], None] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames of a (replay) camera until its recording ends. Connects and disconnects it; ``on_connect(camera)``
+    runs once it is connected (e.g. to read a RealSense recording's factory intrinsics)."""
     from robot.cameras.replay import ReplayEndedError
+    from robot.errors import StaleFrameError
 
     camera.connect()
     try:
-        i = 0
+        if on_connect is not None:
+            on_connect(camera)
+        i, stale = 0, 0
         while max_frames is None or i < max_frames * every:
             try:
                 frame = camera.read()
+                stale = 0
             except ReplayEndedError:
                 break
+            except StaleFrameError:
+                # A RealSense playback goes quiet at its end before the driver declares it ended; a live or
+                # stuck stream never ends, so give up after a few quiet reads.
+                stale += 1
+                if stale > 10:
+                    log.warning("camera %s: no frames for a while; taking the recording as ended", camera.name)
+                    break
+                continue
             if i % every == 0:
                 yield f"{camera.name}#{frame.index}", frame.rgb
             i += 1
@@ -138,8 +152,9 @@ def open_camera(src: SourceConfig, name: str) -> Camera:
     raise ValueError(f"source.kind={src.kind} is not a live camera")
 
 
-def iter_images(src: SourceConfig, name: str = "camera") -> Iterator[tuple[str, np.ndarray]]:
-    """The images of a non-live source."""
+def iter_images(src: SourceConfig, name: str = "camera",
+                on_connect: Callable[[Camera], None] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """The images of a non-live source (``on_connect``: see `camera_frames`, recordings only)."""
     if src.kind == "folder":
         return folder_images(src.path)
     if src.kind == "video":
@@ -153,7 +168,7 @@ def iter_images(src: SourceConfig, name: str = "camera") -> Iterator[tuple[str, 
         from robot.cameras import make_camera
 
         kwargs = {"depth": False} if p.suffix == ".db3" else {}
-        return camera_frames(make_camera("replay", path=str(p), name=name, **kwargs), src.every)
+        return camera_frames(make_camera("replay", path=str(p), name=name, **kwargs), src.every, on_connect=on_connect)
     raise ValueError(f"source.kind={src.kind} is live; use capture_views")
 
 

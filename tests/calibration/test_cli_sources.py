@@ -177,6 +177,11 @@ def test_realsense_factory_intrinsics_from_a_recording(tmp_path):
     finally:
         cam.disconnect()
     assert intr.size == (640, 480) and intr.fx == 600.0 and intr.cx == 320.0
+    # The same numbers from the recording used as an image source (what `wvl calibrate intrinsics` compares).
+    found = {}
+    frames = list(iter_images(SourceConfig(kind="recording", path=str(rec)), "front",
+                              on_connect=lambda c: found.update(k=factory_intrinsics(c))))
+    assert len(frames) == 3 and frames[0][1].shape == (480, 640, 3) and found["k"].fy == 600.0
 
 
 def test_static_transform_message_with_real_ros2_types(eye_to_hand):
