@@ -202,6 +202,8 @@ class LiberoSim:
         self.sim_time = 0.0
         self.reset_info: dict[str, Any] = {}
         self.start_state: np.ndarray | None = None  # (D,) flattened MuJoCo state of the last reset, before settling
+        self._geoms: dict[str, tuple[int, np.ndarray]] | None = None  # object -> (body id, collision geom ids)
+        self._region_sites: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -252,6 +254,7 @@ class LiberoSim:
         if self.env is not None:
             self.env.close()
             self.env = None
+            self._geoms = None
 
     @property
     def n_init_states(self) -> int:
@@ -393,14 +396,15 @@ class LiberoSim:
         out["approach_axis"] = sim.data.site_xmat[grip].reshape(3, 3)[:, 2].copy()  # the hand points along +z of the grip site
         finger = m.joint_name2id("gripper0_finger_joint1")
         out["finger_axis"] = sim.data.xmat[m.jnt_bodyid[finger]].reshape(3, 3) @ m.jnt_axis[finger]  # fingers close along it
-        for name in list(e.objects_dict) + list(getattr(e, "fixtures_dict", {})):
-            bid = e.obj_body_id[name]
+        if self._geoms is None:  # the scene's model is fixed after open(): look its ids up once
+            names = list(e.objects_dict) + list(getattr(e, "fixtures_dict", {}))
+            self._geoms = {n: (e.obj_body_id[n], _collision_geoms(m, e.obj_body_id[n])) for n in names}
+            self._region_sites = {m.site_id2name(i): i for i in range(m.nsite) if (m.site_id2name(i) or "").endswith("region")}
+        for name, (bid, geoms) in self._geoms.items():
             out["objects"][name] = {"pos": sim.data.body_xpos[bid].copy(), "quat_wxyz": sim.data.body_xquat[bid].copy(),
-                                    **_body_geometry(sim, bid)}
-        for sid in range(sim.model.nsite):
-            name = sim.model.site_id2name(sid)
-            if name and name.endswith("region"):
-                out["regions"][name] = {"pos": sim.data.site_xpos[sid].copy(), "size": sim.model.site_size[sid].copy()}
+                                    **_body_geometry(sim, bid, geoms)}
+        for name, sid in self._region_sites.items():
+            out["regions"][name] = {"pos": sim.data.site_xpos[sid].copy(), "size": m.site_size[sid].copy()}
         return out
 
     def frame_index(self) -> int:
@@ -421,30 +425,42 @@ def from_libero_action(action: np.ndarray) -> np.ndarray:
     return a
 
 
-def _body_geometry(sim, body_id: int) -> dict[str, np.ndarray]:
-    """Extent of the collision geoms of a body and its descendants: a world-frame axis-aligned box
-    `aabb` = (lo, hi), and in the body's own frame the world directions of its x and y axes (`axes`, (2, 3))
-    with the object's size along each (`extent`, (2,), m) and the centre of that footprint (`centre`, (3,))."""
+_CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)  # (8, 3)
+
+
+def _collision_geoms(model, body_id: int) -> np.ndarray:
+    """Ids of the collision geoms of a body and its descendants (fixed per model: computed once)."""
+    parent = np.asarray(model.body_parentid)
+    inside = np.zeros(model.nbody, dtype=bool)
+    inside[body_id] = True
+    for b in range(body_id + 1, model.nbody):  # parents have lower ids than children in MuJoCo
+        inside[b] = inside[parent[b]]
+    geom_body = np.asarray(model.geom_bodyid)
+    collides = (np.asarray(model.geom_contype) != 0) | (np.asarray(model.geom_conaffinity) != 0)
+    return np.flatnonzero(inside[geom_body] & collides)
+
+
+def _body_geometry(sim, body_id: int, geoms: np.ndarray) -> dict[str, np.ndarray]:
+    """Extent of the collision `geoms` of a body: a world-frame axis-aligned box `aabb` = (lo, hi), and its
+    footprint in the object's own frame: the world directions of the two body axes closest to horizontal
+    (`axes`, (2, 3), projected on the table plane; LIBERO's meshes are y-up or z-up), the object's size along
+    each (`extent`, (2,), m) and the centre of its box (`centre`, (3,))."""
     m, d = sim.model, sim.data
-    bodies = {body_id}
-    for b in range(m.nbody):  # parents have lower ids than children in MuJoCo
-        if m.body_parentid[b] in bodies and b != 0:
-            bodies.add(b)
-    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)  # (8, 3)
-    corners = []
-    for g in range(m.ngeom):
-        if m.geom_bodyid[g] not in bodies or (m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0):
-            continue
-        c, h = m.geom_aabb[g, :3], m.geom_aabb[g, 3:]
-        corners.append(d.geom_xpos[g] + (c + signs * h) @ d.geom_xmat[g].reshape(3, 3).T)  # (8, 3) world
-    rot = d.xmat[body_id].reshape(3, 3)  # body -> world
-    if not corners:  # no collision geom: the body origin
+    rot = d.xmat[body_id].reshape(3, 3)  # body -> world; column k = body axis k in the world
+    flat = [k for k in range(3) if k != int(np.argmax(np.abs(rot[2])))]  # the two body axes nearest horizontal
+    axes = rot[:, flat].T.copy()  # (2, 3)
+    axes[:, 2] = 0.0
+    axes /= np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-9)
+    if len(geoms) == 0:  # no collision geom: the body origin
         p = d.xpos[body_id].copy()
-        return {"aabb": (p, p.copy()), "axes": rot[:, :2].T.copy(), "extent": np.zeros(2), "centre": p.copy()}
-    pts = np.concatenate(corners)  # (8 * n_geoms, 3)
-    local = (pts - d.xpos[body_id]) @ rot  # (N, 3) in the body frame
+        return {"aabb": (p, p.copy()), "axes": axes, "extent": np.zeros(2), "centre": p.copy()}
+    box = m.geom_aabb[geoms]  # (G, 6): centre and half-size in the geom frame
+    local_corners = box[:, None, :3] + _CORNER_SIGNS[None] * box[:, None, 3:]  # (G, 8, 3)
+    xmat = d.geom_xmat[geoms].reshape(-1, 3, 3)  # (G, 3, 3) geom -> world
+    pts = (d.geom_xpos[geoms][:, None, :] + np.einsum("gij,gkj->gki", xmat, local_corners)).reshape(-1, 3)  # (8G, 3)
+    local = (pts - d.xpos[body_id]) @ rot  # (8G, 3) in the body frame
     centre = d.xpos[body_id] + rot @ ((local.max(0) + local.min(0)) / 2)
-    return {"aabb": (pts.min(0), pts.max(0)), "axes": rot[:, :2].T.copy(), "extent": (local.max(0) - local.min(0))[:2], "centre": centre}
+    return {"aabb": (pts.min(0), pts.max(0)), "axes": axes, "extent": (local.max(0) - local.min(0))[flat], "centre": centre}
 
 
 class LiberoArm(Arm):
