@@ -227,7 +227,11 @@ def _live_session(cfg: DictConfig, board: BoardConfig, intr, hcfg: HandEyeConfig
                 print(f"[{status}] next: {sug.describe(current)}")
                 if auto:
                     arm.move_to_pose(sug.pose)
-            key = ask("> ").strip().lower()
+            try:
+                key = ask("> ").strip().lower()
+            except EOFError as e:
+                raise RuntimeError("the guided session reads Enter / u / s / q from a terminal and stdin is closed; "
+                                   "run it in a terminal, or solve from a file with handeye.samples=<samples.yaml>") from e
             if key == "q":
                 raise KeyboardInterrupt
             if key == "u":

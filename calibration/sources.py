@@ -191,6 +191,8 @@ def capture_views(camera: Camera, detector: BoardDetector, n: int, timeout_s: fl
     """Capture ``n`` distinct, still views of the board from a connected camera. ``accept(det)`` returns a
     refusal reason ('' to accept); a view must differ from all kept ones by ``min_change`` in
     `view_signature` and the board must move < ``still_px`` (mean corner motion) between two frames."""
+    from robot.errors import StaleFrameError
+
     kept: list[tuple[str, np.ndarray]] = []
     sigs: list[np.ndarray] = []
     prev: Detection | None = None
@@ -199,7 +201,10 @@ def capture_views(camera: Camera, detector: BoardDetector, n: int, timeout_s: fl
         if time.monotonic() > t_end:
             log.warning("capture: %d of %d views after %.0f s; continuing with what was captured", len(kept), n, timeout_s)
             break
-        frame = camera.read()
+        try:
+            frame = camera.read()
+        except StaleFrameError:  # a late frame is not a reason to stop; the timeout above bounds the wait
+            continue
         det = detector.detect(frame.rgb)
         if len(det) == 0:
             prev = None

@@ -65,6 +65,17 @@ def test_board_intrinsics_handeye_check_from_files(tmp_path, capsys, intrinsics_
     assert json.loads((d / "front.drift.json").read_text())["moved"] is True
     assert "MOVED" in capsys.readouterr().out
 
+    # A fixed camera without the robot: a board fixed in the scene becomes the reference, then is checked.
+    from calibration.synthetic import view_pose
+
+    static = view_pose(rig.board, [0.02, 0.0, 0.55], 15.0, 0.0, 5.0)
+    cv2.imwrite(str(check_dir / "now.png"), cv2.cvtColor(render_board(rig.board, rig.camera, static, rng=rng), cv2.COLOR_RGB2BGR))
+    assert wvl(["calibrate", "check", f"dir={d}", f"source.path={check_dir}", "check.save_reference=true"]) == 0
+    assert (d / "front.drift_reference.yaml").exists()
+    assert wvl(["calibrate", "check", f"dir={d}", f"source.path={check_dir}"]) == 0
+    cv2.imwrite(str(check_dir / "now.png"), cv2.cvtColor(render_board(rig.board, rig.camera, invert(bump) @ static, rng=rng), cv2.COLOR_RGB2BGR))
+    assert wvl(["calibrate", "check", f"dir={d}", f"source.path={check_dir}"]) == 3
+
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys):
     d = tmp_path / "calib"
