@@ -520,6 +520,10 @@ class LearnerServer:
         self._sessions[peer] = _Session(peer, rid, now, now, skew)
         self._by_robot[rid] = peer
         with self._lock:
+            if rid not in self._robots and len(self._robots) >= 4 * self.config.max_robots:  # bounded (plaintext ids are free)
+                gone = [r for r in self._robots if r not in self._by_robot]
+                if gone:
+                    del self._robots[min(gone, key=lambda r: self._robots[r]["_last_seen"])]
             st = self._robots.setdefault(rid, {"running": None, "ready": None, "rejected": None, "reason": "", "episodes": 0})
             st.update(running=h.get("running_policy"), clock_skew_s=round(skew, 3), _last_seen=now)
         log.info("robot %r connected (running policy %s)", rid, h.get("running_policy"))

@@ -18,7 +18,7 @@ Three classes, one job each (protocol: `robot/wire.py`; learner end: `learning/s
 
 Integrator's view::
 
-    inbox = PolicyInbox(root / "policies", validate=runtime_validate)
+    inbox = PolicyInbox(root / "policies", validate=functools.partial(policy_runtime.validate_artifact, rig=rig))
     outbox = Outbox(root / "outbox", "tcp://learner:5555", RobotKeys.load(...), robot_id="robot-1", inbox=inbox)
     outbox.put(episode)                      # durable on return
     inbox.swap_if_ready()                    # between episodes; returns the new PolicyManifest or None
