@@ -517,6 +517,8 @@ class LearnerServer:
         if abs(skew) > self.config.max_clock_skew_s:
             log.warning("robot %r's clock is %+.1f s off the learner's; its episodes keep their own timestamps, "
                         "nothing here depends on it, but fix NTP on the robot PC", rid, skew)
+        if peer in self._sessions:  # a re-HELLO on the same connection (possibly under another id in plaintext mode)
+            self._drop_session(peer)
         self._sessions[peer] = _Session(peer, rid, now, now, skew)
         self._by_robot[rid] = peer
         with self._lock:

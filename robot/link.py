@@ -639,6 +639,7 @@ class Outbox:
     def _lost(self, why: str) -> None:
         if self._connected:
             log.warning("learner link: %s; reconnecting (episodes stay queued: %d)", why, len(self._pending))
+            self._hello_backoff = self.config.hello_backoff_s[0]  # a restarted learner is back within seconds
             with self._lock:
                 self._c["reconnects"] += 1
         else:  # still waiting for a learner that is away: keep quiet, keep trying
