@@ -24,6 +24,7 @@ def _write_views(folder, views):
     return folder
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores (renders included)
 def test_board_intrinsics_handeye_check_from_files(tmp_path, capsys, intrinsics_views, eye_to_hand, camera):
     d = tmp_path / "calib"
     assert wvl(["calibrate", "board", f"dir={d}"]) == 0
