@@ -35,6 +35,14 @@ def start_learner(store: Path, endpoint: str, keys) -> subprocess.Popen:
     return proc
 
 
+def _run_until(committed, more: int, max_s: float) -> None:
+    """Let the victim run for ``max_s`` seconds or until ``more`` further episodes are committed, whichever first."""
+    target = committed() + more
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline and committed() < target:
+        time.sleep(0.005)
+
+
 def check_store(store: Path, n: int) -> None:
     s = EpisodeStore(store, create=False)
     uids = [r["uuid"] for r in s.rows]
@@ -54,10 +62,11 @@ def test_learner_killed_at_random_moments(tmp_path, keys, make_outbox, ipc_endpo
     for e in eps:
         ob.put(e)
     kills_during_upload = 0
-    deadline = time.monotonic() + 120
-    while ob.pending() and kills_during_upload < 6 and time.monotonic() < deadline:
+    for _ in range(6):
         proc = start_learner(store, endpoint, keys)
-        time.sleep(rng.uniform(0.1, 1.0))
+        # Kill at a random moment, but before it commits more than a few episodes, so that every life of the
+        # learner dies with uploads in flight however fast this machine is.
+        _run_until(lambda: N_EPISODES - len(ob.pending()), rng.randint(1, 3), rng.uniform(0.05, 1.0))
         busy = bool(ob.pending())
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -83,7 +92,7 @@ def test_robot_killed_at_random_moments(tmp_path, keys, make_server):
     kills = 0
     for _ in range(6):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
-        time.sleep(rng.uniform(0.3, 1.5))
+        _run_until(lambda: server.counters()["episodes_committed"], rng.randint(1, 3), rng.uniform(0.3, 1.5))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
