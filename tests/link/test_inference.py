@@ -64,7 +64,7 @@ def test_late_answer_means_hold_and_is_discarded_later(serve, keys):
         assert rp(IMG, "fast") is not None  # connected
         t0 = time.monotonic()
         assert rp(IMG, "slow") is None  # late: the control loop holds
-        assert time.monotonic() - t0 < 0.5  # never blocks past the budget (plus scheduling slack)
+        assert time.monotonic() - t0 < 1.0  # returns at the budget, not when the 2 s policy finishes (slack: busy CI)
         gate.set()
         time.sleep(0.1)
         out = rp(IMG, "fast")  # the stale answer to "slow" arrives first and is dropped
@@ -78,7 +78,7 @@ def test_unreachable_server_or_bad_replies_give_none(keys):
     rp = RemotePolicy("tcp://127.0.0.1:1", keys.robot(), budget_s=0.1)
     try:
         t0 = time.monotonic()
-        assert rp(IMG, "x") is None and time.monotonic() - t0 < 0.4
+        assert rp(IMG, "x") is None and time.monotonic() - t0 < 1.0
         assert rp.counts["unavailable"] == 1
     finally:
         rp.close()
