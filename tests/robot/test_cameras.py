@@ -142,3 +142,38 @@ def test_realsense_config_is_validated():
         RealSenseConfig(playback_file="session.bag")
     with pytest.raises(ValueError, match="width/height/fps"):
         RealSenseConfig(fps=0)
+
+
+class _SilentPipe:
+    """A pipeline whose device fell off the USB bus: no framesets any more."""
+
+    def try_wait_for_frames(self, timeout_ms):
+        time.sleep(timeout_ms / 1000)
+        return False, None
+
+    def stop(self):
+        pass
+
+
+def test_realsense_reconnects_after_a_usb_drop_then_fails_with_a_clear_error(monkeypatch):
+    from robot.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    cam = RealSenseCamera(RealSenseConfig(serial="123456", frame_timeout_s=0.05, reconnect_attempts=2, reconnect_backoff_s=0.01))
+    attempts = []
+
+    def restart_fails():
+        attempts.append(time.monotonic())
+        raise RuntimeError("No device connected")
+
+    cam._pipe, cam._last_frame_at = _SilentPipe(), time.monotonic() - 1.0
+    monkeypatch.setattr(cam, "_start_pipeline", restart_fails)
+    with pytest.raises(DeviceNotConnectedError, match=r"123456.*2 reconnect attempts failed.*No device connected.*USB"):
+        cam._grab(0.01)
+    assert len(attempts) == 2
+
+    def restart_works():  # the device re-enumerated: the pipeline comes back
+        cam._pipe, cam._last_frame_at = _SilentPipe(), time.monotonic()
+
+    monkeypatch.setattr(cam, "_start_pipeline", restart_works)
+    cam._pipe, cam._last_frame_at = _SilentPipe(), time.monotonic() - 1.0
+    assert cam._grab(0.01) is None and cam.reconnects == 1
