@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from robot.collector import SansTally
 from robot.console import console
 from robot.runner import DEVICE_ENDS, EpisodeRunner
 from robot.sinks import EpisodeSink
@@ -76,20 +77,14 @@ class SansSession:
         self.config, self.instruction, self.reset_scene, self.success = config, instruction, reset_scene, success
         self.source = TeleopSource(device, mapping, runner.config.hz, runner.arm.limits, realtime=realtime)
         self.summary = SessionSummary()
+        self.tally = SansTally(config.success, config.near_success)
+        self.tally.counts = self.summary.counts  # one set of counts, shown live and returned
 
     # ------------------------------------------------------------------ protocol
     def requested(self) -> str | None:
-        """The outcome the next demonstration should have (None: both targets reached)."""
-        c, n = self.config, self.summary.counts
-        need_s, need_n = c.success - n["success"], c.near_success - n["near_success"]
-        if need_s <= 0 and need_n <= 0:
-            return None
-        if need_n <= 0:
-            return "success"
-        if need_s <= 0:
-            return "near_success"
-        # Keep the ratio on target as we go (a session cut short is still balanced).
-        return "success" if n["success"] * c.near_success <= n["near_success"] * c.success else "near_success"
+        """The outcome the next demonstration should have (None: both targets reached); the ratio is kept on
+        target as the session goes, so a session cut short is still balanced."""
+        return self.tally.requested()
 
     def _show_counts(self) -> None:
         n, c = self.summary.counts, self.config
