@@ -44,6 +44,14 @@ COMMANDS: dict[str, Command] = {
         "export episodes of a store to MCAP with ROS 2 messages (Foxglove / rosbag2)",
         "learning.data.mcap_export:main", "learning/export_mcap",
     ),
+    "train-wm": Command(
+        "train (or refine from init_from) the action-conditioned Cosmos world model with its reward head on SANS windows",
+        "learning.world_model.train:main", "learning/train_wm",
+    ),
+    "eval-wm": Command(
+        "replay held-out episodes in a world model: reward/visual alignment, PSNR/SSIM per outcome, side-by-side videos -> wm_eval.json",
+        "learning.eval.world_model:main", "learning/eval_wm",
+    ),
     "sft": Command(
         "behaviour-clone a VLA policy on a store's demonstrations (validation loss, checkpoints, resume)",
         "learning.policy.sft:main", "learning/sft",

@@ -1,0 +1,174 @@
+"""World-model evaluation (``wvl eval-wm``; Python: `evaluate_world_model`).
+
+Held-out episodes are replayed in the world model with their REAL actions, from their real first frame,
+chunk by chunk (autoregressive, exactly as `WorldModelEnv` runs in GRPO). For each episode of T frames the
+world model generates frames 1..T-1 (the last chunk is padded past the episode by holding still, as training
+windows are), and we compare with reality:
+
+- reward alignment: the reward head's decision (any frame's success probability > ``reward_threshold``, the
+  env's done rule) equals the real outcome (success vs not);
+- visual alignment: the decision of an independent success classifier trained on real frames only (any generated
+  frame with probability > 0.5) equals the real outcome;
+- PSNR / SSIM of generated frames 1..T-1 against the real ones (mean over frames, then over episodes);
+
+overall and per real outcome (success / near_success / failure), with episode counts, plus side-by-side
+``real | generated`` MP4s. A model without a reward head (ablation) has ``reward_alignment = null``: its outcome
+is judged from its frames only (visual alignment).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from learning.data.store import EpisodeStore
+from learning.data.video import encode_video
+from learning.eval.success_classifier import SuccessClassifier, real_frames, train_success_classifier
+from learning.eval.video_metrics import psnr, ssim
+from learning.world_model.env import WorldModelEnv
+from learning.world_model.model import WorldModel, load_world_model
+
+log = logging.getLogger(__name__)
+
+
+def replay_actions(actions: np.ndarray, n_chunks: int, K: int) -> np.ndarray:
+    """(T, 7) episode actions -> (n_chunks, K, 7) chunks; past the last recorded step, hold still (zero motion,
+    last gripper command), as `WindowDataset` pads its windows."""
+    T = len(actions)
+    idx = np.arange(n_chunks * K)
+    out = actions[np.minimum(idx, T - 1)].copy()
+    out[idx >= T - 1, :6] = 0.0
+    return out.reshape(n_chunks, K, -1)
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str) -> float | None:
+        vals = [r[key] for r in rows if r[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {"episodes": len(rows), "reward_alignment": mean("reward_aligned"), "visual_alignment": mean("visual_aligned"),
+            "psnr": mean("psnr"), "ssim": mean("ssim"), "classifier_real_accuracy": mean("classifier_real_correct")}
+
+
+def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeStore | str | Path,
+                         episode_indices: Sequence[int] | None = None, classifier: SuccessClassifier | str | Path | None = None,
+                         classifier_stores: Sequence[EpisodeStore | str | Path] | None = None, num_inference_steps: int = 2,
+                         reward_threshold: float = 0.9, seed: int = 0, batch_size: int = 32, video_dir: str | Path | None = None,
+                         max_videos: int = 8, device: str = "cpu") -> dict[str, Any]:
+    """Replay held-out episodes with their real actions and measure alignment and frame quality (module docstring).
+
+    ``classifier``: a trained `SuccessClassifier` (or its folder); otherwise one is trained on the REAL frames of
+    ``classifier_stores`` (required then). Returns the dict that ``wvl eval-wm`` writes to wm_eval.json.
+    """
+    t_start = time.perf_counter()
+    model = load_world_model(model_or_ckpt) if isinstance(model_or_ckpt, (str, Path)) else model_or_ckpt
+    model = model.to(device).eval()
+    store = store if isinstance(store, EpisodeStore) else EpisodeStore(store, create=False)
+    indices = list(range(len(store))) if episode_indices is None else [int(i) for i in episode_indices]
+    if not indices:
+        raise ValueError(f"episode_indices: no episodes selected from {store.root}")
+    if isinstance(classifier, (str, Path)):
+        classifier = SuccessClassifier.from_pretrained(classifier).eval()
+    if classifier is None:
+        if not classifier_stores:
+            raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier (or a trained classifier)")
+        classifier = train_success_classifier(classifier_stores)
+    env = WorldModelEnv(model, num_inference_steps=num_inference_steps, reward_threshold=reward_threshold, horizon=10**9,
+                        device=device, seed=seed, reward_fn=None if model.reward_net is not None else classifier.reward_fn())
+    K = model.wm_config.chunk
+    video_dir = Path(video_dir) if video_dir is not None else None
+    rows: list[dict[str, Any]] = []
+    from robot.console import progress
+
+    with progress() as bar:
+        job = bar.add_task("replay held-out episodes", total=len(indices), status="")
+        for b0 in range(0, len(indices), batch_size):
+            ids = indices[b0:b0 + batch_size]
+            real = [store.frames(i) for i in ids]
+            acts = [np.asarray(store.step_table(i, ["action"]).column("action").to_pylist(), np.float32) for i in ids]
+            rows_meta = [store.row(i) for i in ids]
+            n_chunks = max(math.ceil((len(f) - 1) / K) for f in real)
+            chunks = np.stack([replay_actions(a, n_chunks, K) for a in acts])  # (B, n_chunks, K, 7)
+            env.reset(np.stack([f[0] for f in real]), [r["tasks"][0] for r in rows_meta], seed=[seed + i for i in ids])
+            gen, rew = [], []
+            for c in range(n_chunks):
+                frames, rewards, _ = env.step(chunks[:, c])
+                gen.append(frames)
+                rew.append(rewards)
+            gen_all = np.concatenate(gen, 1)  # (B, n_chunks*K, H, W, 3): frames 1 .. n_chunks*K
+            rew_all = np.concatenate(rew, 1)
+            for j, (ei, frames_real, meta) in enumerate(zip(ids, real, rows_meta)):
+                T = len(frames_real)
+                g, r = gen_all[j, :T - 1], rew_all[j, :T - 1]
+                real_success = meta["outcome"] == "success"
+                p_gen = classifier.predict(g)
+                p_real = classifier.predict(frames_real[1:])
+                row = {
+                    "episode": ei, "outcome": meta["outcome"], "length": T, "real_success": real_success,
+                    "reward_max": float(r.max()) if model.reward_net is not None else None,
+                    "reward_success": bool((r > reward_threshold).any()) if model.reward_net is not None else None,
+                    "visual_success": bool((p_gen > 0.5).any()),
+                    "psnr": float(psnr(g, frames_real[1:]).mean()), "ssim": float(ssim(g, frames_real[1:]).mean()),
+                    "classifier_real_correct": float(bool((p_real > 0.5).any()) == real_success),
+                }
+                row["reward_aligned"] = None if row["reward_success"] is None else float(row["reward_success"] == real_success)
+                row["visual_aligned"] = float(row["visual_success"] == real_success)
+                rows.append(row)
+                if video_dir is not None and len(rows) <= max_videos:
+                    video_dir.mkdir(parents=True, exist_ok=True)
+                    side = np.concatenate([frames_real[1:], g], 2)  # (T-1, H, 2W, 3): real | generated
+                    encode_video(side, video_dir / f"episode{ei:04d}_{meta['outcome']}.mp4", fps=float(meta.get("fps") or 10.0))
+            bar.update(job, advance=len(ids), status=f"reward alignment {np.mean([r['reward_aligned'] or 0 for r in rows]):.2f}")
+    result: dict[str, Any] = {
+        **_summary(rows),
+        "per_outcome": {o: _summary([r for r in rows if r["outcome"] == o]) for o in sorted({r["outcome"] for r in rows})},
+        "counts": {o: sum(r["outcome"] == o for r in rows) for o in sorted({r["outcome"] for r in rows})},
+        "store": str(store.root), "num_inference_steps": num_inference_steps, "reward_threshold": reward_threshold,
+        "seed": seed, "reward_head": model.reward_net is not None, "wall_s": round(time.perf_counter() - t_start, 1),
+        "episodes_detail": rows,
+    }
+    return result
+
+
+def main(cfg: DictConfig, mode: str | None = None) -> int:
+    """``wvl eval-wm``: evaluate a checkpoint on held-out episodes; writes <out>/wm_eval.json (+ videos/, classifier/)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if c.get("threads"):
+        torch.set_num_threads(int(c["threads"]))
+    out = Path(c["out"] or Path(c["checkpoint"]) / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    classifier = c.get("classifier")
+    if classifier is None:
+        if not c.get("classifier_stores"):
+            raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier, or classifier=<folder>")
+        classifier = train_success_classifier(list(c["classifier_stores"]), steps=int(c["classifier_steps"]), seed=int(c["seed"]))
+        classifier.save_pretrained(out / "classifier")
+    result = evaluate_world_model(
+        c["checkpoint"], c["store"], c.get("episodes"), classifier=classifier, num_inference_steps=int(c["num_inference_steps"]),
+        reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]),
+        video_dir=out / "videos", max_videos=int(c["videos"]),
+    )
+    result["checkpoint"] = str(c["checkpoint"])
+    train_cfg = Path(c["checkpoint"]) / "train_config.json"
+    if train_cfg.exists():
+        result["train"] = json.loads(train_cfg.read_text())
+    (out / "wm_eval.json").write_text(json.dumps(result, indent=2))
+    from robot.console import print_table
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    rows = [("all", result["episodes"], f(result["reward_alignment"]), f(result["visual_alignment"]), f(result["psnr"]), f(result["ssim"]))]
+    rows += [(o, s["episodes"], f(s["reward_alignment"]), f(s["visual_alignment"]), f(s["psnr"]), f(s["ssim"])) for o, s in result["per_outcome"].items()]
+    print_table(f"world model {c['checkpoint']} on {c['store']} -> {out / 'wm_eval.json'}",
+                ["outcome", "episodes", "reward alignment", "visual alignment", "PSNR dB", "SSIM"], rows)
+    print(f"classifier accuracy on the real held-out episodes: {f(result['classifier_real_accuracy'])}")
+    return 0

@@ -1,0 +1,79 @@
+"""The flow-matching maths of the world model, as small pure functions (each tested alone).
+
+Parameterisation (the one Cosmos-Predict2 uses, so the 2B weights fit): with clean latents x0, Gaussian noise
+eps and noise level t in [0, 1] (t = sigma / (1 + sigma) in the pipeline's EDM terms),
+
+    x_t = (1 - t) * x0 + t * eps          (rectified flow; t = 1 is pure noise)
+    v   = eps - x0                        (the denoiser predicts this velocity)
+    x0  = x_t - t * v                     (the pipeline's c_skip * x + c_out * v with c_skip = 1 - t, c_out = -t,
+                                           applied to the EDM-scaled latents)
+
+Training loss (DESIGN.md section 2, the paper's joint objective):
+
+    L = L_flow + lambda(t) * L_reward
+    L_flow   = mean over predicted latents of (v_hat - v)^2
+    L_reward = mean over the K predicted frames of BCE(r_hat_k, r_k)        (r_k in {0, 1}: per-frame success)
+    lambda(t) = lambda_0 * (1 - t)
+
+lambda falls linearly with the noise level: at t -> 1 the denoiser's hidden states hold only the conditioning
+frame and the actions, so asking them for the outcome of the *generated* frames is mostly noise in the gradient;
+at t -> 0 they see the frames whose success is labelled. At inference the reward is read in one extra pass at
+t = 0 on the generated latents, where lambda is largest. BCE instead of the paper's squared error: the head
+outputs a probability that is thresholded at 0.9, and BCE keeps it calibrated near 0 and 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t) x0 + t eps; t is (B,) and broadcasts over (B, C, T, h, w)."""
+    t = t.view(-1, *([1] * (x0.ndim - 1)))
+    return (1.0 - t) * x0 + t * noise
+
+
+def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v = eps - x0 (the velocity the denoiser predicts)."""
+    return noise - x0
+
+
+def flow_loss(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
+    """L_flow: mean squared error over every predicted latent element."""
+    return F.mse_loss(v_pred.float(), v_target.float())
+
+
+def reward_weight(t: torch.Tensor, lambda0: float) -> torch.Tensor:
+    """lambda(t) = lambda_0 * (1 - t), per sample (B,)."""
+    return lambda0 * (1.0 - t)
+
+
+def reward_loss(logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """Per-sample BCE of the reward head: logits, rewards (B, K) -> (B,), mean over the K frames."""
+    return F.binary_cross_entropy_with_logits(logits.float(), rewards.float(), reduction="none").mean(1)
+
+
+def joint_loss(v_pred: torch.Tensor, v_target: torch.Tensor, logits: torch.Tensor | None, rewards: torch.Tensor,
+               t: torch.Tensor, lambda0: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = L_flow + mean_b lambda(t_b) * L_reward,b. Returns the loss and its parts (detached) for logging."""
+    lf = flow_loss(v_pred, v_target)
+    if logits is None or lambda0 == 0.0:
+        return lf, {"flow": lf.detach()}
+    lr = reward_loss(logits, rewards)  # (B,)
+    weighted = (reward_weight(t, lambda0) * lr).mean()
+    return lf + weighted, {"flow": lf.detach(), "reward": lr.mean().detach(), "reward_weighted": weighted.detach()}
+
+
+def euler_timesteps(num_steps: int, shift: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Noise levels 1 = t_0 > t_1 > ... > t_N = 0 for N Euler steps; shift > 1 spends more steps at high noise
+    (t' = shift t / (1 + (shift - 1) t), the SD3 schedule shift)."""
+    if num_steps < 1:
+        raise ValueError(f"num_inference_steps: must be >= 1, got {num_steps}")
+    t = torch.linspace(1.0, 0.0, num_steps + 1, device=device)
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def euler_step(x: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next: float | torch.Tensor) -> torch.Tensor:
+    """One Euler step of dx/dt = v from t to t_next (< t)."""
+    return x + (t_next - t) * v

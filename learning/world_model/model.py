@@ -1,0 +1,354 @@
+"""The state-aware world model: Cosmos-Predict2's video DiT made action-conditioned, with a reward head.
+
+    frames (B, n_cond + K, H, W, 3) --codec--> latents (B, C, T, h, w), T = cond + predicted latent frames
+    cond latents stay clean (noise level t_cond, condition-mask channel = 1), predicted latents are noised to t
+    actions (B, K, 7) --MLP per latent frame--> (B, T_pred, D), added to the timestep embedding of that frame
+    instruction --hashed words--> (B, L, text_dim) token embeddings for the cross-attention
+    CosmosTransformer3DModel --> velocity v (B, C, T, h, w)        (flow matching, see flow.py)
+    hidden states of the last block (B, T*h'*w', D) --pool per frame, MLP--> reward logits (B, K)
+
+How the action reaches the timestep embedding. Diffusers' Cosmos transformer computes
+``temb, embedded_timestep = self.time_embed(hidden_states, timestep)`` with a per-latent-frame timestep
+(shape (B, 1, T, 1, 1) -> (B*T,)), and every block's AdaLN turns ``embedded_timestep`` into its own shift,
+scale and gate. We replace ``time_embed`` by `ActionTimeEmbedding`, a subclass of diffusers' `CosmosEmbedding`
+that keeps the same sub-modules (so state-dict keys, and the pretrained 2B weights, load unchanged) and adds the
+per-frame action embedding to ``embedded_timestep``. The embedding reaches it through a context manager set
+for the duration of one forward call. Why not the alternatives: a subclass of the transformer would copy its
+~150-line forward (and drift from diffusers); a forward hook on ``time_embed`` needs the same side channel and
+hides the addition. The action MLP's last layer starts at zero, so a pretrained Cosmos starts out unchanged.
+
+The reward head reads the last transformer block's output through a forward hook (the block's output is not
+returned by diffusers' forward).
+
+The torchvision trap: ``concat_padding_mask=True`` (the real checkpoints' setting) makes diffusers call
+``torchvision.transforms.functional.resize``, a name that does not exist without torchvision.
+`_install_padding_mask_resize` provides that one function as ``F.interpolate(mode="nearest")``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers import transformer_cosmos
+from diffusers.models.transformers.transformer_cosmos import CosmosEmbedding
+
+from learning.world_model.codec import PatchCodec, WanCodec
+from learning.world_model.config import TINY_TRANSFORMER, WorldModelConfig, config_mismatch
+from learning.world_model.flow import euler_step, euler_timesteps
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made under another architecture config; the message lists the differing fields."""
+
+
+def _resize_nearest(x: torch.Tensor, size: Sequence[int], interpolation: Any = None) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(int(s) for s in size), mode="nearest")
+
+
+def _install_padding_mask_resize() -> None:
+    """Give diffusers' Cosmos module the one torchvision function it calls (see the module docstring)."""
+    if hasattr(transformer_cosmos, "transforms"):
+        return  # torchvision is installed and imported there
+    transformer_cosmos.transforms = SimpleNamespace(
+        functional=SimpleNamespace(resize=_resize_nearest), InterpolationMode=SimpleNamespace(NEAREST="nearest"))
+
+
+class ActionTimeEmbedding(CosmosEmbedding):
+    """`CosmosEmbedding` (same sub-modules, same weights) + an additive per-latent-frame term."""
+
+    def __init__(self, base: CosmosEmbedding) -> None:
+        nn.Module.__init__(self)
+        self.time_proj, self.t_embedder, self.norm = base.time_proj, base.t_embedder, base.norm
+        self._extra: torch.Tensor | None = None
+
+    @contextmanager
+    def adding(self, extra: torch.Tensor) -> Iterator[None]:
+        """Add ``extra`` (B*T, D) to ``embedded_timestep`` during the enclosed forward call."""
+        self._extra = extra
+        try:
+            yield
+        finally:
+            self._extra = None
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        temb, embedded_timestep = super().forward(hidden_states, timestep)  # (B*T, 3D), (B*T, D)
+        if self._extra is not None:
+            if self._extra.shape != embedded_timestep.shape:
+                raise ValueError(f"action embedding {tuple(self._extra.shape)} does not match the timestep embedding {tuple(embedded_timestep.shape)}")
+            embedded_timestep = embedded_timestep + self._extra.to(embedded_timestep.dtype)
+        return temb, embedded_timestep
+
+
+class HashedInstructionEncoder(nn.Module):
+    """Instruction -> (L, dim) token embeddings. Words are hashed (crc32) into a learned table, so no vocabulary
+    file is needed and any instruction works; id 0 is padding. (The 2B checkpoints expect T5 embeddings; a T5
+    encoder is not wired here, see README.)"""
+
+    def __init__(self, vocab: int, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.vocab, self.max_len = vocab, max_len
+        self.tokens = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.zeros(max_len, dim))
+        self.norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.tokens.weight, std=0.02)
+
+    def tokenize(self, instructions: Sequence[str]) -> torch.Tensor:
+        ids = torch.zeros(len(instructions), self.max_len, dtype=torch.long)
+        for i, text in enumerate(instructions):
+            words = re.findall(r"[a-z0-9]+", text.lower())[: self.max_len]
+            for j, w in enumerate(words):
+                ids[i, j] = zlib.crc32(w.encode()) % (self.vocab - 1) + 1
+        return ids  # (B, L)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.tokens(ids) + self.pos)  # (B, L, dim)
+
+
+class ActionEmbedding(nn.Module):
+    """Actions of one latent frame (temporal_factor actions, concatenated) -> a timestep-embedding offset."""
+
+    def __init__(self, action_dim: int, temporal_factor: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.temporal_factor = temporal_factor
+        self.net = nn.Sequential(nn.Linear(action_dim * temporal_factor, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
+        nn.init.zeros_(self.net[-1].weight)  # starts as "no action": a pretrained denoiser is unchanged at step 0
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        B, K, A = actions.shape
+        a = actions.reshape(B, K // self.temporal_factor, self.temporal_factor * A)  # (B, T_pred, f*A)
+        return self.net(a)  # (B, T_pred, D)
+
+
+class RewardHead(nn.Module):
+    """Per-frame success logits from the denoiser's hidden states: mean- and max-pool each latent frame's tokens
+    (the max keeps small, local evidence such as the cube sitting on the goal), then a small MLP."""
+
+    def __init__(self, dim: int, hidden: int, temporal_factor: int) -> None:
+        super().__init__()
+        self.temporal_factor = temporal_factor
+        self.net = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, hidden), nn.SiLU(), nn.Linear(hidden, temporal_factor))
+
+    def forward(self, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
+        B, N, D = hidden.shape
+        h = hidden.float().view(B, num_frames, N // num_frames, D)  # (B, T, tokens per frame, D)
+        feats = torch.cat([h.mean(2), h.amax(2)], -1)  # (B, T, 2D)
+        return self.net(feats).flatten(1)  # (B, T * f): one logit per frame
+
+
+@dataclass
+class WorldModelOutput:
+    velocity: torch.Tensor  # (B, C, T_pred, h, w): predicted v for the predicted latent frames
+    reward_logits: torch.Tensor | None  # (B, K) per-frame success logits, None without a reward head
+
+
+class WorldModel(ModelMixin, ConfigMixin):
+    """Action-conditioned Cosmos world model with a reward head. Construct from a `WorldModelConfig`
+    (``WorldModel.from_wm_config(cfg)``), a saved folder (``load_world_model``) or a Cosmos-Predict2 folder
+    (``WorldModel.from_cosmos``). Config keys are the fields of `WorldModelConfig`."""
+
+    ignore_for_config = ["pretrained_modules"]
+
+    @register_to_config
+    def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
+                 patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
+                 vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256,
+                 reward_head: bool = True, reward_hidden: int = 128, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
+                 rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        cfg = WorldModelConfig(
+            image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
+            patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
+            vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, reward_head=reward_head,
+            reward_hidden=reward_hidden, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
+        )
+        self.wm_config = cfg
+        pre = pretrained_modules or {}
+        C, D = cfg.latent_channels, cfg.hidden_size
+        if cfg.codec == "patch":
+            self.latent_codec: nn.Module = PatchCodec(cfg.patch_factor, cfg.patch_scale, cfg.patch_frames)
+        else:
+            self.latent_codec = WanCodec(pre.get("vae") or AutoencoderKLWan(**cfg.vae_kwargs))
+        tk = dict(cfg.transformer_kwargs)
+        tk.setdefault("max_size", [cfg.cond_latent_frames + cfg.pred_latent_frames, cfg.latent_size, cfg.latent_size])
+        transformer = pre.get("transformer") or CosmosTransformer3DModel(in_channels=C + 1, out_channels=C, **tk)
+        if transformer.config.in_channels != C + 1 or transformer.config.out_channels != C:
+            raise ValueError(f"transformer: in/out channels {transformer.config.in_channels}/{transformer.config.out_channels} "
+                             f"do not fit the codec's {C} latent channels (+1 condition mask)")
+        if transformer.config.concat_padding_mask:
+            _install_padding_mask_resize()
+        self.transformer = transformer
+        self.transformer.time_embed = ActionTimeEmbedding(self.transformer.time_embed)
+        text_dim = int(transformer.config.text_embed_dim)
+        self.text_encoder = HashedInstructionEncoder(cfg.text_vocab, text_dim, cfg.text_len)
+        self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, D)
+        self.reward_net = RewardHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
+        self._hidden: torch.Tensor | None = None
+        self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_wm_config(cls, cfg: WorldModelConfig) -> "WorldModel":
+        return cls(**cfg.to_dict())
+
+    @classmethod
+    def from_cosmos(cls, folder: str | Path, torch_dtype: torch.dtype | None = None, **overrides: Any) -> "WorldModel":
+        """The full-size model: Cosmos-Predict2 Video2World ``transformer/`` and ``vae/`` from a local folder
+        (a diffusers pipeline folder, e.g. nvidia/Cosmos-Predict2-2B-Video2World downloaded beforehand), loaded
+        with ``from_pretrained``; the action MLP, instruction encoder and reward head start fresh.
+        ``overrides`` are `WorldModelConfig` fields (image_size, chunk, ...)."""
+        folder = Path(folder)
+        for sub in ("transformer", "vae"):
+            if not (folder / sub / "config.json").exists():
+                raise FileNotFoundError(f"{folder / sub}: no config.json; expected a Cosmos-Predict2 Video2World folder with transformer/ and vae/")
+        kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        transformer = CosmosTransformer3DModel.from_pretrained(folder / "transformer", **kw)
+        vae = AutoencoderKLWan.from_pretrained(folder / "vae", **kw)
+        tk = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k not in ("in_channels", "out_channels")}
+        vk = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+        # Cosmos-Predict2 feeds t = sigma / (1 + sigma) unscaled and RoPE at 16 fps (Cosmos2VideoToWorldPipeline).
+        params = {"codec": "wan", "transformer_kwargs": tk, "vae_kwargs": vk, "timestep_scale": 1.0, "rope_fps": 16.0,
+                  "image_size": 256, "chunk": 8, **overrides}
+        cfg = WorldModelConfig.from_dict(params)
+        model = cls(**cfg.to_dict(), pretrained_modules={"transformer": transformer, "vae": vae})
+        return model.to(transformer.dtype) if torch_dtype is not None else model
+
+    def _keep_hidden(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._hidden = output[0] if isinstance(output, tuple) else output
+
+    # ------------------------------------------------------------------ codec and text
+    def tokenize(self, instructions: Sequence[str]) -> torch.Tensor:
+        return self.text_encoder.tokenize(instructions).to(self.device)
+
+    def _check_frames(self, frames: torch.Tensor, name: str) -> None:
+        S = self.wm_config.image_size
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != (S, S, 3) or frames.dtype != torch.uint8:
+            raise ValueError(f"{name}: expected (B, T, {S}, {S}, 3) uint8 frames (this world model's image size), got {tuple(frames.shape)} {frames.dtype}")
+
+    def encode_window(self, cond: torch.Tensor, nxt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """cond (B, n_cond, H, W, 3) uint8 [, next frames (B, K, H, W, 3) uint8] -> cond latents (B, C, Tc, h, w)
+        [, next latents (B, C, Tp, h, w)]."""
+        cfg = self.wm_config
+        self._check_frames(cond, "conditioning frames")
+        if cond.shape[1] != cfg.n_cond:
+            raise ValueError(f"conditioning frames: {cond.shape[1]} given, the model conditions on n_cond={cfg.n_cond}")
+        if nxt is not None:
+            self._check_frames(nxt, "next frames")
+            if nxt.shape[1] != cfg.chunk:
+                raise ValueError(f"next frames: a window of {nxt.shape[1]} frames, the model predicts chunks of {cfg.chunk}")
+        cond, nxt = cond.to(self.device), None if nxt is None else nxt.to(self.device)
+        if cfg.codec == "wan":  # causal VAE: the first frame alone, then groups of 4 -- encode the window as one video
+            if nxt is None:
+                return self.latent_codec.encode(cond), None
+            z = self.latent_codec.encode(torch.cat([cond, nxt], 1))
+            return z[:, :, :1], z[:, :, 1:]
+        pad = cfg.cond_latent_frames * cfg.patch_frames - cfg.n_cond  # repeat the earliest frame to fill the first group
+        cond_full = torch.cat([cond[:, :1].expand(-1, pad, -1, -1, -1), cond], 1) if pad else cond
+        return self.latent_codec.encode(cond_full), None if nxt is None else self.latent_codec.encode(nxt)
+
+    def decode_next(self, cond: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+        """cond latents (B, C, Tc, h, w), next latents (B, C, Tp, h, w) -> next frames (B, K, H, W, 3) uint8."""
+        if self.wm_config.codec == "wan":
+            return self.latent_codec.decode(torch.cat([cond, nxt], 2))[:, 1:]
+        return self.latent_codec.decode(nxt)
+
+    # ------------------------------------------------------------------ denoiser
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor,
+                t_cond: torch.Tensor | None = None) -> WorldModelOutput:
+        """One denoiser call.
+
+        noisy (B, C, T_pred, h, w) predicted latents at noise level t (B,); cond (B, C, T_cond, h, w) conditioning
+        latents (clean, or at noise level t_cond (B,) when given); actions (B, K, A); text_ids (B, L).
+        """
+        cfg = self.wm_config
+        B, C, Tp = noisy.shape[:3]
+        Tc = cond.shape[2]
+        if actions.shape[1:] != (cfg.chunk, cfg.action_dim):
+            raise ValueError(f"actions: expected (B, {cfg.chunk}, {cfg.action_dim}), got {tuple(actions.shape)}")
+        x = torch.cat([cond, noisy], 2)  # (B, C, T, h, w)
+        T, h, w = x.shape[2:]
+        tc = torch.full((B,), cfg.t_cond, device=x.device) if t_cond is None else t_cond
+        timestep = torch.cat([tc[:, None].expand(B, Tc), t[:, None].expand(B, Tp)], 1) * cfg.timestep_scale  # (B, T)
+        timestep = timestep.view(B, 1, T, 1, 1).to(x.dtype)
+        cond_mask = torch.zeros(B, 1, T, h, w, dtype=x.dtype, device=x.device)
+        cond_mask[:, :, :Tc] = 1.0
+        a_emb = self.action_mlp(actions.to(x.dtype))  # (B, T_pred, D)
+        a_emb = torch.cat([a_emb.new_zeros(B, Tc, a_emb.shape[-1]), a_emb], 1).flatten(0, 1)  # (B*T, D); cond frames: no action
+        padding_mask = x.new_zeros(1, 1, h, w) if self.transformer.config.concat_padding_mask else None
+        with self.transformer.time_embed.adding(a_emb):
+            out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=self.text_encoder(text_ids).to(x.dtype),
+                                   fps=cfg.rope_fps, condition_mask=cond_mask, padding_mask=padding_mask, return_dict=False)[0]
+        hidden, self._hidden = self._hidden, None
+        logits = None
+        if self.reward_net is not None:
+            logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:]  # (B, K): drop the cond frames
+        return WorldModelOutput(velocity=out[:, :, Tc:], reward_logits=logits)
+
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor, noise: torch.Tensor,
+                 num_inference_steps: int = 2, shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample the next chunk's latents by Euler integration from noise (t = 1) to t = 0, then read the reward
+        in one pass at t = 0. Returns latents (B, C, T_pred, h, w) and success probabilities (B, K) or None."""
+        ts = euler_timesteps(num_inference_steps, shift, device=noise.device)
+        B = noise.shape[0]
+        x = noise
+        for i in range(num_inference_steps):
+            v = self(x, ts[i].expand(B), cond, actions, text_ids).velocity
+            x = euler_step(x, v.float(), ts[i], ts[i + 1]).to(noise.dtype)
+        probs = None
+        if self.reward_net is not None:
+            probs = torch.sigmoid(self(x, torch.zeros(B, device=x.device), cond, actions, text_ids).reward_logits.float())
+        return x, probs
+
+    def noise_shape(self, batch: int) -> tuple[int, int, int, int, int]:
+        cfg = self.wm_config
+        return (batch, cfg.latent_channels, cfg.pred_latent_frames, cfg.latent_size, cfg.latent_size)
+
+
+MODEL_DIR = "model"
+
+
+def model_folder(path: str | Path) -> Path:
+    """A checkpoint folder (with model/) or a model folder (with config.json) -> the model folder."""
+    path = Path(path)
+    if (path / MODEL_DIR / "config.json").exists():
+        return path / MODEL_DIR
+    if (path / "config.json").exists():
+        return path
+    raise FileNotFoundError(f"{path}: not a world-model checkpoint (no model/config.json or config.json)")
+
+
+def load_world_model(path: str | Path, expect: WorldModelConfig | dict | None = None, device: str | torch.device = "cpu",
+                     torch_dtype: torch.dtype | None = None) -> WorldModel:
+    """Load a world model saved with ``save_pretrained`` (or a training checkpoint folder, whose model/ holds
+    the EMA weights). With ``expect``, a checkpoint made under another architecture config is refused with
+    a `CheckpointMismatchError` naming every differing field."""
+    folder = model_folder(path)
+    saved = json.loads((folder / "config.json").read_text())
+    if saved.get("_class_name") != WorldModel.__name__:
+        raise CheckpointMismatchError(f"{folder}: holds a {saved.get('_class_name')!r}, not a {WorldModel.__name__}")
+    if expect is not None:
+        want = expect.to_dict() if isinstance(expect, WorldModelConfig) else WorldModelConfig.from_dict(dict(expect)).to_dict()
+        have = WorldModelConfig.from_dict({k: v for k, v in saved.items() if not k.startswith("_")}).to_dict()
+        diff = config_mismatch(have, want)
+        if diff:
+            raise CheckpointMismatchError(f"{folder}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
+    kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    model = WorldModel.from_pretrained(folder, **kw)
+    return model.to(device).eval()

@@ -1,0 +1,327 @@
+"""Training and refinement of the world model (``wvl train-wm``; Python: `train_world_model`).
+
+One step, top to bottom:
+
+    windows (B) sampled with outcome balance (and a per-store mix for refinement)
+    video = [cond frames | next K frames] --codec--> cond latents (B, C, Tc, h, w), x0 (B, C, Tp, h, w)
+    t ~ U(0, 1) per sample;  eps ~ N(0, I);  x_t = (1 - t) x0 + t eps
+    v_hat, r_hat = model(x_t, t, cond, actions, instruction)
+    L = mean (v_hat - (eps - x0))^2 + mean_b lambda_0 (1 - t_b) BCE(r_hat_b, r_b)       (flow.py)
+    AdamW step, EMA update
+
+Checkpoint folder layout (``out``)::
+
+    model/              EMA weights, save_pretrained (what load_world_model / WorldModelEnv use)
+    train_state.pt      online weights, EMA weights, optimizer, step, RNG (resume)
+    train_config.json   model + train config, stores, init_from, finished steps, wall time
+    tb/                 TensorBoard event files (losses/*, perf/*, charts/*)
+
+Refinement = ``init_from`` a previous checkpoint (its EMA weights start both the online and the EMA copy) on
+several stores with ``train.mix`` batch shares, e.g. ``[sans, rollouts]`` with ``mix=[0.5, 0.5]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from learning.data.store import EpisodeStore
+from learning.data.windows import OUTCOME_IDS, WindowDataset, WindowError, WindowSpec
+from learning.world_model.config import TrainConfig, WorldModelConfig, config_mismatch
+from learning.world_model.flow import flow_target, joint_loss, noisy_latents
+from learning.world_model.model import MODEL_DIR, CheckpointMismatchError, WorldModel, load_world_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+CONFIG_FILE = "train_config.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} asked for, but torch sees no CUDA device (this torch is {torch.__version__})")
+    return torch.device(name)
+
+
+def as_store(x: EpisodeStore | str | Path) -> EpisodeStore:
+    return x if isinstance(x, EpisodeStore) else EpisodeStore(x, create=False)
+
+
+class WindowSampler:
+    """Training windows from one or more stores, sampled so every batch is balanced.
+
+    Each window's probability = share(store) / (outcomes present in that store) / count(store, outcome):
+    each store gets its ``mix`` share of a batch (by default its share of all windows), and within a store
+    every outcome present (success, near-success, failure) gets an equal share.
+    """
+
+    def __init__(self, stores: Sequence[EpisodeStore], spec: WindowSpec, image_size: int, outcomes: Sequence[str],
+                 mix: Sequence[float] | None, balance: bool) -> None:
+        if mix is not None and len(mix) != len(stores):
+            raise ValueError(f"train.mix: {len(mix)} shares for {len(stores)} stores; give one share per store")
+        self.datasets: list[WindowDataset] = []
+        self.tasks: list[dict[int, str]] = []
+        for store in stores:
+            idx = store.indices(outcomes=tuple(outcomes))
+            if not idx:
+                raise WindowError(f"store {store.root}: no episodes with outcome in {list(outcomes)} ({store.info.get('wvl', {}).get('outcomes')})")
+            ds = WindowDataset(store, spec, idx)
+            if ds.image_shape[:2] != (image_size, image_size):
+                raise WindowError(f"store {store.root}: images are {ds.image_shape[0]}x{ds.image_shape[1]}, the world model is built for {image_size}x{image_size}")
+            self.datasets.append(ds)
+            self.tasks.append(dict(zip(ds.episode_indices, ds.tasks)))
+        sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)
+        shares = sizes / sizes.sum() if mix is None else np.asarray(mix, dtype=np.float64) / sum(mix)
+        weights = []
+        for ds, share in zip(self.datasets, shares):
+            oc = ds.window_outcomes
+            w = np.ones(len(oc), dtype=np.float64)
+            if balance:
+                present = np.unique(oc)
+                for o in present:
+                    w[oc == o] = 1.0 / (len(present) * (oc == o).sum())
+            else:
+                w /= len(oc)
+            weights.append(w * share)
+        self._where = np.concatenate([np.stack([np.full(len(d), i), np.arange(len(d))], 1) for i, d in enumerate(self.datasets)])
+        p = np.concatenate(weights)
+        self._p = p / p.sum()
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def counts(self) -> dict[str, int]:
+        names = {v: k for k, v in OUTCOME_IDS.items()}
+        out: dict[str, int] = {}
+        for ds in self.datasets:
+            for o in ds.window_outcomes:
+                out[names[int(o)]] = out.get(names[int(o)], 0) + 1
+        return out
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
+        picks = self._where[rng.choice(len(self._where), size=batch_size, p=self._p)]
+        items, tasks = [], []
+        for si, wi in picks:
+            it = self.datasets[si][int(wi)]
+            items.append(it)
+            tasks.append(self.tasks[si][int(it["episode"])])
+        batch = {k: np.stack([it[k] for it in items]) for k in items[0]}
+        batch["task"] = tasks
+        return batch
+
+
+def batch_to_latents(model: WorldModel, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """A window batch -> cond latents (B, C, Tc, h, w), target latents x0 (B, C, Tp, h, w), actions, rewards, text ids."""
+    with torch.no_grad():
+        cond, x0 = model.encode_window(torch.from_numpy(batch["cond"]), torch.from_numpy(batch["frames"]))
+    return {
+        "cond": cond, "x0": x0,
+        "actions": torch.from_numpy(batch["actions"]).to(device),
+        "rewards": torch.from_numpy(batch["rewards"]).to(device),
+        "text_ids": model.tokenize(batch["task"]).to(device),
+    }
+
+
+def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainConfig, gen: torch.Generator,
+                  autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one batch (flow matching + lambda(t)-weighted reward BCE); see the module docstring."""
+    x0, cond = lat["x0"], lat["cond"]
+    B, dev = x0.shape[0], x0.device
+    t = torch.rand(B, generator=gen, device="cpu").to(dev)
+    noise = torch.randn(x0.shape, generator=gen, device="cpu").to(dev)
+    t_cond = None
+    if train.cond_noise > 0:  # noise the conditioning frame a little: the model later conditions on its own frames
+        s = torch.rand(B, generator=gen, device="cpu").to(dev) * train.cond_noise
+        cond = noisy_latents(cond, torch.randn(cond.shape, generator=gen, device="cpu").to(dev), s)
+        t_cond = s.clamp_min(model.wm_config.t_cond)
+    with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = model(noisy_latents(x0, noise, t), t, cond, lat["actions"], lat["text_ids"], t_cond=t_cond)
+    return joint_loss(out.velocity, flow_target(x0, noise), out.reward_logits, lat["rewards"], t, train.reward_weight)
+
+
+def lr_at(step: int, train: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    frac = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+    return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    d = min(decay, (1 + step) / (10 + step))  # short runs: the EMA must not be dominated by the random init
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - d)
+
+
+def _configs(cfg: DictConfig | dict) -> tuple[WorldModelConfig, TrainConfig, dict[str, Any]]:
+    d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return WorldModelConfig.from_dict(d.get("model") or {}), TrainConfig.from_dict(d.get("train") or {}), d
+
+
+def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | str | Path], init_from: str | Path | None = None,
+                      out: str | Path | None = None, resume: bool | None = None) -> Path:
+    """Train (``init_from=None``) or refine (``init_from`` = a previous checkpoint folder) a world model.
+
+    ``cfg``: the ``wvl train-wm`` config (``model``, ``train``, ``out``, ``resume`` sections; a DictConfig from
+    learning/conf/train_wm.yaml or a plain dict). ``stores``: episode stores or their folders; with several,
+    ``train.mix`` gives each one's batch share. Returns the checkpoint folder (load it with `load_world_model`).
+    """
+    model_cfg, train, raw = _configs(cfg)
+    out = Path(out if out is not None else raw.get("out") or "runs/wm")
+    resume = bool(raw.get("resume", True)) if resume is None else resume
+    if not stores:
+        raise ValueError("stores: give at least one episode store")
+    device = resolve_device(train.device)
+    if train.threads is not None:
+        torch.set_num_threads(train.threads)
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 on GPU, fp32 on CPU
+    torch.manual_seed(train.seed)
+
+    store_objs = [as_store(s) for s in stores]
+    spec = WindowSpec(chunk=model_cfg.chunk, n_cond=model_cfg.n_cond)
+    sampler = WindowSampler(store_objs, spec, model_cfg.image_size, train.outcomes, train.mix, train.balance_outcomes)
+
+    if init_from is not None:
+        model = load_world_model(init_from, expect=model_cfg).train()
+        log.info("refining from %s", init_from)
+    else:
+        model = WorldModel.from_wm_config(model_cfg)
+    model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.99))
+    step = 0
+    rng = np.random.default_rng(train.seed)
+    gen = torch.Generator().manual_seed(train.seed)
+    wall_before = 0.0
+    state_path = out / STATE_FILE
+    if resume and state_path.exists():
+        step, rng, gen, wall_before = _load_state(state_path, out, model, ema, opt, model_cfg)
+        log.info("resumed %s at step %d", out, step)
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": model_cfg.to_dict(), "train": json.loads(json.dumps(asdict(train))),
+        "stores": [str(s.root) for s in store_objs], "init_from": None if init_from is None else str(init_from),
+        "windows": sampler.counts(),
+    }
+    from torch.utils.tensorboard import SummaryWriter
+
+    from robot.console import progress
+
+    writer = SummaryWriter(str(out / "tb"))
+    log.info("training world model: %d windows %s from %s on %s, %d params", len(sampler), sampler.counts(),
+             [str(s.root) for s in store_objs], device, sum(p.numel() for p in model.parameters()))
+    t0 = time.perf_counter()
+    last_log, samples_since = t0, 0
+    start_step = step
+    model.train()
+    stopped_early = False
+    with progress() as bar:
+        job = bar.add_task("train world model", total=train.steps, completed=step, status="")
+        while step < train.steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, train)
+            lat = batch_to_latents(model, sampler.sample(train.batch_size, rng), device)
+            loss, parts = training_step(model, lat, train, gen, autocast_dtype)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            opt.step()
+            ema_update(ema, model, step, train.ema_decay)
+            step += 1
+            samples_since += train.batch_size
+            if step % train.log_every == 0 or step == train.steps:
+                now = time.perf_counter()
+                writer.add_scalar("losses/total", loss.item(), step)
+                for k, v in parts.items():
+                    writer.add_scalar(f"losses/{k}", v.item(), step)
+                writer.add_scalar("charts/lr", opt.param_groups[0]["lr"], step)
+                writer.add_scalar("charts/grad_norm", float(gnorm), step)
+                writer.add_scalar("perf/samples_per_s", samples_since / max(now - last_log, 1e-9), step)
+                last_log, samples_since = now, 0
+                bar.update(job, completed=step, status=" ".join(f"{k} {v.item():.4f}" for k, v in parts.items()))
+            elapsed_min = (time.perf_counter() - t0) / 60
+            if train.max_minutes is not None and elapsed_min >= train.max_minutes and step < train.steps:
+                log.info("max_minutes %.1f reached at step %d of %d; checkpointing", train.max_minutes, step, train.steps)
+                stopped_early = True
+                break
+            if step % train.checkpoint_every == 0 and step < train.steps:
+                _save(out, model, ema, opt, step, rng, gen, meta, wall_before + time.perf_counter() - t0)
+        bar.update(job, completed=step)
+    wall = wall_before + time.perf_counter() - t0
+    _save(out, model, ema, opt, step, rng, gen, {**meta, "stopped_early": stopped_early}, wall)
+    writer.close()
+    log.info("world model: %d steps (%d this run) in %.0f s -> %s", step, step - start_step, wall, out)
+    return out
+
+
+def _save(out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator,
+          gen: torch.Generator, meta: dict[str, Any], wall: float) -> None:
+    """Write the EMA model (save_pretrained) and the resumable state; each file is renamed into place."""
+    tmp_model = out / f".{MODEL_DIR}.tmp"
+    ema.save_pretrained(tmp_model)
+    final = out / MODEL_DIR
+    if final.exists():
+        old = out / f".{MODEL_DIR}.old"
+        final.rename(old)
+        tmp_model.rename(final)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        tmp_model.rename(final)
+    state = {
+        "step": step, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+        "rng": json.dumps(rng.bit_generator.state), "gen": gen.get_state(), "wall_s": wall,
+        "model_config": json.dumps(model.wm_config.to_dict()),
+    }
+    tmp = out / f".{STATE_FILE}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / STATE_FILE)
+    tmp = out / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps({**meta, "step": step, "wall_s": round(wall, 1)}, indent=2))
+    tmp.replace(out / CONFIG_FILE)
+
+
+def _load_state(path: Path, out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer,
+                model_cfg: WorldModelConfig) -> tuple[int, np.random.Generator, torch.Generator, float]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    diff = config_mismatch(json.loads(state["model_config"]), model_cfg.to_dict())
+    if diff:
+        raise CheckpointMismatchError(f"{out}: cannot resume, the checkpoint was made with another world-model config "
+                                      f"({'; '.join(diff)}; checkpoint != requested); choose another out= or resume=false")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(state["rng"])
+    gen = torch.Generator()
+    gen.set_state(state["gen"])
+    return int(state["step"]), rng, gen, float(state["wall_s"])
+
+
+def main(cfg: DictConfig, mode: str | None = None) -> int:
+    """``wvl train-wm``: train or refine from the config's stores; prints where the checkpoint went."""
+    stores = list(cfg.stores)
+    out = train_world_model(cfg, stores, init_from=cfg.init_from)
+    from robot.console import print_table
+
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    print_table(f"world model -> {out}", ["what", "value"], [
+        ("steps", meta["step"]), ("wall time", f"{meta['wall_s']:.0f} s"), ("windows", meta["windows"]),
+        ("stores", ", ".join(meta["stores"])), ("init_from", meta["init_from"] or "-"),
+    ])
+    return 0
