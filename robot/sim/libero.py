@@ -131,7 +131,7 @@ class LiberoConfig:
     image_size: int = 128  # square RGB, pixels, every camera (LIBERO's datasets: 128; OpenVLA renders 256)
     wrist_camera: bool = True  # add the "wrist" camera (robot0_eye_in_hand) beside "front" (agentview)
     control_hz: float = 20.0  # LIBERO's control rate (its demonstrations and evaluations run at 20 Hz)
-    max_steps: int | None = None  # control steps before an episode is cut; None = the suite's budget
+    max_steps: int | None = None  # control steps before an episode is cut; None = the suite's budget (resolved)
     settle_steps: int = 10  # no-op steps after every reset so objects settle (OpenVLA's LIBERO protocol); not recorded
     init_states: str = "benchmark"  # reset(i): "benchmark" = the task's fixed initial state i; "sampled" = seed i
     image_flip: str = "upright"
@@ -147,7 +147,9 @@ class LiberoConfig:
             raise ValueError(f"sim.image_size: {self.image_size} is outside 16..1024")
         if self.control_hz <= 0 or 500 % self.control_hz:
             raise ValueError(f"sim.control_hz: must divide LIBERO's 500 Hz physics rate, got {self.control_hz}")
-        if self.max_steps is not None and self.max_steps < 1:
+        if self.max_steps is None:  # resolved once so every consumer (collect, eval) reads one int
+            object.__setattr__(self, "max_steps", int(np.ceil(SUITE_MAX_STEPS[self.suite] * self.control_hz / 20.0)))
+        if self.max_steps < 1:
             raise ValueError(f"sim.max_steps: must be >= 1 or null, got {self.max_steps}")
         if self.settle_steps < 0:
             raise ValueError(f"sim.settle_steps: must be >= 0, got {self.settle_steps}")
@@ -178,9 +180,12 @@ class LiberoConfig:
     @property
     def episode_steps(self) -> int:
         """Control steps before an episode is cut (the suite's budget scaled to control_hz unless set)."""
-        if self.max_steps is not None:
-            return self.max_steps
-        return int(np.ceil(SUITE_MAX_STEPS[self.suite] * self.control_hz / 20.0))
+        return int(self.max_steps)
+
+    def camera_info(self) -> dict[str, Any]:
+        """What an episode records about its cameras, so data from different framings is never mixed silently."""
+        return {"sim": "libero", "cameras": {n: CAMERAS[n] for n in self.camera_names}, "size": self.image_size,
+                "flip": self.image_flip}
 
     @property
     def camera_names(self) -> tuple[str, ...]:

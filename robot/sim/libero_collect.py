@@ -105,7 +105,7 @@ def record_rollout(
     observe(np.array([0, 0, 0, 0, 0, 0, last[6]], dtype=np.float32))
     c = robot.config
     meta = {"sim_suite": c.suite, "sim_task": c.task, "sim_task_name": c.task_name, "sim_success": bool(sim.success),
-            **sim.reset_info, "start_state": [float(x) for x in start_state], **(info or {})}
+            "camera": c.camera_info(), **sim.reset_info, "start_state": [float(x) for x in start_state], **(info or {})}
     return rec.finish("success" if sim.success else outcome_if_failed, info=meta)
 
 
