@@ -14,6 +14,9 @@ is solved at reset (the goal spawned at the cube) is replaced by ``seed + i + ep
 
 Rollouts run in ``workers`` processes (spawn: ManiSkill's CPU simulator hangs under fork), each with its own
 simulator; the parent only collects results, so the numbers do not depend on the worker count.
+
+LIBERO (`sim=libero`, `robot/sim/libero.py`): episode i starts from the task's fixed initial state i, the
+benchmark's protocol (each of its 50 states once; ``seed`` is unused), and runs for the suite's step budget.
 """
 
 from __future__ import annotations
@@ -126,7 +129,6 @@ _W: dict[str, Any] = {}
 def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_level: int) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from robot.policy_runtime import PolicyRuntime, RigSpec
-    from robot.sim.maniskill import ManiSkillConfig, SimRobot
 
     try:  # ManiSkill imports torch; one thread per worker (the workers are the parallelism)
         import torch
@@ -134,11 +136,23 @@ def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_leve
         torch.set_num_threads(1)
     except ImportError:
         pass
-    robot = SimRobot(ManiSkillConfig.from_dict(sim_cfg))
+    robot = _make_robot(sim_cfg)
     robot.connect()
     runtime = PolicyRuntime(RigSpec.from_dict(rig), providers=["CPUExecutionProvider"], threads=threads)
     runtime.load(artifact)
     _W.update(robot=robot, runtime=runtime)
+
+
+def _make_robot(sim_cfg: dict):
+    """The simulated robot a worker evaluates on; ``sim_cfg["kind"]`` names the simulator."""
+    d = dict(sim_cfg)
+    if d.pop("kind", "maniskill") == "libero":
+        from robot.sim.libero import LiberoConfig, LiberoRobot
+
+        return LiberoRobot(LiberoConfig.from_dict(d))
+    from robot.sim.maniskill import ManiSkillConfig, SimRobot
+
+    return SimRobot(ManiSkillConfig.from_dict(d))
 
 
 def _worker_run(job: tuple[int, int, int, RolloutConfig]) -> RolloutResult:
@@ -185,11 +199,15 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures."""
     from robot.policy_artifact import read_artifact
     from robot.policy_runtime import validate_artifact
+    from robot.sim.libero import LiberoConfig, load_init_states
     from robot.sim.maniskill import ManiSkillConfig
 
     if episodes < 1 or workers < 1:
         raise ValueError(f"episodes/workers: must be >= 1, got {episodes}/{workers}")
-    sim_cfg = sim_cfg if isinstance(sim_cfg, ManiSkillConfig) else ManiSkillConfig.from_dict(dict(sim_cfg or {}))
+    if not isinstance(sim_cfg, (ManiSkillConfig, LiberoConfig)):
+        sim_cfg = ManiSkillConfig.from_dict(dict(sim_cfg or {}))
+    libero = isinstance(sim_cfg, LiberoConfig)
+    task = f"{sim_cfg.suite}/{sim_cfg.task}" if libero else sim_cfg.task
     rig = rig_for(sim_cfg)
     artifact = str(Path(artifact))
     manifest = read_artifact(Path(artifact))
@@ -197,7 +215,15 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     record = store is not None or videos is not None
     rcfg = RolloutConfig(**{**asdict(rollout_cfg), "record": record})
     sim_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sim_cfg).items()}
-    jobs = [(i, seed + i, episodes, rcfg) for i in range(episodes)]
+    sim_dict["kind"] = "libero" if libero else "maniskill"
+    if libero and sim_cfg.init_states == "benchmark":  # episode i: the benchmark's fixed initial state i
+        n_states = len(load_init_states(sim_cfg.suite, sim_cfg.task))
+        if episodes > n_states:
+            raise ValueError(f"episodes: {episodes} > the {n_states} fixed initial states of LIBERO {task}; the benchmark "
+                             f"runs each once: episodes={n_states} (or sim.init_states=sampled for more)")
+        jobs = [(i, i, n_states, rcfg) for i in range(episodes)]
+    else:
+        jobs = [(i, seed + i, episodes, rcfg) for i in range(episodes)]
     workers = min(workers, episodes)
     results: list[RolloutResult] = []
     stored: list[int] = []
@@ -208,7 +234,7 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     ctx = mp.get_context("spawn")
     with progress() as bar, ctx.Pool(workers, initializer=_worker_init,
                                      initargs=(sim_dict, artifact, rig, threads, logging.getLogger().level or logging.WARNING)) as pool:
-        job = bar.add_task(f"eval {manifest.policy_version} on {sim_cfg.task}", total=episodes, status="")
+        job = bar.add_task(f"eval {manifest.policy_version} on {task}", total=episodes, status="")
         for r in pool.imap_unordered(_worker_run, jobs, chunksize=1):
             results.append(r)
             if r.episode_bytes is not None:
@@ -230,7 +256,7 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     results.sort(key=lambda r: r.index)
     rate = SuccessRate(sum(r.success for r in results), len(results))
     rows = [{k: v for k, v in asdict(r).items() if k != "episode_bytes"} for r in results]
-    return EvalResult(artifact, manifest.policy_version, sim_cfg.task, rate, seconds, rows,
+    return EvalResult(artifact, manifest.policy_version, task, rate, seconds, rows,
                       {"episodes": episodes, "workers": workers, "seed": seed, "rollout": asdict(rcfg), "sim": sim_dict},
                       stored, video_paths)
 

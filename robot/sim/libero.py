@@ -124,6 +124,19 @@ def resolve_task(suite: str, task: int | str) -> int:
     raise UnknownLiberoTaskError(f"task: {task!r} is not a task of {suite} (valid indices 0..{len(names) - 1} or names): {listing}")
 
 
+def load_init_states(suite: str, task: int) -> np.ndarray:
+    """(N, D) float64: the benchmark's fixed initial states of a task (flattened MuJoCo states; N = 50 in the
+    four LIBERO suites), without building the scene."""
+    configure_rendering()
+    try:
+        from libero.libero import benchmark
+    except ImportError as e:
+        raise LiberoNotInstalledError(f"sim=libero needs the LIBERO benchmark, which is not installed: {INSTALL_HINT} ({e})") from e
+    with contextlib.redirect_stdout(io.StringIO()):  # the benchmark prints its task order
+        s = benchmark.get_benchmark(suite)()
+    return np.asarray(s.get_task_init_states(resolve_task(suite, task)), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class LiberoConfig:
     suite: str = "libero_object"
@@ -224,7 +237,7 @@ class LiberoSim:
         with contextlib.redirect_stdout(io.StringIO()):  # the benchmark prints its task order
             suite = benchmark.get_benchmark(c.suite)()
         task = suite.get_task(c.task)
-        self.init_states = np.asarray(suite.get_task_init_states(c.task))
+        self.init_states = load_init_states(c.suite, c.task)
         bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
         t0 = time.perf_counter()
         try:
