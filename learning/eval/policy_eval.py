@@ -193,7 +193,8 @@ def rig_for(sim_cfg) -> dict[str, Any]:
 
 def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 100, workers: int = 2,
                     seed: int = EVAL_SEED_BASE, rollout_cfg: RolloutConfig = RolloutConfig(), store=None,
-                    videos: str | Path | None = None, max_videos: int = 10, threads: int = 1) -> EvalResult:
+                    videos: str | Path | None = None, max_videos: int = 10, threads: int = 1,
+                    check_camera: bool = True) -> EvalResult:
     """Roll the artifact out ``episodes`` times on the simulated robot. ``sim_cfg``: a `ManiSkillConfig` or dict
     (default PickCube-v1). ``store``: an `EpisodeStore` to append every rollout to (source="policy", outcome
     from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures."""
@@ -212,6 +213,12 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     artifact = str(Path(artifact))
     manifest = read_artifact(Path(artifact))
     validate_artifact(artifact, rig)  # fail here, with the field named, before starting simulators
+    trained_on = manifest.extra.get("camera_info")
+    if check_camera and trained_on and hasattr(sim_cfg, "camera_info"):
+        here = sim_cfg.camera_info()
+        if json.dumps(trained_on, sort_keys=True) != json.dumps(here, sort_keys=True):
+            raise ValueError(f"camera: the policy was trained on frames from camera {trained_on}, this simulator renders "
+                             f"{here}; the success rate would measure the framing change (set check_camera=false to do it anyway)")
     record = store is not None or videos is not None
     rcfg = RolloutConfig(**{**asdict(rollout_cfg), "record": record})
     sim_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sim_cfg).items()}
@@ -290,7 +297,8 @@ def main(cfg, mode: str | None = None) -> int:
                          policy_version=cfg.policy_version, loop_iteration=cfg.loop_iteration)
     try:
         res = evaluate_policy(artifact, sim, episodes=cfg.episodes, workers=cfg.workers, seed=cfg.seed, rollout_cfg=rcfg,
-                              store=store, videos=cfg.videos, max_videos=cfg.max_videos, threads=cfg.threads)
+                              store=store, videos=cfg.videos, max_videos=cfg.max_videos, threads=cfg.threads,
+                              check_camera=cfg.check_camera)
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -67,12 +67,15 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         conv_channels: Sequence[int] = (16, 32, 64, 128),  # each conv halves the resolution: 64 -> 4x4 patches
+        coord_channels: bool = True,  # append x/y pixel coordinates to the input (CoordConv): easier localisation
+        keypoints: int = 32,  # spatial-softmax keypoint tokens from the 2nd conv's map (0 = none)
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
         image_std: Sequence[float] = (0.25, 0.25, 0.25),
         camera: str = "front",
         control_hz: float = 10.0,
         instructions: Sequence[str] = (),  # the instructions seen in training; the first is the default
         action_stats: dict[str, Any] | None = None,  # per-dimension min/max/mean/std of the training actions (info)
+        camera_info: dict[str, Any] | None = None,  # the training episodes' camera framing (Episode.info["camera"])
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -85,13 +88,25 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         self.action_tokenizer = ActionTokenizer(n_bins)
         self.word_tokenizer = WordTokenizer(vocab)
 
-        layers, c_in = [], 3
+        if keypoints and len(conv_channels) < 2:
+            raise ValueError("keypoints: need at least two conv_channels entries (keypoints come from the second map)")
+        stages, c_in = [], 3 + 2 * bool(coord_channels)
         for c in conv_channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()))
             c_in = c
-        layers.append(nn.Conv2d(c_in, d_model, 1))
-        self.image_encoder = nn.Sequential(*layers)
+        self.stages = nn.ModuleList(stages)
+        self.patch_proj = nn.Conv2d(c_in, d_model, 1)
         self.image_pos = nn.Parameter(torch.randn(grid * grid, d_model) * 0.02)
+        # Coordinate grids in [-1, 1]: the CoordConv input channels and the keypoints' expected positions.
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
+        if keypoints:
+            h = image_size // 4
+            ky, kx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="ij")
+            self.register_buffer("kp_grid", torch.stack([kx.flatten(), ky.flatten()], -1), persistent=False)  # (h*w, 2)
+            self.kp_conv = nn.Conv2d(conv_channels[1], keypoints, 1)
+            self.kp_proj = nn.Linear(2, d_model)
+            self.kp_emb = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
         self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
         self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
         self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
@@ -109,8 +124,18 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         B, L = instruction_tokens.shape
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, 3, H, W)
         x = (x - self.pixel_mean) / self.pixel_std
-        img = self.image_encoder(x).flatten(2).transpose(1, 2)  # (B, P, d)
-        img = img + self.image_pos + self.type_emb[1]
+        if self.config.coord_channels:
+            x = torch.cat([x, self.coords.expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
+        parts = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i == 1 and self.config.keypoints:
+                # Spatial softmax (Levine et al. 2016): each keypoint channel -> its expected (x, y) position.
+                attn = torch.softmax(self.kp_conv(x).flatten(2), dim=-1)  # (B, n_kp, h*w)
+                kp = attn @ self.kp_grid  # (B, n_kp, 2) in [-1, 1]
+                parts.append(self.kp_proj(kp) + self.kp_emb)  # (B, n_kp, d)
+        patches = self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos  # (B, P, d)
+        img = torch.cat([patches] + parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
         qry = (self.queries + self.type_emb[2]).unsqueeze(0).expand(B, -1, -1)  # (B, K, d)
         h = torch.cat([txt, img, qry], dim=1)  # (B, S = L + P + K, d)

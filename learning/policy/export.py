@@ -126,7 +126,7 @@ def export_policy(policy, out_folder: str | Path, version: str, instruction: str
                            "action_stats": cfg.action_stats or {}},
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             extra={"onnx_check": check, "policy_class": type(policy).__name__, "params_m": round(policy.num_parameters_m(), 3),
-                   "torch": torch.__version__, **(extra or {})},
+                   "torch": torch.__version__, "camera_info": cfg.camera_info, **(extra or {})},
         )
         final = write_artifact(tmp, manifest)
         if out.exists():

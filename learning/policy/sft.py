@@ -48,6 +48,8 @@ class CompactModelConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     conv_channels: tuple[int, ...] = (16, 32, 64, 128)
+    coord_channels: bool = True
+    keypoints: int = 32
     max_instruction_len: int = 24
 
     def __post_init__(self) -> None:
@@ -56,6 +58,8 @@ class CompactModelConfig:
                 raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if self.keypoints < 0:
+            raise ValueError(f"model.keypoints: must be >= 0, got {self.keypoints}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
 
@@ -141,12 +145,14 @@ def _sub(cls, d: dict, prefix: str):
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class Demos:
-    """Windows of the selected episodes, in memory: images (N, H, W, 3) uint8, chunks (N, K, 7), instructions."""
+    """Windows of the selected episodes, in memory: images (N, H, W, 3) uint8, chunks (N, K, 7), instructions;
+    ``camera_info``: the episodes' common camera framing (Episode.info["camera"]) or None if unrecorded."""
 
     images: np.ndarray
     chunks: np.ndarray
     instructions: list[str]
     episodes: list[int]
+    camera_info: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -156,8 +162,12 @@ def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camer
     ds = WindowDataset(store, WindowSpec(chunk=chunk_length, n_cond=1, camera=camera), indices=indices)
     b = ds.batch(np.arange(len(ds)))
     task_of = dict(zip(ds.episode_indices, ds.tasks))
+    cams = {json.dumps(json.loads(store.row(i)["info_json"]).get("camera"), sort_keys=True) for i in indices}
+    if len(cams) > 1:
+        raise ValueError(f"episodes {indices} were recorded with {len(cams)} different camera framings "
+                         f"(info.camera); train on one framing (select episodes of one rig)")
     return Demos(images=b["cond"][:, -1], chunks=b["actions"], instructions=[task_of[int(e)] for e in b["episode"]],
-                 episodes=list(indices))
+                 episodes=list(indices), camera_info=json.loads(cams.pop()) if cams else None)
 
 
 def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], list[int]]:
@@ -206,9 +216,10 @@ def build_policy(cfg: SFTConfig, demos: Demos):
     return CompactVLA(
         vocab=WordTokenizer.build(instructions).vocab, image_size=H, chunk_length=cfg.chunk_length, action_dim=a.shape[1],
         d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-        conv_channels=list(m.conv_channels), max_instruction_len=m.max_instruction_len,
+        conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
+        max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
-        camera=cfg.camera or "front", instructions=instructions,
+        camera=cfg.camera or "front", instructions=instructions, camera_info=demos.camera_info,
         action_stats={"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist()},
     )
 
