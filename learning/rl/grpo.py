@@ -52,7 +52,7 @@ class GRPOConfig:
     epochs: int = 1  # passes over each batch of rollouts
     minibatch: int = 64  # decisions per gradient step
     max_grad_norm: float = 1.0
-    num_inference_steps: int | None = None  # world-model denoising steps (None: the env's default)
+    num_inference_steps: int = 2  # world-model denoising steps per imagined chunk (few-step Euler)
     seed: int = 0
 
     def __post_init__(self) -> None:

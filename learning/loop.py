@@ -1,0 +1,403 @@
+"""`wvl loop`: the co-evolution loop (World-VLA-Loop, DESIGN section 1-2), end to end through the real stack.
+
+    iteration 0   : the SFT policy, deployed and measured
+    iteration k>=1: (a) refine the world model on SANS + every rollout so far
+                    (b) GRPO in imagination, from the SFT policy (paper) or the last policy (config)
+                    (c) export to ONNX and push it over the learner link to the robot process
+                    (d) the robot process runs N evaluation episodes with it (policy runtime + safety filter)
+                    (e) it ships the rollouts back over the link, labelled by the simulator's success flag
+                    (f) record: real success with its 95% CI, imagined success, world-model alignment on the
+                        fresh rollouts *before* refinement, wall time per phase
+
+The robot side is its own process (`wvl robot deploy`), exactly as on a rig: on the simulated robot `wvl loop`
+starts it; on a real rig (`robot=external`) the loop runs the learner side only and waits for the robot's
+episodes (labelled by the operator through the collector). Everything built before the first iteration (SANS
+demos, the SFT policy, world model v0) is cached under ``cache`` by a hash of what made it, so a rerun is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from learning.data.store import EpisodeStore
+from learning.eval.stats import SuccessRate
+from learning.report import LoopReport, side_by_side
+from robot.console import console, print_table
+
+log = logging.getLogger(__name__)
+
+ROBOT_ID = "robot-1"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def config_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _container(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- cached stages
+def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
+    """The SANS demos (scripted success + near-success on the simulated robot), collected once per config."""
+    from learning.data.collect import make_sim_robot
+    from robot.sim.collect import CollectStats, collect_sans
+
+    s = c["sans"]
+    key = config_hash(c["task"], c["sim"], s)
+    root = cache / f"sans-{key}"
+    done = root / "COMPLETE"
+    if done.exists():
+        store = EpisodeStore(root, create=False)
+        log.info("SANS demos: cached %s (%d episodes)", root, len(store))
+        return store
+    if root.exists():
+        shutil.rmtree(root)  # an interrupted collection: start over (seeds make it reproducible)
+    store = EpisodeStore(root)
+    robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])
+    robot.connect()
+    stats = CollectStats()
+    from robot.console import progress
+
+    with progress() as bar:
+        job = bar.add_task("SANS demos", total=s["success"] + s["near_success"], status="")
+        for ep in collect_sans(robot, s["success"], s["near_success"], seed=s["seed"], stats=stats):
+            store.append(ep)
+            bar.update(job, advance=1, status=f"success {stats.kept['success']} near-success {stats.kept['near_success']}")
+    robot.close()
+    done.write_text(json.dumps({"expert_success_rate": stats.expert_success_rate,
+                                "near_success_failure_rate": stats.near_success_failure_rate, "episodes": len(store)}))
+    return store
+
+
+def ensure_sft(c: dict[str, Any], sans: EpisodeStore, cache: Path) -> Path:
+    """The SFT policy (behaviour cloning on the SANS successes), trained once per config."""
+    from learning.policy.sft import train_sft
+
+    key = config_hash(sans.root.name, c["sft"])
+    out = cache / f"sft-{key}"
+    final = out / "final"
+    if (out / "COMPLETE").exists():
+        log.info("SFT policy: cached %s", final)
+        return final
+    folder = train_sft({**c["sft"], "store": str(sans.root), "out": str(out)}, sans)
+    (out / "COMPLETE").write_text(str(folder))
+    return Path(folder)
+
+
+def world_model_cfg(c: dict[str, Any], which: str) -> dict[str, Any]:
+    """The world model's training config for the initial model (``initial``) or a refinement (``refine``)."""
+    wm = dict(c["world_model"])
+    stage = dict(wm.pop("initial")) if which == "initial" else dict(wm.pop("refine"))
+    wm.pop("initial", None), wm.pop("refine", None)
+    train = {**wm.get("train", {}), **stage}
+    return {**wm, "train": train}
+
+
+def ensure_world_model(c: dict[str, Any], sans: EpisodeStore, cache: Path) -> Path:
+    """World model v0 trained on the SANS demos (without the near-successes for the ablation)."""
+    from learning.world_model.train import train_world_model
+
+    wcfg = world_model_cfg(c, "initial")
+    key = config_hash(sans.root.name, wcfg)
+    out = cache / f"wm-{key}"
+    if (out / "COMPLETE").exists():
+        log.info("world model v0: cached %s", out)
+        return Path((out / "COMPLETE").read_text())
+    folder = train_world_model({**wcfg, "out": str(out)}, [sans])
+    (out / "COMPLETE").write_text(str(folder))
+    return Path(folder)
+
+
+def ensure_classifier(sans: EpisodeStore, cache: Path) -> Path:
+    """The independent success classifier for visual alignment, trained on REAL frames only (the SANS demos)."""
+    from learning.eval.success_classifier import train_success_classifier
+
+    out = cache / f"classifier-{sans.root.name}"
+    if (out / "COMPLETE").exists():
+        return out
+    train_success_classifier([sans]).save_pretrained(out)
+    (out / "COMPLETE").write_text("ok")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the robot
+class RobotProcess:
+    """`wvl robot deploy` as a child process on the simulated robot; its log goes to ``log_path``."""
+
+    def __init__(self, c: dict[str, Any], endpoint: str, keys: Path, work: Path) -> None:
+        self.log_path = work / "robot.log"
+        sim = c["sim"]
+        args = [
+            sys.executable, "-m", "learning.cli", "robot", "deploy", "rig=sim", "sink=link", "source=policy",
+            f"link.endpoint={endpoint}", f"link.secret_key={keys / (ROBOT_ID + '.key_secret')}",
+            f"link.learner_key={keys / 'learner.key'}", f"outbox={work / 'outbox'}", f"deploy.policies={work / 'policies'}",
+            f"deploy.episodes={c['eval_episodes']}", f"deploy.eval_seed={c['eval_seed']}",
+            f"sim.task={c['task']}", f"sim.image_size={sim['image_size']}", f"sim.control_hz={sim['control_hz']}",
+            f"sim.max_steps={c['robot']['max_steps']}", f"runner.max_steps={c['robot']['max_steps']}",
+        ] + list(c["robot"].get("overrides") or [])
+        env = {**os.environ, "WVL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.info("robot process started (pid %d), log %s", self.proc.pid, self.log_path)
+
+    def check_alive(self) -> None:
+        rc = self.proc.poll()
+        if rc is not None:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"the robot process exited with code {rc}; last lines of {self.log_path}:\n" + "\n".join(tail))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # finishes the episode in progress, flushes its outbox
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def make_keys(folder: Path) -> tuple[Any, Path]:
+    """Fresh CURVE keys for this run: the learner's pair, the robot's pair, the allow list {robot-1}."""
+    from robot import wire
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("learner", ROBOT_ID):
+        if not (folder / f"{name}.key_secret").exists():
+            wire.generate_keypair(folder, name, overwrite=True)
+    robot_public = wire.load_public(folder / f"{ROBOT_ID}.key")
+    return wire.LearnerKeys.load(folder / "learner.key_secret", {ROBOT_ID: robot_public}), folder
+
+
+def wait_for_rollouts(store: EpisodeStore, version: str, n: int, robot: RobotProcess | None, timeout_s: float,
+                      label: str) -> list[int]:
+    """Block until ``n`` episodes of policy ``version`` are committed into ``store``; their indices."""
+    from robot.console import progress
+
+    deadline = time.monotonic() + timeout_s
+    with progress() as bar:
+        job = bar.add_task(label, total=n, status="")
+        while True:
+            store.refresh()
+            idx = store.indices(policy_version=version)
+            wins = sum(store.row(i)["outcome"] == "success" for i in idx)
+            bar.update(job, completed=min(len(idx), n), status=f"successes {wins}")
+            if len(idx) >= n:
+                return idx[:n]
+            if robot is not None:
+                robot.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(idx)}/{n} rollouts of policy {version} arrived within {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------- imagination
+def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str, c: dict[str, Any]) -> tuple[float, np.ndarray, list[np.ndarray]]:
+    """The greedy policy from ``frames`` inside the world model: success rate, per-start success, imagined videos."""
+    import torch
+
+    from learning.rl.grpo import GRPOConfig
+    from learning.world_model.env import WorldModelEnv
+
+    g = GRPOConfig.from_dict(c["grpo"])
+    env = WorldModelEnv(wm_path, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
+                        horizon=g.horizon_chunks * policy.chunk_length, seed=c["seed"])
+    obs = env.reset(frames, instruction)
+    videos = [[f] for f in obs]
+    success = np.zeros(len(frames), bool)
+    alive = np.ones(len(frames), bool)
+    with torch.no_grad():
+        for _ in range(g.horizon_chunks):
+            chunks = policy.act(obs, instruction).cpu().numpy().astype(np.float32)
+            nxt, rewards, done = env.step(chunks)
+            for i in np.flatnonzero(alive):
+                videos[i].extend(nxt[i])
+            success |= alive & (rewards.max(axis=1) > g.success_threshold)
+            alive &= ~np.asarray(done, bool) & ~success
+            obs = nxt[:, -1]
+            if not alive.any():
+                break
+    return float(success.mean()), success, [np.stack(v) for v in videos]
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class Iteration:
+    k: int
+    policy_folder: Path  # the torch policy (save_pretrained folder)
+    wm: Path  # the world model used for this iteration's GRPO (and judged on its rollouts)
+    seconds: dict[str, float]
+    grpo_history: list[dict[str, float]]
+
+
+def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
+    c = _container(cfg)
+    out = Path(c["out"])
+    cache = Path(c["cache"])
+    out.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    if c.get("threads"):
+        torch.set_num_threads(int(c["threads"]))
+    report = LoopReport(out, c)
+    t_setup: dict[str, float] = {}
+
+    # ---- built once, cached: SANS demos, SFT policy, world model v0
+    with timed(t_setup, "sans"):
+        sans = ensure_sans(c, cache)
+    with timed(t_setup, "sft"):
+        sft_folder = ensure_sft(c, sans, cache)
+    with timed(t_setup, "world_model_v0"):
+        wm = ensure_world_model(c, sans, cache)
+    with timed(t_setup, "success_classifier"):
+        classifier = ensure_classifier(sans, cache)
+    report.notes.append("setup seconds (0 when cached): " + ", ".join(f"{k} {v:.0f}" for k, v in t_setup.items()))
+
+    # ---- the learner link and the robot process
+    from learning.server import LearnerServer
+    from robot import wire
+
+    rollouts_root = out / "rollouts"
+    if rollouts_root.exists():
+        shutil.rmtree(rollouts_root)  # each run measures its own policies
+    keys, key_dir = make_keys(out / "keys")
+    server = LearnerServer(rollouts_root, "tcp://127.0.0.1:*" if c["robot"]["kind"] == "sim" else c["link"]["endpoint"], keys)
+    server.start()
+    robot = None
+    try:
+        if c["robot"]["kind"] == "sim":
+            robot_dir = out / "robot"
+            shutil.rmtree(robot_dir, ignore_errors=True)
+            robot_dir.mkdir(parents=True)
+            robot = RobotProcess(c, server.endpoint, key_dir, robot_dir)
+        else:
+            log.info("waiting for the robot to connect to %s (robot id %s; keys in %s)", server.endpoint, ROBOT_ID, key_dir)
+
+        from learning.policy import load_policy
+        from learning.policy.export import export_policy
+
+        rollouts = EpisodeStore(rollouts_root)
+        instruction = load_policy(sft_folder).default_instruction
+        start_frames = np.stack([sans.frames(i)[0] for i in range(len(sans))])
+        prev_policy = sft_folder
+        for k in range(c["iterations"] + 1):
+            seconds: dict[str, float] = {}
+            history: list[dict[str, float]] = []
+            if k == 0:
+                policy_folder = sft_folder
+            else:
+                with timed(seconds, "refine_wm"):
+                    wm = refine_world_model(c, wm, sans, rollouts, out / f"iter-{k}" / "world_model")
+                with timed(seconds, "grpo"):
+                    base = sft_folder if c["grpo_from"] == "sft" else prev_policy
+                    policy_folder, history = run_grpo(c, base, wm, start_frames, instruction, out / f"iter-{k}" / "grpo")
+            # (c) export and push
+            version = f"loop-{k}"
+            with timed(seconds, "export"):
+                policy = load_policy(policy_folder)
+                artifact = out / "artifacts" / version
+                shutil.rmtree(artifact, ignore_errors=True)
+                export_policy(policy, artifact, version, check_images=start_frames[:8], overwrite=True,
+                              extra={"loop_iteration": k, "eval_episodes": c["eval_episodes"], "eval_seed": c["eval_seed"]})
+                server.publish_policy(artifact)
+            # (d)+(e) the robot evaluates and ships the rollouts back
+            with timed(seconds, "deploy_eval"):
+                idx = wait_for_rollouts(rollouts, version, c["eval_episodes"], robot, c["robot"]["timeout_s"],
+                                        f"iteration {k}: robot evaluation")
+            # (f) measure: real success, imagined success from the same first frames, WM alignment before refinement
+            rows = [rollouts.row(i) for i in idx]
+            rate = SuccessRate(sum(r["outcome"] == "success" for r in rows), len(rows))
+            with timed(seconds, "wm_eval"):
+                metrics = judge_world_model(c, policy, wm, rollouts, idx, instruction, out / f"iter-{k}", classifier)
+            row = {
+                "iteration": k, "policy_version": version, "success_rate": rate.rate, "successes": rate.successes,
+                "episodes": rate.n, "ci95": list(rate.interval), "grpo_imagined_success": history[-1]["imagined_success"] if history else None,
+                **metrics, "seconds": seconds, "world_model": str(wm), "policy": str(policy_folder),
+            }
+            report.add(row)
+            print_table(f"World-VLA-Loop on {c['task']} (after iteration {k})", LoopReport.COLUMNS, report.table_rows())
+            prev_policy = policy_folder
+    finally:
+        if robot is not None:
+            robot.stop()
+        server.close()
+    report.finish()
+    console.print(f"report: {out / 'report.md'}")
+    return report
+
+
+def refine_world_model(c: dict[str, Any], wm: Path, sans: EpisodeStore, rollouts: EpisodeStore, out: Path) -> Path:
+    """(a) fine-tune the world model from its last checkpoint on SANS + all rollouts so far (failures matter most)."""
+    from learning.world_model.train import train_world_model
+
+    wcfg = world_model_cfg(c, "refine")
+    return Path(train_world_model({**wcfg, "out": str(out)}, [sans, rollouts], init_from=wm))
+
+
+def run_grpo(c: dict[str, Any], base_policy: Path, wm: Path, start_frames: np.ndarray, instruction: str, out: Path):
+    """(b) GRPO in imagination from ``base_policy``; returns the new policy folder and the per-step log."""
+    from learning.policy import load_policy
+    from learning.rl.grpo import GRPOConfig, train_grpo
+    from learning.world_model.env import WorldModelEnv
+
+    g = GRPOConfig.from_dict(c["grpo"])
+    policy = load_policy(base_policy)
+    env = WorldModelEnv(wm, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
+                        horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed)
+    res = train_grpo(policy, env, start_frames, instruction, g, out)
+    return res.policy_folder, res.history
+
+
+def judge_world_model(c: dict[str, Any], policy, wm: Path, rollouts: EpisodeStore, idx: list[int], instruction: str,
+                      out: Path, classifier: Path) -> dict[str, Any]:
+    """How wrong was the world model about this policy? Alignment on the fresh rollouts (replaying their real
+    actions) and the greedy policy's imagined success from the same first frames, with side-by-side videos."""
+    from learning.eval.world_model import evaluate_world_model
+    from learning.rl.grpo import GRPOConfig
+
+    g = GRPOConfig.from_dict(c["grpo"])
+    n = min(len(idx), c["judge"]["episodes"])
+    sel = idx[:n]
+    metrics = evaluate_world_model(wm, rollouts, sel, classifier=classifier, num_inference_steps=g.num_inference_steps,
+                                   reward_threshold=g.success_threshold, seed=c["seed"], video_dir=out / "wm_eval_videos", max_videos=2)
+    frames = np.stack([rollouts.frames(i)[0] for i in sel])
+    rate, per_start, videos = imagined_success(policy, wm, frames, instruction, c)
+    for j in range(min(c["judge"]["videos"], n)):
+        real = rollouts.frames(sel[j])
+        side_by_side(real, videos[j], out / "videos" / f"episode-{sel[j]:04d}-real_{rollouts.row(sel[j])['outcome']}"
+                     f"-imagined_{'success' if per_start[j] else 'failure'}.mp4", fps=rollouts.row(sel[j])["fps"])
+    return {"imagined_success": rate, "reward_alignment": metrics.get("reward_alignment"),
+            "visual_alignment": metrics.get("visual_alignment"), "judged_episodes": n,
+            "imagined_vs_real_agreement": float(np.mean([per_start[j] == (rollouts.row(sel[j])["outcome"] == "success") for j in range(n)]))}
+
+
+def main(cfg: DictConfig, mode: str | None = None) -> int:
+    run_loop(cfg)
+    return 0
