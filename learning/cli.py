@@ -72,6 +72,14 @@ COMMANDS: dict[str, Command] = {
         "camera calibration: print the ChArUco board, intrinsics, hand-eye (eye-in-hand / eye-to-hand), drift check",
         "calibration.cli:main", "robot/calibrate", modes=("board", "intrinsics", "handeye", "check"),
     ),
+    "grpo": Command(
+        "GRPO in imagination: the policy samples action chunks inside a world model; the reward head scores (no robot time)",
+        "learning.rl.grpo:main", "learning/grpo",
+    ),
+    "loop": Command(
+        "the co-evolution loop: SANS -> SFT -> world model -> [refine -> GRPO -> deploy over the link -> evaluate] x N, with a report",
+        "learning.loop:main", "learning/loop",
+    ),
     "keys": Command(
         "create a CURVE key pair for the learner link (learner or robot); prints where to copy the public key",
         "robot.keys:main", "robot/keys",

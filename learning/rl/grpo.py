@@ -229,3 +229,31 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
     policy.save_pretrained(folder)
     (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return GRPOResult(folder, history)
+
+
+def main(cfg, mode: str | None = None) -> int:
+    """`wvl grpo`: GRPO in imagination from a policy folder, in a world model checkpoint, from a store's first frames."""
+    from omegaconf import OmegaConf
+
+    from learning.data.store import EpisodeStore
+    from learning.policy import load_policy
+    from learning.world_model.env import WorldModelEnv
+    from robot.console import print_table
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    g = GRPOConfig.from_dict(c["grpo"])
+    store = EpisodeStore(c["store"], create=False)
+    indices = store.indices(outcomes=tuple(c["start_outcomes"]) if c["start_outcomes"] else None)
+    if not indices:
+        raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
+    policy = load_policy(c["policy"])
+    start_frames = np.stack([store.frames(i)[0] for i in indices])
+    env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
+                        horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed)
+    instruction = c["instruction"] or policy.default_instruction
+    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]))
+    keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy"]
+    print_table(f"GRPO in imagination ({len(start_frames)} start frames)", keys,
+                [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
+    print(f"policy: {res.policy_folder}")
+    return 0
