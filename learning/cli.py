@@ -66,7 +66,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "robot": Command(
         "the robot in one process (no ROS): camera + arm + policy/teleop + safety filter + outbox; `collect` = SANS teleop session",
-        "robot.main:main", "robot/robot", modes=("run", "collect"),
+        "robot.main:main", "robot/robot", modes=("run", "collect", "deploy"),
     ),
     "calibrate": Command(
         "camera calibration: print the ChArUco board, intrinsics, hand-eye (eye-in-hand / eye-to-hand), drift check",
