@@ -134,7 +134,7 @@ def compose(config: str, overrides: list[str]) -> DictConfig:
             if "=" not in ov:
                 raise ConfigKeyError(f"argument {ov!r} is not key=value")
             key = ov.split("=", 1)[0].lstrip("+~")
-            if ov.startswith(("+", "~")):
+            if ov.startswith(("+", "~")) or ov in groups:  # a config-group choice (sim=libero, preset=quick)
                 continue
             if key not in valid:
                 top = sorted(k for k in valid if "." not in k)
