@@ -306,7 +306,8 @@ def main(cfg, mode: str | None = None) -> int:
     succ = [r for r in res.episodes if r["success"]]
     print_table(f"policy {res.policy_version} on simulated {res.task}", ["what", "value"], [
         ("success rate", str(res.rate)),
-        ("episodes / seeds", f"{res.rate.n} / {cfg.seed}..{cfg.seed + cfg.episodes - 1}"),
+        ("episodes / seeds", f"{res.rate.n} / {min(r['seed'] for r in res.episodes)}..{max(r['seed'] for r in res.episodes)}"
+         + (" (LIBERO's fixed initial states)" if getattr(sim, "init_states", None) == "benchmark" else "")),
         ("mean steps to success", f"{np.mean([r['success_step'] for r in succ]):.1f}" if succ else "-"),
         ("policy calls per episode", f"{np.mean([r['policy_calls'] for r in res.episodes]):.1f}"),
         ("onnxruntime act p50", f"{np.median([r['infer_ms_p50'] for r in res.episodes]):.2f} ms"),

@@ -30,7 +30,7 @@ def test_perturbation_points_come_from_the_gripper_channel():
     with pytest.raises(ValueError, match="not one of"):
         perturbation_point("yaw", actions, z)
     rng = np.random.default_rng(0)
-    for kind, (lo, hi) in (("place_offset", (0.06, 0.10)), ("grasp_offset", (0.025, 0.04))):
+    for kind, (lo, hi) in (("place_offset", (0.085, 0.11)), ("grasp_offset", (0.03, 0.045))):
         r = [np.linalg.norm(sample_offset(kind, rng)) for _ in range(50)]
         assert lo <= min(r) and max(r) <= hi
 
