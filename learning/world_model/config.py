@@ -29,6 +29,7 @@ TINY_TRANSFORMER: dict[str, Any] = {
 }
 
 CODECS = ("patch", "wan")
+PREDICTIONS = ("x0", "velocity")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class WorldModelConfig:
     action_hidden: int = 256
     reward_head: bool = True
     reward_hidden: int = 128
+    prediction: str = "x0"  # what the transformer outputs: "x0" (clean latents; tiny patch model) or "velocity" (Cosmos 2B)
     t_cond: float = 1e-4  # noise level given to the clean conditioning frames (Cosmos: sigma_cond / (1 + sigma_cond))
     timestep_scale: float = 1000.0  # t in [0, 1] is multiplied by this before the sinusoidal embedding
     rope_fps: float | None = None  # fps given to Cosmos' RoPE (None: frame index, as for images)
@@ -58,6 +60,8 @@ class WorldModelConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"world model config: {name}: {why}")
 
+        if self.prediction not in PREDICTIONS:
+            raise bad("prediction", f"{self.prediction!r} is not one of {PREDICTIONS}")
         if self.codec not in CODECS:
             raise bad("codec", f"{self.codec!r} is not one of {CODECS}")
         for name in ("image_size", "chunk", "n_cond", "action_dim", "patch_factor", "patch_frames", "text_vocab", "text_len", "action_hidden", "reward_hidden"):

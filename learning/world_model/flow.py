@@ -11,9 +11,20 @@ eps and noise level t in [0, 1] (t = sigma / (1 + sigma) in the pipeline's EDM t
 Training loss (DESIGN.md section 2, the paper's joint objective):
 
     L = L_flow + lambda(t) * L_reward
-    L_flow   = mean over predicted latents of (v_hat - v)^2
+    L_flow   = mean over predicted latents of (v_hat - v)^2          (velocity models: the 2B Cosmos)
+             = mean over predicted latents of (x0_hat - x0)^2        (x0 models: the tiny patch-latent model;
+                                                                      = (v_hat - v)^2 weighted by t^2)
     L_reward = mean over the K predicted frames of BCE(r_hat_k, r_k)        (r_k in {0, 1}: per-frame success)
     lambda(t) = lambda_0 * (1 - t)
+
+Prediction target. The 2B Cosmos predicts v directly. The tiny patch-latent model predicts x0 and the sampler
+converts, v_hat = (x_t - x0_hat) / max(t, 0.05) (JiT, Li & He 2025, "Back to Basics: Let Denoising Generative
+Models Denoise"): a 16x16-px patch of 2 frames is a 1536-d token squeezed through a 128-d transformer; noise
+fills all 1536 dimensions, so v = eps - x0 cannot pass the bottleneck (the v-model's flow loss stalled near
+Var(eps) = 1 and its samples were noise: PSNR 12 dB, measured), while clean frames lie on a low-dimensional
+manifold that does. Its loss is taken in x0 space (a t^2-weighted v-loss): the unweighted v-loss of an
+x0-model puts up to 400x weight on nearly clean inputs, where actions do not matter, and a toy model trained
+with it did not learn to follow actions in 400 steps, while the x0 loss did (tests/world_model/test_model.py).
 
 lambda falls linearly with the noise level: at t -> 1 the denoiser's hidden states hold only the conditioning
 frame and the actions, so asking them for the outcome of the *generated* frames is mostly noise in the gradient;
@@ -39,9 +50,18 @@ def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
-def flow_loss(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
-    """L_flow: mean squared error over every predicted latent element."""
-    return F.mse_loss(v_pred.float(), v_target.float())
+T_MIN_DIV = 0.05  # x0-prediction: v = (x_t - x0_hat) / max(t, T_MIN_DIV), as in JiT (Li & He 2025)
+
+
+def velocity_from_x0(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The velocity implied by a clean-latent prediction: v = (x_t - x0_hat) / t (t clamped away from 0)."""
+    t = t.view(-1, *([1] * (x_t.ndim - 1))).clamp_min(T_MIN_DIV)
+    return (x_t - x0_hat) / t
+
+
+def flow_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_flow: mean squared error over every predicted latent element (v or x0 space)."""
+    return F.mse_loss(pred.float(), target.float())
 
 
 def reward_weight(t: torch.Tensor, lambda0: float) -> torch.Tensor:
@@ -54,10 +74,11 @@ def reward_loss(logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), rewards.float(), reduction="none").mean(1)
 
 
-def joint_loss(v_pred: torch.Tensor, v_target: torch.Tensor, logits: torch.Tensor | None, rewards: torch.Tensor,
+def joint_loss(pred: torch.Tensor, target: torch.Tensor, logits: torch.Tensor | None, rewards: torch.Tensor,
                t: torch.Tensor, lambda0: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L = L_flow + mean_b lambda(t_b) * L_reward,b. Returns the loss and its parts (detached) for logging."""
-    lf = flow_loss(v_pred, v_target)
+    """L = L_flow + mean_b lambda(t_b) * L_reward,b, with L_flow = MSE(pred, target) (v or x0, see above).
+    Returns the loss and its parts (detached) for logging."""
+    lf = flow_loss(pred, target)
     if logits is None or lambda0 == 0.0:
         return lf, {"flow": lf.detach()}
     lr = reward_loss(logits, rewards)  # (B,)

@@ -4,7 +4,7 @@
     cond latents stay clean (noise level t_cond, condition-mask channel = 1), predicted latents are noised to t
     actions (B, K, 7) --MLP per latent frame--> (B, T_pred, D), added to the timestep embedding of that frame
     instruction --hashed words--> (B, L, text_dim) token embeddings for the cross-attention
-    CosmosTransformer3DModel --> velocity v (B, C, T, h, w)        (flow matching, see flow.py)
+    CosmosTransformer3DModel --> v (2B) or x0 (tiny) (B, C, T, h, w)      (flow matching, see flow.py)
     hidden states of the last block (B, T*h'*w', D) --pool per frame, MLP--> reward logits (B, K)
 
 How the action reaches the timestep embedding. Diffusers' Cosmos transformer computes
@@ -12,10 +12,12 @@ How the action reaches the timestep embedding. Diffusers' Cosmos transformer com
 (shape (B, 1, T, 1, 1) -> (B*T,)), and every block's AdaLN turns ``embedded_timestep`` into its own shift,
 scale and gate. We replace ``time_embed`` by `ActionTimeEmbedding`, a subclass of diffusers' `CosmosEmbedding`
 that keeps the same sub-modules (so state-dict keys, and the pretrained 2B weights, load unchanged) and adds the
-per-frame action embedding to ``embedded_timestep``. The embedding reaches it through a context manager set
-for the duration of one forward call. Why not the alternatives: a subclass of the transformer would copy its
+per-frame action embedding to both ``temb`` (the timestep embedding proper, added to every block's shift,
+scale and gate) and ``embedded_timestep`` (which each block's AdaLN-LoRA turns into its own modulation). The
+embedding reaches it through a context manager set for the duration of one forward call. Why not the alternatives: a subclass of the transformer would copy its
 ~150-line forward (and drift from diffusers); a forward hook on ``time_embed`` needs the same side channel and
-hides the addition. The action MLP's last layer starts at zero, so a pretrained Cosmos starts out unchanged.
+hides the addition. With pretrained Cosmos weights the action MLP's last layer starts at zero, so the
+pretrained denoiser starts out unchanged.
 
 The reward head reads the last transformer block's output through a forward hook (the block's output is not
 returned by diffusers' forward).
@@ -48,7 +50,7 @@ from diffusers.models.transformers.transformer_cosmos import CosmosEmbedding
 
 from learning.world_model.codec import PatchCodec, WanCodec
 from learning.world_model.config import TINY_TRANSFORMER, WorldModelConfig, config_mismatch
-from learning.world_model.flow import euler_step, euler_timesteps
+from learning.world_model.flow import euler_step, euler_timesteps, velocity_from_x0
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ def _install_padding_mask_resize() -> None:
 
 
 class ActionTimeEmbedding(CosmosEmbedding):
-    """`CosmosEmbedding` (same sub-modules, same weights) + an additive per-latent-frame term."""
+    """`CosmosEmbedding` (same sub-modules, same weights) + an additive per-latent-frame term on both of its
+    outputs: ``temb`` (B*T, 3D), the timestep embedding added to every AdaLN's shift/scale/gate, and
+    ``embedded_timestep`` (B*T, D), which each block's AdaLN-LoRA maps to its own modulation."""
 
     def __init__(self, base: CosmosEmbedding) -> None:
         nn.Module.__init__(self)
@@ -79,7 +83,7 @@ class ActionTimeEmbedding(CosmosEmbedding):
 
     @contextmanager
     def adding(self, extra: torch.Tensor) -> Iterator[None]:
-        """Add ``extra`` (B*T, D) to ``embedded_timestep`` during the enclosed forward call."""
+        """Add ``extra`` (B*T, 4D) = [to temb (3D) | to embedded_timestep (D)] during the enclosed forward call."""
         self._extra = extra
         try:
             yield
@@ -89,9 +93,11 @@ class ActionTimeEmbedding(CosmosEmbedding):
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         temb, embedded_timestep = super().forward(hidden_states, timestep)  # (B*T, 3D), (B*T, D)
         if self._extra is not None:
-            if self._extra.shape != embedded_timestep.shape:
-                raise ValueError(f"action embedding {tuple(self._extra.shape)} does not match the timestep embedding {tuple(embedded_timestep.shape)}")
-            embedded_timestep = embedded_timestep + self._extra.to(embedded_timestep.dtype)
+            D = embedded_timestep.shape[-1]
+            if self._extra.shape != (embedded_timestep.shape[0], 4 * D):
+                raise ValueError(f"action embedding {tuple(self._extra.shape)} does not match the timestep embeddings (B*T, 3D + D) = ({embedded_timestep.shape[0]}, {4 * D})")
+            extra = self._extra.to(temb.dtype)
+            temb, embedded_timestep = temb + extra[:, : 3 * D], embedded_timestep + extra[:, 3 * D:]
         return temb, embedded_timestep
 
 
@@ -121,19 +127,26 @@ class HashedInstructionEncoder(nn.Module):
 
 
 class ActionEmbedding(nn.Module):
-    """Actions of one latent frame (temporal_factor actions, concatenated) -> a timestep-embedding offset."""
+    """Actions of one latent frame (temporal_factor actions, concatenated) -> an offset for the two timestep
+    embeddings of that frame (3D + D values). ``zero_init``: the last layer starts at zero, so a pretrained
+    denoiser is unchanged at step 0 (used for Cosmos weights; a model trained from scratch learns faster from a
+    small random start, measured on the action-following test)."""
 
-    def __init__(self, action_dim: int, temporal_factor: int, hidden: int, out_dim: int) -> None:
+    def __init__(self, action_dim: int, temporal_factor: int, hidden: int, out_dim: int, zero_init: bool = False) -> None:
         super().__init__()
         self.temporal_factor = temporal_factor
         self.net = nn.Sequential(nn.Linear(action_dim * temporal_factor, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
-        nn.init.zeros_(self.net[-1].weight)  # starts as "no action": a pretrained denoiser is unchanged at step 0
+        if zero_init:
+            self.zero_last_layer()
+
+    def zero_last_layer(self) -> None:
+        nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, actions: torch.Tensor) -> torch.Tensor:
         B, K, A = actions.shape
         a = actions.reshape(B, K // self.temporal_factor, self.temporal_factor * A)  # (B, T_pred, f*A)
-        return self.net(a)  # (B, T_pred, D)
+        return self.net(a)  # (B, T_pred, 4D)
 
 
 class RewardHead(nn.Module):
@@ -154,7 +167,9 @@ class RewardHead(nn.Module):
 
 @dataclass
 class WorldModelOutput:
-    velocity: torch.Tensor  # (B, C, T_pred, h, w): predicted v for the predicted latent frames
+    velocity: torch.Tensor  # (B, C, T_pred, h, w): predicted v for the predicted latent frames (converted from x0_hat
+    # when the transformer predicts clean latents, see flow.py)
+    x0: torch.Tensor  # (B, C, T_pred, h, w): the implied clean latents
     reward_logits: torch.Tensor | None  # (B, K) per-frame success logits, None without a reward head
 
 
@@ -169,14 +184,14 @@ class WorldModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
                  patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
                  vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256,
-                 reward_head: bool = True, reward_hidden: int = 128, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
+                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", t_cond: float = 1e-4, timestep_scale: float = 1000.0,
                  rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         cfg = WorldModelConfig(
             image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
             patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
             vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, reward_head=reward_head,
-            reward_hidden=reward_hidden, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
+            reward_hidden=reward_hidden, prediction=prediction, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
         )
         self.wm_config = cfg
         pre = pretrained_modules or {}
@@ -197,7 +212,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.transformer.time_embed = ActionTimeEmbedding(self.transformer.time_embed)
         text_dim = int(transformer.config.text_embed_dim)
         self.text_encoder = HashedInstructionEncoder(cfg.text_vocab, text_dim, cfg.text_len)
-        self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, D)
+        self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, 4 * D, zero_init=bool(pre))
         self.reward_net = RewardHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
         self._hidden: torch.Tensor | None = None
         self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)
@@ -223,7 +238,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         tk = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k not in ("in_channels", "out_channels")}
         vk = {k: v for k, v in vae.config.items() if not k.startswith("_")}
         # Cosmos-Predict2 feeds t = sigma / (1 + sigma) unscaled and RoPE at 16 fps (Cosmos2VideoToWorldPipeline).
-        params = {"codec": "wan", "transformer_kwargs": tk, "vae_kwargs": vk, "timestep_scale": 1.0, "rope_fps": 16.0,
+        params = {"codec": "wan", "transformer_kwargs": tk, "vae_kwargs": vk, "prediction": "velocity", "timestep_scale": 1.0, "rope_fps": 16.0,
                   "image_size": 256, "chunk": 8, **overrides}
         cfg = WorldModelConfig.from_dict(params)
         model = cls(**cfg.to_dict(), pretrained_modules={"transformer": transformer, "vae": vae})
@@ -288,8 +303,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         timestep = timestep.view(B, 1, T, 1, 1).to(x.dtype)
         cond_mask = torch.zeros(B, 1, T, h, w, dtype=x.dtype, device=x.device)
         cond_mask[:, :, :Tc] = 1.0
-        a_emb = self.action_mlp(actions.to(x.dtype))  # (B, T_pred, D)
-        a_emb = torch.cat([a_emb.new_zeros(B, Tc, a_emb.shape[-1]), a_emb], 1).flatten(0, 1)  # (B*T, D); cond frames: no action
+        a_emb = self.action_mlp(actions.to(x.dtype))  # (B, T_pred, 4D)
+        a_emb = torch.cat([a_emb.new_zeros(B, Tc, a_emb.shape[-1]), a_emb], 1).flatten(0, 1)  # (B*T, 4D); cond frames: no action
         padding_mask = x.new_zeros(1, 1, h, w) if self.transformer.config.concat_padding_mask else None
         with self.transformer.time_embed.adding(a_emb):
             out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=self.text_encoder(text_ids).to(x.dtype),
@@ -298,7 +313,12 @@ class WorldModel(ModelMixin, ConfigMixin):
         logits = None
         if self.reward_net is not None:
             logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:]  # (B, K): drop the cond frames
-        return WorldModelOutput(velocity=out[:, :, Tc:], reward_logits=logits)
+        pred = out[:, :, Tc:].float()
+        if cfg.prediction == "velocity":
+            velocity, x0 = pred, noisy.float() - t.view(-1, 1, 1, 1, 1) * pred
+        else:
+            velocity, x0 = velocity_from_x0(noisy.float(), pred, t), pred
+        return WorldModelOutput(velocity=velocity, x0=x0, reward_logits=logits)
 
     @torch.no_grad()
     def generate(self, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor, noise: torch.Tensor,

@@ -6,7 +6,7 @@ One step, top to bottom:
     video = [cond frames | next K frames] --codec--> cond latents (B, C, Tc, h, w), x0 (B, C, Tp, h, w)
     t ~ U(0, 1) per sample;  eps ~ N(0, I);  x_t = (1 - t) x0 + t eps
     v_hat, r_hat = model(x_t, t, cond, actions, instruction)
-    L = mean (v_hat - (eps - x0))^2 + mean_b lambda_0 (1 - t_b) BCE(r_hat_b, r_b)       (flow.py)
+    L = mean (x0_hat - x0)^2 [or (v_hat - v)^2] + mean_b lambda_0 (1 - t_b) BCE(r_hat_b, r_b)   (flow.py)
     AdamW step, EMA update
 
 Checkpoint folder layout (``out``)::
@@ -148,7 +148,11 @@ def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainC
         t_cond = s.clamp_min(model.wm_config.t_cond)
     with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = model(noisy_latents(x0, noise, t), t, cond, lat["actions"], lat["text_ids"], t_cond=t_cond)
-    return joint_loss(out.velocity, flow_target(x0, noise), out.reward_logits, lat["rewards"], t, train.reward_weight)
+    if model.wm_config.prediction == "x0":
+        pred, target = out.x0, x0
+    else:
+        pred, target = out.velocity, flow_target(x0, noise)
+    return joint_loss(pred, target, out.reward_logits, lat["rewards"], t, train.reward_weight)
 
 
 def lr_at(step: int, train: TrainConfig) -> float:
