@@ -101,10 +101,10 @@ def ensure_sft(c: dict[str, Any], sans: EpisodeStore, cache: Path) -> Path:
 
     key = config_hash(sans.root.name, c["sft"])
     out = cache / f"sft-{key}"
-    final = out / "final"
     if (out / "COMPLETE").exists():
-        log.info("SFT policy: cached %s", final)
-        return final
+        folder = Path((out / "COMPLETE").read_text())
+        log.info("SFT policy: cached %s", folder)
+        return folder
     folder = train_sft({**c["sft"], "store": str(sans.root), "out": str(out)}, sans)
     (out / "COMPLETE").write_text(str(folder))
     return Path(folder)
@@ -134,14 +134,14 @@ def ensure_world_model(c: dict[str, Any], sans: EpisodeStore, cache: Path) -> Pa
     return Path(folder)
 
 
-def ensure_classifier(sans: EpisodeStore, cache: Path) -> Path:
+def ensure_classifier(sans: EpisodeStore, cache: Path, steps: int) -> Path:
     """The independent success classifier for visual alignment, trained on REAL frames only (the SANS demos)."""
     from learning.eval.success_classifier import train_success_classifier
 
-    out = cache / f"classifier-{sans.root.name}"
+    out = cache / f"classifier-{sans.root.name}-{steps}"
     if (out / "COMPLETE").exists():
         return out
-    train_success_classifier([sans]).save_pretrained(out)
+    train_success_classifier([sans], steps=steps).save_pretrained(out)
     (out / "COMPLETE").write_text("ok")
     return out
 
@@ -277,7 +277,7 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     with timed(t_setup, "world_model_v0"):
         wm = ensure_world_model(c, sans, cache)
     with timed(t_setup, "success_classifier"):
-        classifier = ensure_classifier(sans, cache)
+        classifier = ensure_classifier(sans, cache, c["judge"]["classifier_steps"])
     report.notes.append("setup seconds (0 when cached): " + ", ".join(f"{k} {v:.0f}" for k, v in t_setup.items()))
 
     # ---- the learner link and the robot process

@@ -38,6 +38,7 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
     cam = c["policy"]["camera"]
     if cam not in rig.cameras:
         raise ValueError(f"policy.camera: {cam!r} is not one of the rig's cameras {sorted(rig.cameras)}")
+    rig.reset_scene(int(d["eval_seed"]) - int(c["seed"]))  # a scene to look at: the policy's image size comes from the camera
     frame = rig.cameras[cam].read()
     rig_spec = RigSpec(camera=cam, image_size=tuple(frame.rgb.shape[:2]), control_hz=runner.config.hz)
     keys = wire.PLAINTEXT if lk["plaintext"] else wire.RobotKeys.load(lk["secret_key"], lk["learner_key"])
