@@ -310,7 +310,7 @@ def collect_sans(
             else:
                 ep = scripted_success(robot, next_seed)
                 next_seed += 1
-                if len(ep) <= 2:  # solved at reset
+                if ep.rewards[0] == 1:  # solved before the arm moved: no demonstration in it
                     stats.trivial_seeds += 1
                     continue
             if ep.outcome == "success":
