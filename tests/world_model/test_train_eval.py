@@ -1,0 +1,118 @@
+"""Training (wvl train-wm: steps, resume, refinement with a store mix, balanced sampling) and evaluation
+(wvl eval-wm: wm_eval.json, videos) on a synthetic store, tiny config, through the real CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from learning.cli import main as wvl
+from learning.data.windows import WindowDataset, WindowSpec
+from learning.eval.success_classifier import train_success_classifier
+from learning.eval.world_model import evaluate_world_model, replay_actions
+from learning.world_model.model import load_world_model
+from learning.world_model.train import STATE_FILE, WindowSampler
+from tests.world_model.conftest import make_store, tiny_config, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wm")
+    return make_store(root / "sans"), make_store(root / "rollouts", n_per_outcome=1, seed=100), root
+
+
+def test_train_resume_is_exact_and_writes_tensorboard(stores, tmp_path):
+    sans, _, _ = stores
+    base = tiny_overrides(stores=f"[{sans.root}]")
+    assert wvl(["train-wm", *base, f"out={tmp_path / 'a'}", "train.steps=4"]) == 0
+    assert wvl(["train-wm", *base, f"out={tmp_path / 'b'}", "train.steps=2"]) == 0
+    assert torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)["step"] == 2
+    assert wvl(["train-wm", *base, f"out={tmp_path / 'b'}", "train.steps=4"]) == 0  # resumes at 2
+    a = torch.load(tmp_path / "a" / STATE_FILE, weights_only=True)
+    b = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for k in a["ema"]:
+        assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k  # resuming = not stopping
+    assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
+    meta = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert meta["step"] == 4 and meta["windows"] == {"success": 19, "near_success": 19, "failure": 19}  # (10 - 1) + (11 - 1) per outcome
+    model = load_world_model(tmp_path / "a", expect=tiny_config())
+    assert model.wm_config.chunk == 4
+
+
+def test_refinement_from_a_checkpoint_on_old_and_new_stores(stores, tmp_path, capsys):
+    sans, rollouts, _ = stores
+    base = tiny_overrides(stores=f"[{sans.root}]")
+    assert wvl(["train-wm", *base, f"out={tmp_path / 'v0'}", "train.steps=2"]) == 0
+    refine = tiny_overrides(stores=f"[{sans.root},{rollouts.root}]")
+    assert wvl(["train-wm", *refine, f"out={tmp_path / 'v1'}", f"init_from={tmp_path / 'v0'}", "train.steps=2", "train.mix=[0.5,0.5]"]) == 0
+    meta = json.loads((tmp_path / "v1" / "train_config.json").read_text())
+    assert meta["init_from"] == str(tmp_path / "v0") and len(meta["stores"]) == 2
+    # a checkpoint of another architecture is refused, naming the field
+    rc = wvl(["train-wm", *refine, f"out={tmp_path / 'v2'}", f"init_from={tmp_path / 'v0'}", "train.steps=1", "model.reward_hidden=16"])
+    assert rc == 2 and "reward_hidden: 32 != 16" in capsys.readouterr().err
+    rc = wvl(["train-wm", *refine, f"out={tmp_path / 'v2'}", "train.steps=1", "train.mix=[1.0]"])
+    assert rc == 2 and "train.mix: 1 shares for 2 stores" in capsys.readouterr().err
+
+
+def test_windows_from_a_store_with_other_image_size_are_refused(tmp_path, capsys):
+    big = make_store(tmp_path / "big", n_per_outcome=1, size=64)
+    rc = wvl(["train-wm", *tiny_overrides(stores=f"[{big.root}]"), f"out={tmp_path / 'x'}", "train.steps=1"])
+    assert rc == 2 and "images are 64x64, the world model is built for 32x32" in capsys.readouterr().err
+
+
+def test_batches_are_balanced_by_outcome_and_mixed_by_store(stores):
+    sans, rollouts, _ = stores
+    spec = WindowSpec(chunk=4)
+    rng = np.random.default_rng(0)
+    s = WindowSampler([sans], spec, 32, ("success", "near_success", "failure"), None, True)
+    b = s.sample(3000, rng)
+    counts = np.bincount(b["outcome"], minlength=3)
+    assert np.all(np.abs(counts / 3000 - 1 / 3) < 0.03), counts
+    mixed = WindowSampler([sans, rollouts], spec, 32, ("success", "failure"), (0.8, 0.2), True)
+    picks = mixed._where[rng.choice(len(mixed._where), size=3000, p=mixed._p)]
+    assert abs((picks[:, 0] == 1).mean() - 0.2) < 0.03  # the rollouts store's batch share
+    b = mixed.sample(500, rng)
+    assert set(np.unique(b["outcome"])) == {0, 2}  # near_success dropped (the ablation switch)
+
+
+def test_replayed_actions_match_training_windows(stores):
+    sans, _, _ = stores
+    ds = WindowDataset(sans, WindowSpec(chunk=4), [0])
+    acts = np.asarray(sans.step_table(0, ["action"]).column("action").to_pylist(), np.float32)
+    chunks = replay_actions(acts, n_chunks=3, K=4)  # past the end of the 10-step episode
+    for c in range(3):  # window starts 0, 4, 8 (the last one padded past the episode end)
+        assert np.array_equal(chunks[c], ds[4 * c]["actions"])
+    assert np.array_equal(chunks[2][0], acts[8])
+    assert np.all(chunks[2][1:, :6] == 0) and np.all(chunks[2][1:, 6] == acts[-1, 6])  # hold still
+
+
+def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
+    sans, _, _ = stores
+    assert wvl(["train-wm", *tiny_overrides(stores=f"[{sans.root}]"), f"out={tmp_path / 'wm'}", "train.steps=2"]) == 0
+    out = tmp_path / "eval"
+    rc = wvl(["eval-wm", f"checkpoint={tmp_path / 'wm'}", f"store={sans.root}", f"classifier_stores=[{sans.root}]",
+              "classifier_steps=5", "videos=2", f"out={out}", "threads=1"])
+    assert rc == 0
+    res = json.loads((out / "wm_eval.json").read_text())
+    for key in ("reward_alignment", "visual_alignment", "psnr", "ssim", "per_outcome", "counts", "classifier_real_accuracy"):
+        assert key in res
+    assert res["counts"] == {"failure": 2, "near_success": 2, "success": 2} and res["episodes"] == 6
+    assert 0.0 <= res["reward_alignment"] <= 1.0 and 0.0 <= res["ssim"] <= 1.0 and res["psnr"] > 0
+    assert set(res["per_outcome"]) == {"success", "near_success", "failure"}
+    assert len(list((out / "videos").glob("*.mp4"))) == 2
+    assert (out / "classifier" / "config.json").exists()
+    # the reward decision is the env's done rule on the head's probabilities
+    for row in res["episodes_detail"]:
+        assert row["reward_success"] == (row["reward_max"] > 0.9)
+
+
+def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
+    sans, _, _ = stores
+    assert wvl(["train-wm", *tiny_overrides(stores=f"[{sans.root}]"), f"out={tmp_path / 'nohead'}", "train.steps=1",
+                "model.reward_head=false"]) == 0
+    clf = train_success_classifier([sans], steps=5)
+    res = evaluate_world_model(tmp_path / "nohead", sans, [0, 1, 2], classifier=clf)
+    assert res["reward_alignment"] is None and res["reward_head"] is False
+    assert 0.0 <= res["visual_alignment"] <= 1.0 and res["episodes"] == 3
