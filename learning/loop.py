@@ -65,8 +65,9 @@ def _container(cfg: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- cached stages
 def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
     """The SANS demos (scripted success + near-success on the simulated robot), collected once per config."""
-    from learning.data.collect import make_sim_robot
-    from robot.sim.collect import CollectStats, collect_sans
+    from learning.data.collect import make_sim_robot, sans_collector
+
+    collect_sans, CollectStats = sans_collector(c["sim"])
 
     s = c["sans"]
     key = config_hash(c["task"], c["sim"], s)
@@ -147,19 +148,34 @@ def ensure_classifier(sans: EpisodeStore, cache: Path, steps: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- the robot
+ROBOT_SIM_KEYS = ("kind", "task", "image_size", "control_hz", "max_steps")  # the sim keys robot/conf/robot.yaml lists
+
+
+def _override_value(v: Any) -> str:
+    """A Hydra override value: lists as [a,b], strings quoted when they hold spaces or commas."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str) and any(ch in v for ch in " ,[]="):
+        return "'" + v + "'"
+    return str(v)
+
+
 class RobotProcess:
     """`wvl robot deploy` as a child process on the simulated robot; its log goes to ``log_path``."""
 
     def __init__(self, c: dict[str, Any], endpoint: str, keys: Path, work: Path) -> None:
         self.log_path = work / "robot.log"
-        sim = c["sim"]
+        # The robot's simulator: the loop's `sim` group, passed key by key (`+` adds keys robot.yaml does not list).
+        sim = {**c["sim"], "task": c["task"], "max_steps": c["robot"]["max_steps"]}
+        sim_args = [f"{'' if k in ROBOT_SIM_KEYS else '+'}sim.{k}={_override_value(v)}" for k, v in sim.items() if v is not None]
         args = [
             sys.executable, "-m", "learning.cli", "robot", "deploy", "rig=sim", "sink=link", "source=policy",
             f"link.endpoint={endpoint}", f"link.secret_key={keys / (ROBOT_ID + '.key_secret')}",
             f"link.learner_key={keys / 'learner.key'}", f"outbox={work / 'outbox'}", f"deploy.policies={work / 'policies'}",
             f"deploy.episodes={c['eval_episodes']}", f"deploy.eval_seed={c['eval_seed']}",
-            f"sim.task={c['task']}", f"sim.image_size={sim['image_size']}", f"sim.control_hz={sim['control_hz']}",
-            f"sim.max_steps={c['robot']['max_steps']}", f"runner.max_steps={c['robot']['max_steps']}",
+            f"runner.max_steps={c['robot']['max_steps']}", *sim_args,
         ] + list(c["robot"].get("overrides") or [])
         env = {**os.environ, "WVL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self._log = open(self.log_path, "ab")
@@ -256,8 +272,26 @@ class Iteration:
     grpo_history: list[dict[str, float]]
 
 
+def check_config(c: dict[str, Any]) -> None:
+    """Refuse a loop config that cannot work, naming the key, before anything is built."""
+    if c["iterations"] < 0 or c["eval_episodes"] < 1:
+        raise ValueError(f"iterations/eval_episodes: need iterations >= 0 and eval_episodes >= 1, got {c['iterations']}/{c['eval_episodes']}")
+    if c["grpo_from"] not in ("sft", "last"):
+        raise ValueError(f"grpo_from: {c['grpo_from']!r} is not 'sft' or 'last'")
+    if c["robot"]["kind"] not in ("sim", "external"):
+        raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim' or 'external'")
+    if (c["sim"].get("kind") or "maniskill") == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
+        raise ValueError(f"eval_seed/eval_episodes: LIBERO has 50 fixed initial states per task; episodes "
+                         f"{c['eval_seed']}..{c['eval_seed'] + c['eval_episodes'] - 1} do not fit (use preset=libero)")
+    wm_size = (c["world_model"].get("model") or {}).get("image_size", 64)
+    if wm_size != c["sim"]["image_size"]:
+        raise ValueError(f"world_model.model.image_size ({wm_size}) differs from sim.image_size ({c['sim']['image_size']}): "
+                         "the world model imagines the camera's frames, so they must match")
+
+
 def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     c = _container(cfg)
+    check_config(c)
     out = Path(c["out"])
     cache = Path(c["cache"])
     out.mkdir(parents=True, exist_ok=True)

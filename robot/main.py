@@ -66,9 +66,15 @@ def _import(target: str) -> Any:
 def build_rig(cfg: dict[str, Any]) -> Rig:
     kind = cfg["rig"]
     if kind == "sim":
-        from robot.sim.maniskill import ManiSkillConfig, SimRobot
+        sim_cfg = dict(cfg["sim"])
+        if sim_cfg.pop("kind", "maniskill") == "libero":  # the paper's benchmark; reset(i) = the task's initial state i
+            from robot.sim.libero import LiberoConfig, LiberoRobot
 
-        robot = SimRobot(ManiSkillConfig.from_dict(dict(cfg["sim"])))
+            robot = LiberoRobot(LiberoConfig.from_dict(sim_cfg))
+        else:
+            from robot.sim.maniskill import ManiSkillConfig, SimRobot
+
+            robot = SimRobot(ManiSkillConfig.from_dict(sim_cfg))
         robot.connect()
         seed0 = int(cfg["seed"])
         return Rig(robot.arm, dict(robot.cameras), robot.instruction, lambda i: robot.sim.reset(seed0 + i),

@@ -29,11 +29,19 @@ def make_sim_robot(sim_cfg: DictConfig, task: str):
     return SimRobot(ManiSkillConfig.from_dict({**d, "task": task}))
 
 
-def main(cfg: DictConfig, mode: str | None = "sim") -> int:
+def sans_collector(sim_cfg: DictConfig | dict):
+    """(collect_sans, CollectStats) for the simulated robot named by a `sim` config group."""
+    if (sim_cfg.get("kind") or "maniskill") == "libero":  # demos or scripted successes; near-successes = perturbed replays
+        from robot.sim.libero_collect import LiberoCollectStats, collect_sans
+
+        return collect_sans, LiberoCollectStats
     from robot.sim.collect import CollectStats, collect_sans
 
-    if cfg.sim.get("kind") == "libero":  # demos or scripted successes; near-successes = perturbed replays
-        from robot.sim.libero_collect import LiberoCollectStats as CollectStats, collect_sans  # noqa: F811
+    return collect_sans, CollectStats
+
+
+def main(cfg: DictConfig, mode: str | None = "sim") -> int:
+    collect_sans, CollectStats = sans_collector(cfg.sim)
     if cfg.success < 0 or cfg.near_success < 0:
         raise ValueError(f"success/near_success: must be >= 0, got {cfg.success}/{cfg.near_success}")
     robot = make_sim_robot(cfg.sim, cfg.task)  # validates the task before anything is written
