@@ -46,9 +46,9 @@ $(LIBERO_STAMP): $(STAMP)
 test: install libero
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Until `wvl loop` lands, the main job is the SANS collection on the simulated robot.
+# The main job: the co-evolution loop on the simulated robot (default preset; WVL_ARGS="preset=quick" for a smoke run).
 loop: install
-	$(BIN)/wvl collect sim $(WVL_ARGS)
+	$(BIN)/wvl loop $(WVL_ARGS)
 
 collect: install
 	$(BIN)/wvl collect sim $(WVL_ARGS)
