@@ -69,6 +69,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         conv_channels: Sequence[int] = (16, 32, 64, 128),  # each conv halves the resolution: 64 -> 4x4 patches
         coord_channels: bool = True,  # append x/y pixel coordinates to the input (CoordConv): easier localisation
         keypoints: int = 32,  # spatial-softmax keypoint tokens from the 2nd conv's map (0 = none)
+        aux_dim: int = 0,  # training-only auxiliary targets read out of the keypoints (0 = none), see `logits_and_aux`
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
         image_std: Sequence[float] = (0.25, 0.25, 0.25),
         camera: str = "front",
@@ -107,6 +108,12 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             self.kp_conv = nn.Conv2d(conv_channels[1], keypoints, 1)
             self.kp_proj = nn.Linear(2, d_model)
             self.kp_emb = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
+        if aux_dim:
+            if not keypoints:
+                raise ValueError("aux_dim: the auxiliary head reads the keypoints; set keypoints > 0")
+            # A small readout of robot-state targets (SFT: gripper position now, at the grasp, at the end) from the
+            # keypoint coordinates: it makes the keypoints track what the actions depend on. Not in the ONNX graph.
+            self.aux_head = nn.Sequential(nn.Linear(2 * keypoints, 128), nn.GELU(), nn.Linear(128, aux_dim))
         self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
         self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
         self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
@@ -121,7 +128,12 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
     # ------------------------------------------------------------------ the network
     def logits(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
         """images (B, H, W, 3) uint8, instruction_tokens (B, L) int64 (0 = padding) -> logits (B, K * D, V)."""
+        return self.logits_and_aux(images, instruction_tokens)[0]
+
+    def logits_and_aux(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> logits (B, K * D, V) and the auxiliary predictions (B, aux_dim) (None without an aux head)."""
         B, L = instruction_tokens.shape
+        aux = None
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, 3, H, W)
         x = (x - self.pixel_mean) / self.pixel_std
         if self.config.coord_channels:
@@ -134,6 +146,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                 attn = torch.softmax(self.kp_conv(x).flatten(2), dim=-1)  # (B, n_kp, h*w)
                 kp = attn @ self.kp_grid  # (B, n_kp, 2) in [-1, 1]
                 parts.append(self.kp_proj(kp) + self.kp_emb)  # (B, n_kp, d)
+                if self.config.aux_dim:
+                    aux = self.aux_head(kp.flatten(1))  # (B, aux_dim)
         patches = self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos  # (B, P, d)
         img = torch.cat([patches] + parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
@@ -146,7 +160,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         for block in self.blocks:
             h = block(h, bias)
         out = self.head(self.ln_f(h[:, -self.chunk_length:]))  # (B, K, D * V)
-        return out.view(B, self.chunk_length * self.action_dim, self.n_bins)  # (B, N, V), step-major
+        return out.view(B, self.chunk_length * self.action_dim, self.n_bins), aux  # (B, N, V), step-major
 
     def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
         """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 -> (B, K, D) float32 argmax actions."""

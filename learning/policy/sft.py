@@ -86,6 +86,7 @@ class SFTConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0
     augment_shift: int = 4  # px of random shift augmentation (DrQ); 0 = off
+    aux_weight: float = 1.0  # compact VLA: weight of the auxiliary gripper-position loss (0 = off), see aux_targets
     seed: int = 0
     log_every: int = 50
     val_every: int = 200
@@ -105,6 +106,8 @@ class SFTConfig:
         for name in ("chunk_length", "steps", "batch_size", "log_every", "val_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight: must be >= 0, got {self.aux_weight}")
         for name in ("val_episodes", "warmup_steps", "augment_shift", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -153,9 +156,23 @@ class Demos:
     instructions: list[str]
     episodes: list[int]
     camera_info: dict[str, Any] | None = None
+    aux: np.ndarray | None = None  # (N, AUX_DIM) float32, see aux_targets
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+AUX_DIM = 10
+
+
+def aux_targets(ee_pose: np.ndarray, gripper: np.ndarray, actions: np.ndarray, t: int) -> np.ndarray:
+    """Training-only targets that say what the actions depend on, from the robot's own recorded state:
+    the gripper's position and opening at t, where it closed on the object (the first close command; the last
+    step if it never closed) and where the episode ended (for a success: at the goal). (AUX_DIM,) float32.
+    The policy still sees only the image; these only shape its features during SFT."""
+    closes = np.flatnonzero(actions[:, 6] < 0)
+    grasp = ee_pose[closes[0], :3] if closes.size else ee_pose[-1, :3]
+    return np.concatenate([ee_pose[t, :3], [gripper[t]], grasp, ee_pose[-1, :3]]).astype(np.float32)
 
 
 def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None) -> Demos:
@@ -166,8 +183,13 @@ def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camer
     if len(cams) > 1:
         raise ValueError(f"episodes {indices} were recorded with {len(cams)} different camera framings "
                          f"(info.camera); train on one framing (select episodes of one rig)")
+    state = {}
+    for i in indices:
+        t = store.step_table(i, ["observation.ee_pose", "observation.gripper", "action"])
+        state[i] = [np.asarray(t.column(c).to_pylist(), np.float32) for c in ("observation.ee_pose", "observation.gripper", "action")]
+    aux = np.stack([aux_targets(*state[int(e)], int(t)) for e, t in zip(b["episode"], b["t"])])
     return Demos(images=b["cond"][:, -1], chunks=b["actions"], instructions=[task_of[int(e)] for e in b["episode"]],
-                 episodes=list(indices), camera_info=json.loads(cams.pop()) if cams else None)
+                 episodes=list(indices), camera_info=json.loads(cams.pop()) if cams else None, aux=aux)
 
 
 def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], list[int]]:
@@ -219,6 +241,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
+        aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,
         camera=cfg.camera or "front", instructions=instructions, camera_info=demos.camera_info,
         action_stats={"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist()},
     )
@@ -237,6 +260,18 @@ def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.nda
     tokens = policy.actions_to_tokens(chunks)  # (B, K * D)
     logp = policy.token_log_probs(images, instructions, tokens)  # (B, K * D)
     return -logp.mean(), logp.detach().exp().mean()
+
+
+def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray,
+                 aux: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compact VLA with an aux head: (NLL, mean target probability, MSE of the normalised aux targets),
+    from one forward pass. The NLL is the same number `sft_loss` computes."""
+    imgs = policy._images(images, policy.image_hw)
+    logits, pred = policy.logits_and_aux(imgs, policy.encode_instructions(instructions))
+    tokens = policy.actions_to_tokens(chunks).to(logits.device)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
+    mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
+    return -logp.mean(), logp.detach().exp().mean(), mse
 
 
 @torch.no_grad()
@@ -323,6 +358,8 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
     if ckpts:
         opt.load_state_dict(state["optimizer"])
 
+    use_aux = getattr(getattr(policy, "config", None), "aux_dim", 0) > 0 and cfg.aux_weight > 0 and train.aux is not None
+    aux_mean, aux_std = (train.aux.mean(0), train.aux.std(0) + 1e-3) if use_aux else (None, None)
     metrics_f = open(out / "metrics.jsonl", "a")
     last: dict[str, float] = {}
     t_train = time.perf_counter()
@@ -334,7 +371,13 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
                 g["lr"] = lr
             b = rng.integers(0, len(train), size=cfg.batch_size)
             images = random_shift(train.images[b], cfg.augment_shift, rng)
-            loss, acc = sft_loss(policy, images, [train.instructions[i] for i in b], train.chunks[b])
+            instr = [train.instructions[i] for i in b]
+            if use_aux:
+                nll, acc, aux_mse = sft_aux_loss(policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std)
+                loss = nll + cfg.aux_weight * aux_mse
+            else:
+                loss, acc = sft_loss(policy, images, instr, train.chunks[b])
+                nll = loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
@@ -342,7 +385,9 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             step += 1
             row: dict[str, float] = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row.update({"losses/train_nll": loss.item(), "charts/train_target_prob": acc.item(),
+                if use_aux:
+                    row["losses/train_aux_mse"] = aux_mse.item()
+                row.update({"losses/train_nll": nll.item(), "charts/train_target_prob": acc.item(),
                             "charts/lr": lr, "charts/grad_norm": float(gnorm)})
             if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 row.update(validation_loss(policy, val, 2 * cfg.batch_size))
