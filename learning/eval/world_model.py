@@ -35,6 +35,7 @@ from learning.eval.success_classifier import SuccessClassifier, real_frames, tra
 from learning.eval.video_metrics import psnr, ssim
 from learning.world_model.env import WorldModelEnv
 from learning.world_model.model import WorldModel, load_world_model
+from learning.world_model.train import store_cameras
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                          episode_indices: Sequence[int] | None = None, classifier: SuccessClassifier | str | Path | None = None,
                          classifier_stores: Sequence[EpisodeStore | str | Path] | None = None, num_inference_steps: int = 2,
                          reward_threshold: float = 0.9, seed: int = 0, batch_size: int = 32, video_dir: str | Path | None = None,
-                         max_videos: int = 8, device: str = "cpu") -> dict[str, Any]:
+                         max_videos: int = 8, device: str = "cpu", reward_from: str = "last_step") -> dict[str, Any]:
     """Replay held-out episodes with their real actions and measure alignment and frame quality (module docstring).
 
     ``classifier``: a trained `SuccessClassifier` (or its folder); otherwise one is trained on the REAL frames of
@@ -82,7 +83,8 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
             raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier (or a trained classifier)")
         classifier = train_success_classifier(classifier_stores)
     env = WorldModelEnv(model, num_inference_steps=num_inference_steps, reward_threshold=reward_threshold, horizon=10**9,
-                        device=device, seed=seed, reward_fn=None if model.reward_net is not None else classifier.reward_fn())
+                        device=device, seed=seed, reward_fn=None if model.reward_net is not None else classifier.reward_fn(),
+                        reward_from=reward_from)
     K = model.wm_config.chunk
     video_dir = Path(video_dir) if video_dir is not None else None
     rows: list[dict[str, Any]] = []
@@ -131,7 +133,7 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
         **_summary(rows),
         "per_outcome": {o: _summary([r for r in rows if r["outcome"] == o]) for o in sorted({r["outcome"] for r in rows})},
         "counts": {o: sum(r["outcome"] == o for r in rows) for o in sorted({r["outcome"] for r in rows})},
-        "store": str(store.root), "num_inference_steps": num_inference_steps, "reward_threshold": reward_threshold,
+        "store": str(store.root), "num_inference_steps": num_inference_steps, "reward_from": reward_from, "reward_threshold": reward_threshold,
         "seed": seed, "reward_head": model.reward_net is not None, "wall_s": round(time.perf_counter() - t_start, 1),
         "episodes_detail": rows,
     }
@@ -153,13 +155,19 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         classifier.save_pretrained(out / "classifier")
     result = evaluate_world_model(
         c["checkpoint"], c["store"], c.get("episodes"), classifier=classifier, num_inference_steps=int(c["num_inference_steps"]),
-        reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]),
+        reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]), reward_from=c["reward_from"],
         video_dir=out / "videos", max_videos=int(c["videos"]),
     )
     result["checkpoint"] = str(c["checkpoint"])
     train_cfg = Path(c["checkpoint"]) / "train_config.json"
     if train_cfg.exists():
         result["train"] = json.loads(train_cfg.read_text())
+        trained = result["train"].get("cameras") or []
+        held = store_cameras(EpisodeStore(c["store"], create=False), c.get("episodes"))
+        result["camera_mismatch"] = bool(trained and held and any(cam not in trained for cam in held))
+        if result["camera_mismatch"]:
+            log.warning("held-out episodes were filmed with another camera framing (%s) than the training episodes (%s): "
+                        "the world model has never seen this view; recollect one of the stores", held, trained)
     (out / "wm_eval.json").write_text(json.dumps(result, indent=2))
     from robot.console import print_table
 

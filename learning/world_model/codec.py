@@ -50,6 +50,12 @@ class PatchCodec(nn.Module):
         z = z.unflatten(0, (B, T // n, n)).flatten(2, 3)  # (B, T/n, n*3*f*f, h, w): frame j of a group -> channel block j
         return z.transpose(1, 2).contiguous()  # (B, C, T/n, h, w)
 
+    def hold_last(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, T', h, w) latents -> (B, C, 1, h, w): a latent frame made of the last frame, repeated (the scene
+        held still)."""
+        c1 = z.shape[1] // self.temporal_factor  # channels of one frame
+        return z[:, -c1:, -1:].repeat(1, self.temporal_factor, 1, 1, 1)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         B, C, Tl = z.shape[:3]
         n = self.temporal_factor

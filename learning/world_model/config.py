@@ -52,6 +52,7 @@ class WorldModelConfig:
     reward_head: bool = True
     reward_hidden: int = 128
     prediction: str = "x0"  # what the transformer outputs: "x0" (clean latents; tiny patch model) or "velocity" (Cosmos 2B)
+    residual: bool = True  # x0 models: predict the change from the last conditioning frame (most of the scene holds still)
     t_cond: float = 1e-4  # noise level given to the clean conditioning frames (Cosmos: sigma_cond / (1 + sigma_cond))
     timestep_scale: float = 1000.0  # t in [0, 1] is multiplied by this before the sinusoidal embedding
     rope_fps: float | None = None  # fps given to Cosmos' RoPE (None: frame index, as for images)
@@ -62,6 +63,8 @@ class WorldModelConfig:
 
         if self.prediction not in PREDICTIONS:
             raise bad("prediction", f"{self.prediction!r} is not one of {PREDICTIONS}")
+        if self.residual and (self.prediction != "x0" or self.codec != "patch"):
+            raise bad("residual", "a residual on the last frame needs prediction 'x0' and the patch codec (frame-aligned latents)")
         if self.codec not in CODECS:
             raise bad("codec", f"{self.codec!r} is not one of {CODECS}")
         for name in ("image_size", "chunk", "n_cond", "action_dim", "patch_factor", "patch_frames", "text_vocab", "text_len", "action_hidden", "reward_hidden"):
@@ -161,7 +164,7 @@ def config_mismatch(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> l
 class TrainConfig:
     """How the world model is trained (or refined from a previous checkpoint)."""
 
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 100

@@ -7,7 +7,7 @@
 
 Each ``step`` samples the next K frames of every rollout with a few Euler steps of the flow (2 by default;
 quality vs steps is measured by bench/world_model.py), reads the per-frame success probability from the reward
-head, and makes the last generated frame(s) the conditioning of the next call (autoregressive).
+head (at the last Euler step by default, or in an extra pass at t = 0: ``reward_from``), and makes the last generated frame(s) the conditioning of the next call (autoregressive).
 ``done`` = any reward of the chunk above ``reward_threshold`` (0.9, as in the paper) or ``horizon`` frames
 generated since reset; it is sticky (a done rollout stays done; it is still stepped, its results are for the
 caller to ignore).
@@ -36,7 +36,7 @@ RewardFn = Callable[[np.ndarray], np.ndarray]  # frames (B, K, H, W, 3) uint8 ->
 class WorldModelEnv:
     def __init__(self, model: WorldModel | str | Path, num_inference_steps: int = 2, reward_threshold: float = 0.9,
                  horizon: int = 40, device: str | torch.device = "cpu", seed: int = 0, shift: float = 1.0,
-                 reward_fn: RewardFn | None = None) -> None:
+                 reward_fn: RewardFn | None = None, reward_from: str = "last_step") -> None:
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
         if not 0.0 < reward_threshold < 1.0:
@@ -51,7 +51,9 @@ class WorldModelEnv:
                              "e.g. learning.eval.success_classifier.SuccessClassifier.reward_fn()")
         self.reward_fn = reward_fn
         self.num_inference_steps, self.reward_threshold, self.horizon = num_inference_steps, reward_threshold, horizon
-        self.shift, self.seed = shift, seed
+        if reward_from not in ("last_step", "clean"):
+            raise ValueError(f"reward_from: {reward_from!r} is not 'last_step' or 'clean'")
+        self.shift, self.seed, self.reward_from = shift, seed, reward_from
         self.chunk, self.image_size, self.action_dim = cfg.chunk, cfg.image_size, cfg.action_dim
         self._cond: torch.Tensor | None = None  # (B, n_cond, H, W, 3) uint8: the frames the next step conditions on
         self._text: torch.Tensor | None = None
@@ -101,7 +103,8 @@ class WorldModelEnv:
         shape = model.noise_shape(1)[1:]
         noise = torch.stack([torch.randn(shape, generator=g) for g in self._gens]).to(self.device)  # (B, C, Tp, h, w)
         actions = torch.from_numpy(np.clip(chunks, -1.0, 1.0)).to(self.device)
-        latents, probs = model.generate(cond_lat, actions, self._text.to(self.device), noise, self.num_inference_steps, self.shift)
+        latents, probs = model.generate(cond_lat, actions, self._text.to(self.device), noise, self.num_inference_steps, self.shift,
+                                        self.reward_from)
         frames_t = model.decode_next(cond_lat, latents).cpu()  # (B, K, H, W, 3) uint8
         frames = frames_t.numpy()
         if probs is not None:

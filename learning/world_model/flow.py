@@ -28,8 +28,8 @@ with it did not learn to follow actions in 400 steps, while the x0 loss did (tes
 
 lambda falls linearly with the noise level: at t -> 1 the denoiser's hidden states hold only the conditioning
 frame and the actions, so asking them for the outcome of the *generated* frames is mostly noise in the gradient;
-at t -> 0 they see the frames whose success is labelled. At inference the reward is read in one extra pass at
-t = 0 on the generated latents, where lambda is largest. BCE instead of the paper's squared error: the head
+at t -> 0 they see the frames whose success is labelled. At inference the reward is read at the last Euler step
+(t = 1/N for N uniform steps, lambda = lambda_0 (1 - 1/N)) or in an extra pass at t = 0 (`WorldModel.generate`). BCE instead of the paper's squared error: the head
 outputs a probability that is thresholded at 0.9, and BCE keeps it calibrated near 0 and 1.
 """
 

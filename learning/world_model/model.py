@@ -184,14 +184,14 @@ class WorldModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
                  patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
                  vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256,
-                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", t_cond: float = 1e-4, timestep_scale: float = 1000.0,
+                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", residual: bool = True, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
                  rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         cfg = WorldModelConfig(
             image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
             patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
             vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, reward_head=reward_head,
-            reward_hidden=reward_hidden, prediction=prediction, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
+            reward_hidden=reward_hidden, prediction=prediction, residual=residual, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
         )
         self.wm_config = cfg
         pre = pretrained_modules or {}
@@ -238,7 +238,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         tk = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k not in ("in_channels", "out_channels")}
         vk = {k: v for k, v in vae.config.items() if not k.startswith("_")}
         # Cosmos-Predict2 feeds t = sigma / (1 + sigma) unscaled and RoPE at 16 fps (Cosmos2VideoToWorldPipeline).
-        params = {"codec": "wan", "transformer_kwargs": tk, "vae_kwargs": vk, "prediction": "velocity", "timestep_scale": 1.0, "rope_fps": 16.0,
+        params = {"codec": "wan", "transformer_kwargs": tk, "vae_kwargs": vk, "prediction": "velocity", "residual": False, "timestep_scale": 1.0, "rope_fps": 16.0,
                   "image_size": 256, "chunk": 8, **overrides}
         cfg = WorldModelConfig.from_dict(params)
         model = cls(**cfg.to_dict(), pretrained_modules={"transformer": transformer, "vae": vae})
@@ -314,6 +314,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         if self.reward_net is not None:
             logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:]  # (B, K): drop the cond frames
         pred = out[:, :, Tc:].float()
+        if cfg.residual:  # x0_hat = (last conditioning frame, held still) + the predicted change
+            pred = pred + self.latent_codec.hold_last(cond).float()
         if cfg.prediction == "velocity":
             velocity, x0 = pred, noisy.float() - t.view(-1, 1, 1, 1, 1) * pred
         else:
@@ -322,19 +324,26 @@ class WorldModel(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def generate(self, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor, noise: torch.Tensor,
-                 num_inference_steps: int = 2, shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Sample the next chunk's latents by Euler integration from noise (t = 1) to t = 0, then read the reward
-        in one pass at t = 0. Returns latents (B, C, T_pred, h, w) and success probabilities (B, K) or None."""
+                 num_inference_steps: int = 2, shift: float = 1.0, reward_from: str = "last_step") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample the next chunk's latents by Euler integration from noise (t = 1) to t = 0.
+
+        The reward is read from the denoiser's hidden states either at the last Euler step (``"last_step"``: no
+        extra cost; the input there, x at t = t_{N-1}, is drawn from the same noisy marginal the head was trained
+        on) or in one extra pass at t = 0 on the sampled latents (``"clean"``). Returns latents (B, C, T_pred, h, w)
+        and success probabilities (B, K), or None without a reward head."""
+        if reward_from not in ("last_step", "clean"):
+            raise ValueError(f"reward_from: {reward_from!r} is not 'last_step' or 'clean'")
         ts = euler_timesteps(num_inference_steps, shift, device=noise.device)
         B = noise.shape[0]
         x = noise
+        logits = None
         for i in range(num_inference_steps):
-            v = self(x, ts[i].expand(B), cond, actions, text_ids).velocity
-            x = euler_step(x, v.float(), ts[i], ts[i + 1]).to(noise.dtype)
-        probs = None
-        if self.reward_net is not None:
-            probs = torch.sigmoid(self(x, torch.zeros(B, device=x.device), cond, actions, text_ids).reward_logits.float())
-        return x, probs
+            out = self(x, ts[i].expand(B), cond, actions, text_ids)
+            x = euler_step(x, out.velocity, ts[i], ts[i + 1]).to(noise.dtype)
+            logits = out.reward_logits
+        if self.reward_net is not None and reward_from == "clean":
+            logits = self(x, torch.zeros(B, device=x.device), cond, actions, text_ids).reward_logits
+        return x, None if logits is None else torch.sigmoid(logits.float())
 
     def noise_shape(self, batch: int) -> tuple[int, int, int, int, int]:
         cfg = self.wm_config

@@ -122,6 +122,17 @@ class WindowSampler:
         return batch
 
 
+def store_cameras(store: EpisodeStore, indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The distinct camera framings recorded in the episodes' info (``info["camera"]``; the simulator writes it).
+    A world model only knows the framing it was trained on: eval compares these."""
+    seen: list[dict[str, Any]] = []
+    for i in (range(len(store)) if indices is None else indices):
+        cam = json.loads(store.row(i).get("info_json") or "{}").get("camera")
+        if cam is not None and cam not in seen:
+            seen.append(cam)
+    return seen
+
+
 def batch_to_latents(model: WorldModel, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
     """A window batch -> cond latents (B, C, Tc, h, w), target latents x0 (B, C, Tp, h, w), actions, rewards, text ids."""
     with torch.no_grad():
@@ -219,7 +230,7 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     meta = {
         "model": model_cfg.to_dict(), "train": json.loads(json.dumps(asdict(train))),
         "stores": [str(s.root) for s in store_objs], "init_from": None if init_from is None else str(init_from),
-        "windows": sampler.counts(),
+        "windows": sampler.counts(), "cameras": [c for st in store_objs for c in store_cameras(st)],
     }
     from torch.utils.tensorboard import SummaryWriter
 
