@@ -68,7 +68,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         dropout: float = 0.0,
         conv_channels: Sequence[int] = (16, 32, 64, 128),  # each conv halves the resolution: 64 -> 4x4 patches
         coord_channels: bool = True,  # append x/y pixel coordinates to the input (CoordConv): easier localisation
-        keypoints: int = 32,  # spatial-softmax keypoint tokens from the 2nd conv's map (0 = none)
+        keypoints: int = 32,  # spatial-softmax keypoint tokens (0 = none)
+        keypoint_level: int = 2,  # which map they come from: 0 = the input image, i = after the i-th conv
         aux_dim: int = 0,  # training-only auxiliary targets read out of the keypoints (0 = none), see `logits_and_aux`
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
         image_std: Sequence[float] = (0.25, 0.25, 0.25),
@@ -89,8 +90,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         self.action_tokenizer = ActionTokenizer(n_bins)
         self.word_tokenizer = WordTokenizer(vocab)
 
-        if keypoints and len(conv_channels) < 2:
-            raise ValueError("keypoints: need at least two conv_channels entries (keypoints come from the second map)")
+        if keypoints and not 0 <= keypoint_level <= len(conv_channels):
+            raise ValueError(f"keypoint_level: {keypoint_level} is outside 0..{len(conv_channels)} (0 = input, i = after conv i)")
         stages, c_in = [], 3 + 2 * bool(coord_channels)
         for c in conv_channels:
             stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()))
@@ -102,10 +103,12 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
         if keypoints:
-            h = image_size // 4
+            h = image_size // 2**keypoint_level
             ky, kx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="ij")
             self.register_buffer("kp_grid", torch.stack([kx.flatten(), ky.flatten()], -1), persistent=False)  # (h*w, 2)
-            self.kp_conv = nn.Conv2d(conv_channels[1], keypoints, 1)
+            c_kp = (3 + 2 * bool(coord_channels)) if keypoint_level == 0 else conv_channels[keypoint_level - 1]
+            # At the input level a 3x3 filter on the colours: a keypoint can become "the centre of the red blob".
+            self.kp_conv = nn.Conv2d(c_kp, keypoints, 3 if keypoint_level == 0 else 1, padding=1 if keypoint_level == 0 else 0)
             self.kp_proj = nn.Linear(2, d_model)
             self.kp_emb = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
         if aux_dim:
@@ -139,15 +142,16 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         if self.config.coord_channels:
             x = torch.cat([x, self.coords.expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
         parts = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i == 1 and self.config.keypoints:
+        for i in range(len(self.stages) + 1):
+            if i == self.config.keypoint_level and self.config.keypoints:
                 # Spatial softmax (Levine et al. 2016): each keypoint channel -> its expected (x, y) position.
                 attn = torch.softmax(self.kp_conv(x).flatten(2), dim=-1)  # (B, n_kp, h*w)
                 kp = attn @ self.kp_grid  # (B, n_kp, 2) in [-1, 1]
                 parts.append(self.kp_proj(kp) + self.kp_emb)  # (B, n_kp, d)
                 if self.config.aux_dim:
                     aux = self.aux_head(kp.flatten(1))  # (B, aux_dim)
+            if i < len(self.stages):
+                x = self.stages[i](x)
         patches = self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos  # (B, P, d)
         img = torch.cat([patches] + parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
