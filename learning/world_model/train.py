@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
 from learning.data.windows import OUTCOME_IDS, WindowDataset, WindowError, WindowSpec
+from learning.distributed import Dist, current, init_distributed, wrap_world_model
 from learning.world_model.config import TrainConfig, WorldModelConfig, config_mismatch
 from learning.world_model.flow import flow_target, joint_loss, noisy_latents
 from learning.world_model.model import MODEL_DIR, CheckpointMismatchError, WorldModel, load_world_model
@@ -110,8 +111,10 @@ class WindowSampler:
                 out[names[int(o)]] = out.get(names[int(o)], 0) + 1
         return out
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
-        picks = self._where[rng.choice(len(self._where), size=batch_size, p=self._p)]
+    def sample(self, batch_size: int, rng: np.random.Generator, rows: slice = slice(None)) -> dict[str, Any]:
+        """A batch of ``batch_size`` windows; with ``rows``, only those rows of it are read (a rank's share, see
+        learning/distributed.py: the draw is the same whatever the world size)."""
+        picks = self._where[rng.choice(len(self._where), size=batch_size, p=self._p)][rows]
         items, tasks = [], []
         for si, wi in picks:
             it = self.datasets[si][int(wi)]
@@ -146,16 +149,20 @@ def batch_to_latents(model: WorldModel, batch: dict[str, Any], device: torch.dev
 
 
 def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainConfig, gen: torch.Generator,
-                  autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of one batch (flow matching + lambda(t)-weighted reward BCE); see the module docstring."""
+                  autocast_dtype: torch.dtype | None = None, dist: Dist | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one batch (flow matching + lambda(t)-weighted reward BCE); see the module docstring.
+    With ``dist``, ``lat`` is this rank's share of the global batch: the noise of the whole batch is drawn and this
+    rank's rows kept, so the run does not depend on the world size."""
     x0, cond = lat["x0"], lat["cond"]
     B, dev = x0.shape[0], x0.device
-    t = torch.rand(B, generator=gen, device="cpu").to(dev)
-    noise = torch.randn(x0.shape, generator=gen, device="cpu").to(dev)
+    Bg = B * (dist.world_size if dist else 1)  # the global batch
+    rows = dist.rows(Bg, "train.batch_size") if dist else slice(None)
+    t = torch.rand(Bg, generator=gen, device="cpu")[rows].to(dev)
+    noise = torch.randn((Bg, *x0.shape[1:]), generator=gen, device="cpu")[rows].to(dev)
     t_cond = None
     if train.cond_noise > 0:  # noise the conditioning frame a little: the model later conditions on its own frames
-        s = torch.rand(B, generator=gen, device="cpu").to(dev) * train.cond_noise
-        cond = noisy_latents(cond, torch.randn(cond.shape, generator=gen, device="cpu").to(dev), s)
+        s = torch.rand(Bg, generator=gen, device="cpu")[rows].to(dev) * train.cond_noise
+        cond = noisy_latents(cond, torch.randn((Bg, *cond.shape[1:]), generator=gen, device="cpu")[rows].to(dev), s)
         t_cond = s.clamp_min(model.wm_config.t_cond)
     with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = model(noisy_latents(x0, noise, t), t, cond, lat["actions"], lat["text_ids"], t_cond=t_cond)
@@ -187,19 +194,23 @@ def _configs(cfg: DictConfig | dict) -> tuple[WorldModelConfig, TrainConfig, dic
 
 
 def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | str | Path], init_from: str | Path | None = None,
-                      out: str | Path | None = None, resume: bool | None = None) -> Path:
+                      out: str | Path | None = None, resume: bool | None = None, dist: Dist | None = None) -> Path:
     """Train (``init_from=None``) or refine (``init_from`` = a previous checkpoint folder) a world model.
 
     ``cfg``: the ``wvl train-wm`` config (``model``, ``train``, ``out``, ``resume`` sections; a DictConfig from
     learning/conf/train_wm.yaml or a plain dict). ``stores``: episode stores or their folders; with several,
     ``train.mix`` gives each one's batch share. Returns the checkpoint folder (load it with `load_world_model`).
+    ``dist`` (default: the context `init_distributed` set up): under torchrun each rank trains on its
+    ``batch_size / world_size`` rows of every global batch with the model sharded by FSDP2; only rank 0 writes.
     """
     model_cfg, train, raw = _configs(cfg)
     out = Path(out if out is not None else raw.get("out") or "runs/wm")
     resume = bool(raw.get("resume", True)) if resume is None else resume
     if not stores:
         raise ValueError("stores: give at least one episode store")
-    device = resolve_device(train.device)
+    dist = dist or current()
+    rows = dist.rows(train.batch_size, "train.batch_size")
+    device = dist.device if dist.initialized else resolve_device(train.device)
     if train.threads is not None:
         torch.set_num_threads(train.threads)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 on GPU, fp32 on CPU
@@ -216,6 +227,8 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
         model = WorldModel.from_wm_config(model_cfg)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
+    wrap_world_model(dist, model)  # FSDP2 under torchrun (the EMA sharded like the model); nothing on one process
+    wrap_world_model(dist, ema)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.99))
     step = 0
     rng = np.random.default_rng(train.seed)
@@ -223,7 +236,7 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     wall_before = 0.0
     state_path = out / STATE_FILE
     if resume and state_path.exists():
-        step, rng, gen, wall_before = _load_state(state_path, out, model, ema, opt, model_cfg)
+        step, rng, gen, wall_before = _load_state(state_path, out, model, ema, opt, model_cfg, dist)
         log.info("resumed %s at step %d", out, step)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -232,11 +245,7 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
         "stores": [str(s.root) for s in store_objs], "init_from": None if init_from is None else str(init_from),
         "windows": sampler.counts(), "cameras": [c for st in store_objs for c in store_cameras(st)],
     }
-    from torch.utils.tensorboard import SummaryWriter
-
-    from robot.console import progress
-
-    writer = SummaryWriter(str(out / "tb"))
+    writer = dist.summary_writer(out / "tb")  # rank 0 only
     log.info("training world model: %d windows %s from %s on %s, %d params", len(sampler), sampler.counts(),
              [str(s.root) for s in store_objs], device, sum(p.numel() for p in model.parameters()))
     t0 = time.perf_counter()
@@ -244,13 +253,13 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     start_step = step
     model.train()
     stopped_early = False
-    with progress() as bar:
+    with dist.progress() as bar:
         job = bar.add_task("train world model", total=train.steps, completed=step, status="")
         while step < train.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, train)
-            lat = batch_to_latents(model, sampler.sample(train.batch_size, rng), device)
-            loss, parts = training_step(model, lat, train, gen, autocast_dtype)
+            lat = batch_to_latents(model, sampler.sample(train.batch_size, rng, rows), device)
+            loss, parts = training_step(model, lat, train, gen, autocast_dtype, dist)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -260,7 +269,8 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
             samples_since += train.batch_size
             if step % train.log_every == 0 or step == train.steps:
                 now = time.perf_counter()
-                writer.add_scalar("losses/total", loss.item(), step)
+                parts = dist.mean({"total": loss, **parts})  # over the global batch
+                writer.add_scalar("losses/total", parts.pop("total").item(), step)
                 for k, v in parts.items():
                     writer.add_scalar(f"losses/{k}", v.item(), step)
                 writer.add_scalar("charts/lr", opt.param_groups[0]["lr"], step)
@@ -269,25 +279,30 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
                 last_log, samples_since = now, 0
                 bar.update(job, completed=step, status=" ".join(f"{k} {v.item():.4f}" for k, v in parts.items()))
             elapsed_min = (time.perf_counter() - t0) / 60
-            if train.max_minutes is not None and elapsed_min >= train.max_minutes and step < train.steps:
+            if train.max_minutes is not None and dist.any(elapsed_min >= train.max_minutes) and step < train.steps:  # all ranks stop together
                 log.info("max_minutes %.1f reached at step %d of %d; checkpointing", train.max_minutes, step, train.steps)
                 stopped_early = True
                 break
             if step % train.checkpoint_every == 0 and step < train.steps:
-                _save(out, model, ema, opt, step, rng, gen, meta, wall_before + time.perf_counter() - t0)
+                _save(out, model, ema, opt, step, rng, gen, meta, wall_before + time.perf_counter() - t0, dist)
         bar.update(job, completed=step)
     wall = wall_before + time.perf_counter() - t0
-    _save(out, model, ema, opt, step, rng, gen, {**meta, "stopped_early": stopped_early}, wall)
+    _save(out, model, ema, opt, step, rng, gen, {**meta, "stopped_early": stopped_early}, wall, dist)
     writer.close()
     log.info("world model: %d steps (%d this run) in %.0f s -> %s", step, step - start_step, wall, out)
     return out
 
 
 def _save(out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator,
-          gen: torch.Generator, meta: dict[str, Any], wall: float) -> None:
-    """Write the EMA model (save_pretrained) and the resumable state; each file is renamed into place."""
+          gen: torch.Generator, meta: dict[str, Any], wall: float, dist: Dist | None = None) -> None:
+    """Write the EMA model (save_pretrained) and the resumable state; each file is renamed into place.
+    Every rank calls it (a sharded model's full state is gathered); rank 0 writes, in the single-process format."""
+    dist = dist or Dist()
+    weights = {"model": dist.model_state(model), "ema": dist.model_state(ema), "opt": dist.optimizer_state(model, opt)}
     tmp_model = out / f".{MODEL_DIR}.tmp"
-    ema.save_pretrained(tmp_model)
+    dist.save_pretrained(ema, tmp_model, weights["ema"])
+    if not dist.is_main:
+        return
     final = out / MODEL_DIR
     if final.exists():
         old = out / f".{MODEL_DIR}.old"
@@ -299,7 +314,7 @@ def _save(out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimi
     else:
         tmp_model.rename(final)
     state = {
-        "step": step, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+        "step": step, **weights,
         "rng": json.dumps(rng.bit_generator.state), "gen": gen.get_state(), "wall_s": wall,
         "model_config": json.dumps(model.wm_config.to_dict()),
     }
@@ -312,15 +327,17 @@ def _save(out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimi
 
 
 def _load_state(path: Path, out: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer,
-                model_cfg: WorldModelConfig) -> tuple[int, np.random.Generator, torch.Generator, float]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+                model_cfg: WorldModelConfig, dist: Dist | None = None) -> tuple[int, np.random.Generator, torch.Generator, float]:
+    dist = dist or Dist()
+    # mmap: every rank of a node reads the same file without holding its own copy in memory
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     diff = config_mismatch(json.loads(state["model_config"]), model_cfg.to_dict())
     if diff:
         raise CheckpointMismatchError(f"{out}: cannot resume, the checkpoint was made with another world-model config "
                                       f"({'; '.join(diff)}; checkpoint != requested); choose another out= or resume=false")
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["opt"])
+    dist.load_model_state(model, state["model"])  # full tensors, whatever world size wrote them
+    dist.load_model_state(ema, state["ema"])
+    dist.load_optimizer_state(model, opt, state["opt"])
     rng = np.random.default_rng()
     rng.bit_generator.state = json.loads(state["rng"])
     gen = torch.Generator()
@@ -330,8 +347,14 @@ def _load_state(path: Path, out: Path, model: WorldModel, ema: WorldModel, opt: 
 
 def main(cfg: DictConfig, mode: str | None = None) -> int:
     """``wvl train-wm``: train or refine from the config's stores; prints where the checkpoint went."""
-    stores = list(cfg.stores)
-    out = train_world_model(cfg, stores, init_from=cfg.init_from)
+    dist = init_distributed(OmegaConf.to_container(cfg.dist, resolve=True) if "dist" in cfg else None)  # torchrun: join the job
+    try:
+        stores = list(cfg.stores)
+        out = train_world_model(cfg, stores, init_from=cfg.init_from, dist=dist)
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     from robot.console import print_table
 
     meta = json.loads((out / CONFIG_FILE).read_text())
