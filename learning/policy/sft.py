@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
 from learning.data.windows import WindowDataset, WindowSpec
-from robot.console import print_table, progress
+from learning.distributed import Dist, current, init_distributed, wrap_policy
+from robot.console import print_table
 from robot.episode import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -298,12 +299,19 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*"))
 
 
-def _save_checkpoint(out: Path, policy, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator, cfg: SFTConfig) -> Path:
+def _save_checkpoint(out: Path, policy, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator, cfg: SFTConfig,
+                     dist: Dist | None = None) -> Path:
+    """Every rank calls it (a sharded policy's full state is gathered); rank 0 writes, in the single-process format."""
+    dist = dist or Dist()
     final = out / "checkpoints" / f"step-{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    torch.save({"optimizer": opt.state_dict(), "step": step, "numpy_rng": rng.bit_generator.state,
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dist.save_pretrained(policy, tmp)
+    opt_state = dist.optimizer_state(policy, opt)
+    if not dist.is_main:
+        return final
+    torch.save({"optimizer": opt_state, "step": step, "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "config": _cfg_dict(cfg)}, tmp / "training_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)  # a checkpoint folder exists only when complete
@@ -319,14 +327,33 @@ def _cfg_dict(cfg: SFTConfig) -> dict[str, Any]:
     return d
 
 
-def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Path | None = None) -> Path:
-    """Behaviour-clone a policy on ``store`` (default: ``cfg.store``); returns the final policy folder."""
+def _resume_mismatch(saved: dict[str, Any] | None, cfg: SFTConfig) -> list[str]:
+    """The architecture fields (policy kind, chunk length, model / hf settings) that differ between a checkpoint's
+    recorded config and ``cfg``, as "field: saved != requested" (fields a checkpoint did not record are not compared)."""
+    if not saved:
+        return []
+    want = _cfg_dict(cfg)
+    diff = [f"{k}: {saved[k]!r} != {want[k]!r}" for k in ("policy", "chunk_length") if k in saved and saved[k] != want[k]]
+    section = "model" if cfg.policy == "compact" else "hf"
+    for k, v in (saved.get(section) or {}).items():
+        if k in want[section] and v != want[section][k]:
+            diff.append(f"{section}.{k}: {v!r} != {want[section][k]!r}")
+    return diff
+
+
+def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Path | None = None, dist: Dist | None = None) -> Path:
+    """Behaviour-clone a policy on ``store`` (default: ``cfg.store``); returns the final policy folder.
+
+    ``dist`` (default: the context `init_distributed` set up): under torchrun each rank trains on its
+    ``batch_size / world_size`` rows of every global batch with the policy sharded by FSDP2; only rank 0 writes."""
     from learning.policy import load_policy
 
     if not isinstance(cfg, SFTConfig):
         cfg = SFTConfig.from_dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
     if not isinstance(store, EpisodeStore):
         store = EpisodeStore(store or cfg.store, create=False)
+    dist = dist or current()
+    rows = dist.rows(cfg.batch_size, "batch_size")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -346,26 +373,33 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
     if ckpts:
         policy = load_policy(ckpts[-1])
         state = torch.load(ckpts[-1] / "training_state.pt", weights_only=False)
+        diff = _resume_mismatch(state.get("config"), cfg)
+        if diff:
+            raise ValueError(f"{ckpts[-1]}: cannot resume, the checkpoint was made with another policy config ({'; '.join(diff)}; "
+                             f"checkpoint != requested); choose another out= or resume=false")
         step = int(state["step"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming from %s (step %d)", ckpts[-1], step)
     else:
         policy = build_policy(cfg, train)
+    if dist.initialized:
+        policy.to(dist.device)
     policy.train()
+    wrap_policy(dist, policy)  # FSDP2 under torchrun; nothing on one process
     decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95))
     if ckpts:
-        opt.load_state_dict(state["optimizer"])
+        dist.load_optimizer_state(policy, opt, state["optimizer"])
 
     use_aux = getattr(getattr(policy, "config", None), "aux_dim", 0) > 0 and cfg.aux_weight > 0 and train.aux is not None
     aux_mean, aux_std = (train.aux.mean(0), train.aux.std(0) + 1e-3) if use_aux else (None, None)
-    metrics_f = open(out / "metrics.jsonl", "a")
+    metrics_f = open(out / "metrics.jsonl", "a") if dist.is_main else None
     last: dict[str, float] = {}
     t_train = time.perf_counter()
-    with progress() as bar:
+    with dist.progress() as bar:
         job = bar.add_task("sft", total=cfg.steps, completed=step, status="")
         while step < cfg.steps:
             lr = lr_at(step, cfg)
@@ -373,6 +407,7 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
                 g["lr"] = lr
             b = rng.integers(0, len(train), size=cfg.batch_size)
             images = random_shift(train.images[b], cfg.augment_shift, rng)
+            b, images = b[rows], images[rows]  # this rank's rows of the global batch (every rank draws all of it)
             instr = [train.instructions[i] for i in b]
             if use_aux:
                 nll, acc, aux_mse = sft_aux_loss(policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std)
@@ -387,38 +422,49 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             step += 1
             row: dict[str, float] = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
+                m = dist.mean({"nll": nll, "acc": acc, **({"aux": aux_mse} if use_aux else {})})  # over the global batch
                 if use_aux:
-                    row["losses/train_aux_mse"] = aux_mse.item()
-                row.update({"losses/train_nll": nll.item(), "charts/train_target_prob": acc.item(),
+                    row["losses/train_aux_mse"] = m["aux"].item()
+                row.update({"losses/train_nll": m["nll"].item(), "charts/train_target_prob": m["acc"].item(),
                             "charts/lr": lr, "charts/grad_norm": float(gnorm)})
             if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 row.update(validation_loss(policy, val, 2 * cfg.batch_size))
-            if row:
+            if row and metrics_f:
                 last.update(row)
                 metrics_f.write(json.dumps({"step": step, **row}) + "\n")
                 metrics_f.flush()
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_checkpoint(out, policy, opt, step, rng, cfg)
+                _save_checkpoint(out, policy, opt, step, rng, cfg, dist)
             bar.update(job, advance=1, status=" ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items() if "nll" in k))
-    metrics_f.close()
     elapsed = time.perf_counter() - t_train
 
     final = out / "policy"
     tmp = out / ".policy.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
+    dist.save_pretrained(policy, tmp)  # every rank (gathers a sharded policy); rank 0 writes
+    if not dist.is_main:
+        dist.barrier()  # rank 0 finishes writing before anyone returns
+        return final
+    metrics_f.close()
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     summary = {"policy": str(final), "store": str(store.root), "train_episodes": train_idx, "val_episodes": val_idx,
                "train_windows": len(train), "steps": cfg.steps, "train_seconds": round(elapsed, 1),
                "final": last, "config": _cfg_dict(cfg)}
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+    dist.barrier()
     return final
 
 
 def main(cfg: DictConfig, mode: str | None = None) -> int:
-    sft = SFTConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    final = train_sft(sft)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    dist = init_distributed(c.pop("dist", None))  # torchrun: join the job
+    try:
+        sft = SFTConfig.from_dict(c)
+        final = train_sft(sft, dist=dist)
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     summary = json.loads((Path(sft.out) / "sft_summary.json").read_text())
     f = summary["final"]
     print_table(f"SFT -> {final}", ["what", "value"], [
