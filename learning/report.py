@@ -74,8 +74,7 @@ class LoopReport:
             ])
         return rows
 
-    COLUMNS = ["iter", "policy", "real success [95% CI]", "episodes", "imagined success", "GRPO imagined (last)",
-               "reward align.", "visual align.", "seconds"]
+    COLUMNS = ["iter", "policy", "real success [95% CI]", "n", "imagined", "GRPO imag.", "reward al.", "visual al.", "s"]
 
     def write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -89,11 +88,11 @@ class LoopReport:
             lines += ["", "Difference in real success vs iteration 0 (Newcombe 95% CI):", ""]
             for c in self.comparisons:
                 lines.append(f"- iteration {c['iteration']}: {100 * c['difference']:+.1f} points [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
-        lines += ["", "Columns: *real success* = the simulator's success flag over the robot process's evaluation episodes "
+        lines += ["", "Columns: *n* = evaluation episodes; *real success* = the simulator's success flag over the robot process's evaluation episodes "
                   "(run through the ONNX policy runtime and the safety filter); *imagined success* = the same policy (greedy) "
-                  "from the same first frames inside the world model used for that iteration; *GRPO imagined* = mean "
-                  "imagined success of the sampled rollouts in the last GRPO step; *reward/visual alignment* = that world "
-                  "model replaying the real rollouts' actions, before it is refined on them."]
+                  "from the same first frames inside the world model used for that iteration; *GRPO imag.* = mean "
+                  "imagined success of the sampled rollouts in the last GRPO step; *reward/visual al.* = that world "
+                  "model replaying the real rollouts' actions, before it is refined on them; *s* = wall seconds of the iteration."]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         per_phase = [(r["iteration"], r.get("seconds", {})) for r in self.iterations]

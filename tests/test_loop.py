@@ -1,0 +1,57 @@
+"""The co-evolution loop end to end (quick preset): real robot process, real CURVE sockets, real simulator."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("mani_skill")
+
+from learning.data.store import EpisodeStore  # noqa: E402
+from learning.eval.stats import wilson_interval  # noqa: E402
+from robot.policy_artifact import read_artifact  # noqa: E402
+
+pytestmark = [pytest.mark.sim, pytest.mark.slow]
+
+
+def test_quick_loop_runs_end_to_end_and_reports_what_happened(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={out}", f"cache={cache}"],
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    its = report["iterations"]
+    assert [it["iteration"] for it in its] == [0, 1]
+    rollouts = EpisodeStore(out / "rollouts", create=False)
+    for it in its:
+        # every number in the report comes from the rollouts the robot process shipped back over the link
+        rows = [rollouts.row(i) for i in rollouts.indices(policy_version=it["policy_version"])]
+        assert len(rows) == it["episodes"] == 3
+        wins = sum(row["outcome"] == "success" for row in rows)
+        assert it["successes"] == wins and it["success_rate"] == wins / 3
+        assert it["ci95"] == pytest.approx(list(wilson_interval(wins, 3)))
+        assert all(row["source"] == "policy" and row["loop_iteration"] == it["iteration"] for row in rows)
+        assert all(row["outcome"] in ("success", "failure") for row in rows)  # labelled by the simulator
+        assert read_artifact(out / "artifacts" / it["policy_version"]).policy_version == it["policy_version"]
+        assert set(it["seconds"]) >= {"export", "deploy_eval", "wm_eval"}
+        assert it["reward_alignment"] is not None and 0.0 <= it["imagined_success"] <= 1.0
+    assert set(its[1]["seconds"]) >= {"refine_wm", "grpo"} and its[1]["grpo_imagined_success"] is not None
+    # the robot really ran each version through its runtime, swapped between episodes
+    robot_log = (out / "robot" / "robot.log").read_text()
+    assert "policy loop-0 -> 3 evaluation episodes" in robot_log and "policy loop-1 -> 3 evaluation episodes" in robot_log
+    assert (out / "report.md").exists() and (out / "success.png").exists()
+    assert list((out / "iter-1" / "videos").glob("*.mp4"))
+    # the learner only accepted the robot's CURVE key (keys made for this run)
+    assert (out / "keys" / "robot-1.key").exists() and (out / "keys" / "learner.key_secret").exists()
+    # a rerun reuses the cached SANS demos, SFT policy and world model v0
+    assert len(list(cache.glob("sans-*"))) == 1 and len(list(cache.glob("sft-*"))) == 1
+
+
+def test_loop_refuses_a_bad_config(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={tmp_path}", "grpo_from=best"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "grpo_from" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={tmp_path}", "sim.image_size=48"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "world_model.model.image_size" in r.stderr
