@@ -16,6 +16,12 @@ One GRPO step, top to bottom (SimpleVLA-RL's recipe on World-VLA-Loop's imagined
 
 Logged per step: imagined success, informative-group fraction, loss, clip fraction, approx KL, entropy,
 advantage statistics, seconds spent imagining vs updating.
+
+On several ranks (torchrun, learning/distributed.py) the same step is computed, not an approximation of it: each
+rank imagines ``starts_per_step / world_size`` whole groups (a group is never split, so its statistics are
+local), every rollout keeps the world-model noise and policy draws it has in a 1-process run, the minibatches
+are the 1-process run's minibatches of decisions with each rank computing the loss of the decisions it holds, and
+the policy's gradients are reduced once per optimizer step (FSDP2).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from learning.distributed import Dist, current, init_distributed, wrap_policy
 from learning.rl.grpo_math import clipped_token_loss, group_advantages, kl_to_reference
 
 log = logging.getLogger(__name__)
@@ -97,19 +105,35 @@ class Rollouts:
     final_frames: np.ndarray  # (n_traj, H, W, 3) last imagined frame (for logging/videos)
 
 
+def _skip_draws(policy, generator: torch.Generator, rollouts: int) -> None:
+    """Advance ``generator`` past the sampling draws of ``rollouts`` rollouts of other ranks. The compact VLA draws one
+    uniform per action token and bin per rollout, and torch fills a tensor from its CPU generator in order, so a rank
+    that skips the rows before its own draws exactly what a 1-process run draws for them (other policies and CUDA
+    generators: still a fresh stream per rank, just not the 1-process one)."""
+    if rollouts:
+        torch.rand((rollouts, policy.chunk_length * policy.action_dim, policy.action_tokenizer.n_bins),
+                   generator=generator, device=generator.device)
+
+
 @torch.no_grad()
-def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, generator: torch.Generator) -> Rollouts:
-    """Roll out G copies of every start frame in the world model with the policy sampling at cfg.temperature."""
+def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, generator: torch.Generator,
+            dist: Dist | None = None) -> Rollouts:
+    """Roll out G copies of every start frame in the world model with the policy sampling at cfg.temperature.
+    With ``dist``, ``start_frames`` are this rank's share of the step's starts (whole groups); see the module docstring."""
+    dist = dist or Dist()
     S, G = len(start_frames), cfg.group_size
     frames = np.repeat(start_frames, G, axis=0)  # (S*G, H, W, 3)
     n = len(frames)
-    obs = env.reset(frames, instruction)
+    first = dist.rank * n  # global index of this rank's first rollout: its world-model noise is seeded by it
+    obs = env.reset(frames, instruction, seed=env.seed + first) if first else env.reset(frames, instruction)
     alive = np.ones(n, bool)
     success = np.zeros(n, bool)
     played = np.zeros(n, np.int64)
     images, tokens, logps, traj = [], [], [], []
     for _ in range(cfg.horizon_chunks):
+        _skip_draws(policy, generator, first)  # the rollouts of lower ranks
         chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator)
+        _skip_draws(policy, generator, n * dist.world_size - first - n)  # ... and of higher ranks
         # the per-token log-probs of exactly what was drawn, at the sampling temperature (the PPO "old" policy)
         lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature)
         idx = np.flatnonzero(alive)
@@ -122,7 +146,7 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
         success |= alive & (np.asarray(rewards).max(axis=1) > cfg.success_threshold)
         alive &= ~np.asarray(done, bool) & ~success
         obs = next_frames[:, -1]  # the policy sees the last imagined frame
-        if not alive.any():
+        if not dist.any(alive):  # all ranks play the same number of chunks (the sharded policy runs in lockstep)
             break
     return Rollouts(
         images=np.concatenate(images), tokens=torch.cat(tokens), old_logp=torch.cat(logps), traj=np.concatenate(traj),
@@ -130,31 +154,62 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     )
 
 
+def decision_order(ro: Rollouts, dist: Dist) -> tuple[np.ndarray, np.ndarray]:
+    """Where this rank's decisions stand in the 1-process run's decision list (chunk by chunk, trajectories in order
+    within a chunk), and how many decisions there are in all: -> (position of each local decision (N,), N_global).
+    One all-gather of (chunk, trajectory) pairs; on one process the identity."""
+    n_traj = len(ro.success)
+    chunk = np.cumsum(np.r_[0, np.diff(ro.traj) <= 0])  # a chunk's alive trajectories are listed in increasing order
+    keys, counts = dist.all_gather_rows(np.stack([chunk, ro.traj + dist.rank * n_traj], 1))  # (N_global, 2)
+    pos = np.empty(len(keys), np.int64)
+    pos[np.lexsort((keys[:, 1], keys[:, 0]))] = np.arange(len(keys))
+    mine = int(counts[:dist.rank].sum())
+    return pos[mine:mine + len(ro.traj)], len(keys)
+
+
 def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConfig, ref_policy=None,
-                generator: np.random.Generator | None = None) -> dict[str, float]:
-    """Group-relative advantages from ``ro`` and ``cfg.epochs`` passes of the clipped token loss."""
+                generator: np.random.Generator | None = None, dist: Dist | None = None) -> dict[str, float]:
+    """Group-relative advantages from ``ro`` and ``cfg.epochs`` passes of the clipped token loss.
+    With ``dist``, ``ro`` holds this rank's whole groups; the minibatches are drawn over the decisions of all ranks
+    and the returned statistics are those of the whole step (see the module docstring)."""
+    dist = dist or Dist()
     rng = generator or np.random.default_rng(cfg.seed)
-    rewards = torch.as_tensor(ro.success).reshape(-1, cfg.group_size)  # (S, G)
+    rewards = torch.as_tensor(ro.success).reshape(-1, cfg.group_size)  # (S, G): whole groups on every rank
     adv_traj, informative = group_advantages(rewards)
     adv = adv_traj.reshape(-1)[torch.as_tensor(ro.traj)]  # (N,) each decision takes its trajectory's advantage
     keep = informative.repeat_interleave(cfg.group_size)[torch.as_tensor(ro.traj)]  # drop decisions of flat groups
+    tot = dist.all_sum([ro.success.sum(), len(ro.success), float(informative.sum()), len(informative), len(ro.traj),
+                        ro.chunks_played.sum(), float(adv[keep].abs().sum()), float(keep.sum())])
     stats: dict[str, float] = {
-        "imagined_success": float(ro.success.mean()),
-        "informative_groups": float(informative.float().mean()),
-        "decisions": float(len(ro.traj)),
-        "chunks_per_trajectory": float(ro.chunks_played.mean()),
+        "imagined_success": float(tot[0] / tot[1]),
+        "informative_groups": float(tot[2] / tot[3]),
+        "decisions": float(tot[4]),
+        "chunks_per_trajectory": float(tot[5] / tot[1]),
     }
-    sel = np.flatnonzero(keep.numpy())
+    pos, n_global = decision_order(ro, dist)
+    kept = np.zeros(n_global, bool)
+    kept[pos[keep.numpy()]] = True
+    kept = dist.all_sum(kept) > 0
+    sel = np.flatnonzero(kept)  # kept decisions, numbered as in the 1-process run
     if len(sel) == 0:  # every group agreed: nothing to learn from this batch
         stats.update(loss=0.0, clip_fraction=0.0, approx_kl=0.0, entropy=float("nan"), updated=0.0, adv_abs_mean=0.0)
         return stats
+    local_of = np.full(n_global, -1)
+    local_of[pos] = np.arange(len(pos))  # global decision -> this rank's row (-1: another rank's)
     policy.train()
     totals = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0, "kl_ref": 0.0}
     n_mb = 0
     for _ in range(cfg.epochs):
         order = rng.permutation(sel)
         for start in range(0, len(order), cfg.minibatch):
-            mb = order[start:start + cfg.minibatch]
+            mb_global = order[start:start + cfg.minibatch]
+            mb = local_of[mb_global]
+            mb = mb[mb >= 0]  # the decisions of this minibatch that this rank holds
+            # A rank holding none still runs the (sharded) network on one row, weighted 0: every rank takes part in
+            # every all-gather and gradient reduction.
+            w = dist.share(len(mb), len(mb_global))
+            if len(mb) == 0:
+                mb = np.zeros(1, np.int64)
             images = ro.images[mb]
             tokens = ro.tokens[mb]
             new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)  # (b, L)
@@ -166,22 +221,23 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
                     ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)
                 kl = kl_to_reference(new_logp, ref_logp).mean()
                 loss = loss + cfg.kl_coef * kl
-                totals["kl_ref"] += float(kl)
+                totals["kl_ref"] += float(kl) * w
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * w if dist.world_size > 1 else loss).backward()  # rank-averaged gradient = the minibatch mean's
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
                 ent = policy.entropy(images, instruction, temperature=cfg.temperature).mean()
-            totals["loss"] += float(loss)
-            totals["clip_fraction"] += float(s["clip_fraction"])
-            totals["approx_kl"] += float(s["approx_kl"])
-            totals["entropy"] += float(ent)
+            totals["loss"] += float(loss.detach()) * w
+            totals["clip_fraction"] += float(s["clip_fraction"]) * w
+            totals["approx_kl"] += float(s["approx_kl"]) * w
+            totals["entropy"] += float(ent) * w
             n_mb += 1
     policy.eval()
-    stats.update({k: v / n_mb for k, v in totals.items()})
+    summed = dist.all_sum([totals[k] for k in totals]) / dist.world_size  # w sums to world_size per minibatch
+    stats.update({k: float(v) / n_mb for k, v in zip(totals, summed)})
     stats["updated"] = 1.0
-    stats["adv_abs_mean"] = float(adv[sel].abs().mean())
+    stats["adv_abs_mean"] = float(tot[6] / tot[7])
     return stats
 
 
@@ -192,30 +248,37 @@ class GRPOResult:
 
 
 def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, out: Path,
-               on_step: Callable[[int, dict[str, float]], None] | None = None) -> GRPOResult:
+               on_step: Callable[[int, dict[str, float]], None] | None = None, dist: Dist | None = None) -> GRPOResult:
     """Run cfg.steps GRPO updates of ``policy`` (modified in place) in ``env``; save it to ``out/policy``.
 
     start_frames (E, H, W, 3) uint8: real first frames; each step draws cfg.starts_per_step of them.
+    ``dist`` (default: the context `init_distributed` set up): under torchrun each rank imagines
+    ``starts_per_step / world_size`` groups, the policy is sharded by FSDP2 and only rank 0 writes.
     """
+    dist = dist or current()
     if len(start_frames) == 0:
         raise ValueError("grpo: no start frames (the store has no episodes to start imagination from)")
+    rows = dist.rows(cfg.starts_per_step, "grpo.starts_per_step")  # whole groups per rank
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed)  # the policy samples on its device
     rng = np.random.default_rng(cfg.seed)
     ref_policy = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
+    wrap_policy(dist, policy)  # FSDP2 under torchrun; nothing on one process
+    if ref_policy is not None:
+        wrap_policy(dist, ref_policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     policy.eval()
     history = []
     log_path = out / "grpo_log.jsonl"
-    with open(log_path, "w") as logf:
+    with open(log_path, "w") if dist.is_main else open(os.devnull, "w") as logf:  # rank 0 writes
         for step in range(cfg.steps):
             t0 = time.perf_counter()
             starts = start_frames[rng.choice(len(start_frames), size=cfg.starts_per_step, replace=len(start_frames) < cfg.starts_per_step)]
-            ro = imagine(policy, env, starts, instruction, cfg, gen)
+            ro = imagine(policy, env, starts[rows], instruction, cfg, gen, dist)
             t1 = time.perf_counter()
-            stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng)
+            stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng, dist)
             stats.update(step=step, imagine_s=t1 - t0, update_s=time.perf_counter() - t1)
             history.append(stats)
             logf.write(json.dumps(stats) + "\n")
@@ -226,8 +289,10 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
             if on_step:
                 on_step(step, stats)
     folder = out / "policy"
-    policy.save_pretrained(folder)
-    (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    dist.save_pretrained(policy, folder)  # every rank (gathers a sharded policy); rank 0 writes
+    if dist.is_main:
+        (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    dist.barrier()
     return GRPOResult(folder, history)
 
 
@@ -235,23 +300,33 @@ def main(cfg, mode: str | None = None) -> int:
     """`wvl grpo`: GRPO in imagination from a policy folder, in a world model checkpoint, from a store's first frames."""
     from omegaconf import OmegaConf
 
+    c = OmegaConf.to_container(cfg, resolve=True)
+    dist = init_distributed(c.get("dist"))  # torchrun: join the job
+    try:
+        return _run(c, dist)
+    finally:
+        dist.close()
+
+
+def _run(c: dict[str, Any], dist: Dist) -> int:
     from learning.data.store import EpisodeStore
     from learning.policy import load_policy
     from learning.world_model.env import WorldModelEnv
     from robot.console import print_table
 
-    c = OmegaConf.to_container(cfg, resolve=True)
     g = GRPOConfig.from_dict(c["grpo"])
     store = EpisodeStore(c["store"], create=False)
     indices = store.indices(outcomes=tuple(c["start_outcomes"]) if c["start_outcomes"] else None)
     if not indices:
         raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
-    policy = load_policy(c["policy"])
+    policy = load_policy(c["policy"], device=str(dist.device) if dist.initialized else None)
     start_frames = np.stack([store.frames(i)[0] for i in indices])
     env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
-                        horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed)
+                        horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
     instruction = c["instruction"] or policy.default_instruction
-    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]))
+    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist)
+    if not dist.is_main:
+        return 0
     keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy"]
     print_table(f"GRPO in imagination ({len(start_frames)} start frames)", keys,
                 [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
