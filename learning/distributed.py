@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -191,6 +193,9 @@ class Dist:
             return model
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
+        # FSDP2 warns when a wrapped module returns a view (our models return slices of the transformer output); the
+        # danger it names is an in-place op on that view, which no caller here does.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
         mp = MixedPrecisionPolicy(param_dtype=MIXED_PRECISION[cfg.mixed_precision], reduce_dtype=torch.float32) \
             if cfg.mixed_precision else MixedPrecisionPolicy()
         kw = dict(mesh=self.mesh(), mp_policy=mp, reshard_after_forward=cfg.reshard_after_forward)
@@ -363,6 +368,25 @@ def init_distributed(cfg: DistConfig | dict | None = None) -> Dist:
     return _current
 
 
+@contextmanager
+def distributed_session(cfg: DistConfig | dict | None = None) -> Iterator[Dist]:
+    """``with distributed_session(cfg.dist) as dist:`` -- `init_distributed`, then `Dist.close`; an error on a rank is
+    logged with the rank (and, for a timed-out collective, what that means) before it ends the process, after which
+    torchrun stops the other ranks."""
+    dist = init_distributed(cfg)
+    try:
+        yield dist
+    except BaseException as e:
+        if dist.initialized:
+            timed_out = "timed out" in str(e).lower() or "timeout" in type(e).__name__.lower()
+            hint = (f"; a collective waited longer than dist.timeout_s={dist.config.timeout_s:g} s: another rank died or hung "
+                    "(torchrun's failure summary names it)") if timed_out else ""
+            log.error("rank %d of %d failed: %s: %s%s", dist.rank, dist.world_size, type(e).__name__, e, hint)
+        raise
+    finally:
+        dist.close()
+
+
 class _RankFilter(logging.Filter):
     def __init__(self, rank: int) -> None:
         super().__init__()
@@ -460,5 +484,5 @@ def wrap_policy(dist: Dist, policy: nn.Module) -> nn.Module:
     return dist.wrap(policy, list(policy.blocks), forward_methods=("logits_and_aux",))
 
 
-__all__ = ["Dist", "DistConfig", "DistributedError", "current", "init_distributed", "launched_by_torchrun",
+__all__ = ["Dist", "DistConfig", "DistributedError", "current", "distributed_session", "init_distributed", "launched_by_torchrun",
            "wrap_policy", "wrap_world_model"]

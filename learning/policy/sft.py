@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
 from learning.data.windows import WindowDataset, WindowSpec
-from learning.distributed import Dist, current, init_distributed, wrap_policy
+from learning.distributed import Dist, current, distributed_session, wrap_policy
 from robot.console import print_table
 from robot.episode import OUTCOMES
 
@@ -457,12 +457,9 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
 
 def main(cfg: DictConfig, mode: str | None = None) -> int:
     c = OmegaConf.to_container(cfg, resolve=True)
-    dist = init_distributed(c.pop("dist", None))  # torchrun: join the job
-    try:
+    with distributed_session(c.pop("dist", None)) as dist:  # torchrun: join the job
         sft = SFTConfig.from_dict(c)
         final = train_sft(sft, dist=dist)
-    finally:
-        dist.close()
     if not dist.is_main:
         return 0
     summary = json.loads((Path(sft.out) / "sft_summary.json").read_text())

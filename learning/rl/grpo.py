@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learning.distributed import Dist, current, init_distributed, wrap_policy
+from learning.distributed import Dist, current, distributed_session, wrap_policy
 from learning.rl.grpo_math import clipped_token_loss, group_advantages, kl_to_reference
 
 log = logging.getLogger(__name__)
@@ -301,11 +301,8 @@ def main(cfg, mode: str | None = None) -> int:
     from omegaconf import OmegaConf
 
     c = OmegaConf.to_container(cfg, resolve=True)
-    dist = init_distributed(c.get("dist"))  # torchrun: join the job
-    try:
+    with distributed_session(c.get("dist")) as dist:  # torchrun: join the job
         return _run(c, dist)
-    finally:
-        dist.close()
 
 
 def _run(c: dict[str, Any], dist: Dist) -> int:

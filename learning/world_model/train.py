@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
 from learning.data.windows import OUTCOME_IDS, WindowDataset, WindowError, WindowSpec
-from learning.distributed import Dist, current, init_distributed, wrap_world_model
+from learning.distributed import Dist, current, distributed_session, wrap_world_model
 from learning.world_model.config import TrainConfig, WorldModelConfig, config_mismatch
 from learning.world_model.flow import flow_target, joint_loss, noisy_latents
 from learning.world_model.model import MODEL_DIR, CheckpointMismatchError, WorldModel, load_world_model
@@ -347,12 +347,8 @@ def _load_state(path: Path, out: Path, model: WorldModel, ema: WorldModel, opt: 
 
 def main(cfg: DictConfig, mode: str | None = None) -> int:
     """``wvl train-wm``: train or refine from the config's stores; prints where the checkpoint went."""
-    dist = init_distributed(OmegaConf.to_container(cfg.dist, resolve=True) if "dist" in cfg else None)  # torchrun: join the job
-    try:
-        stores = list(cfg.stores)
-        out = train_world_model(cfg, stores, init_from=cfg.init_from, dist=dist)
-    finally:
-        dist.close()
+    with distributed_session(OmegaConf.to_container(cfg.dist, resolve=True) if "dist" in cfg else None) as dist:  # torchrun: join the job
+        out = train_world_model(cfg, list(cfg.stores), init_from=cfg.init_from, dist=dist)
     if not dist.is_main:
         return 0
     from robot.console import print_table
