@@ -1,0 +1,46 @@
+"""Helpers for the distributed tests: launching `wvl` under torchrun (gloo, CPU) and comparing results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def torchrun(args: list[str], nproc: int = 2, script: Path | None = None, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """``torchrun --standalone --nproc_per_node=<nproc> -m learning.cli <args>`` (or ``script <args>``) on CPU (gloo).
+    Returns the finished process (stdout + stderr in .stdout) and its wall time in s."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += [str(script)] if script else ["-m", "learning.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WVL_LOG_LEVEL": "INFO"}
+    env.pop("WVL_DEBUG", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd + args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return proc, time.perf_counter() - t0
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+def assert_close_states(a: dict, b: dict, atol: float, what: str) -> None:
+    assert sorted(a) == sorted(b), f"{what}: different keys"
+    for k in a:
+        diff = (a[k].float() - b[k].float()).abs().max().item() if a[k].numel() else 0.0
+        assert diff <= atol, f"{what}[{k}]: max |difference| {diff:.3g} > {atol}"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The build machine's 2 cores are shared: one torch thread in this process (the ranks get OMP_NUM_THREADS=1).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
