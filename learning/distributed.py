@@ -34,6 +34,7 @@ hangs makes the others fail within it, and torchrun then stops the job with the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -186,26 +187,36 @@ class Dist:
         if cfg.activation_checkpointing:
             for block in blocks:
                 _checkpoint_forward(block)
+        if cfg.mixed_precision and not self.initialized:
+            raise DistributedError(f"dist.mixed_precision={cfg.mixed_precision}: FSDP2's mixed precision needs a torchrun "
+                                   "launch (one GPU: torchrun --nproc_per_node=1 --no-python wvl ...)")
+        if cfg.mixed_precision and self.device.type != "cuda":
+            # CPU autocast leaves norms with bf16 weights and fp32 inputs uncast (a dtype error); CUDA autocast runs them in fp32.
+            raise DistributedError(f"dist.mixed_precision={cfg.mixed_precision} is a GPU option (backend nccl); on CPUs (gloo) "
+                                   "train in fp32: dist.mixed_precision=null")
         if not self.initialized:
-            if cfg.mixed_precision:
-                raise DistributedError(f"dist.mixed_precision={cfg.mixed_precision}: FSDP2's mixed precision needs a torchrun "
-                                       "launch (one GPU: torchrun --nproc_per_node=1 --no-python wvl ...)")
             return model
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         # FSDP2 warns when a wrapped module returns a view (our models return slices of the transformer output); the
         # danger it names is an in-place op on that view, which no caller here does.
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-        mp = MixedPrecisionPolicy(param_dtype=MIXED_PRECISION[cfg.mixed_precision], reduce_dtype=torch.float32) \
-            if cfg.mixed_precision else MixedPrecisionPolicy()
+        dtype = MIXED_PRECISION[cfg.mixed_precision]
+        # bf16: FSDP2 gathers and computes with bf16 copies of the fp32 shards and reduces gradients in fp32; inputs are
+        # not cast (timesteps, pixel statistics stay fp32) and the network runs under autocast, so the fp32 islands of
+        # our models (norms, pooled reward features, losses) get fp32 operands.
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32, cast_forward_inputs=False) if dtype else MixedPrecisionPolicy()
         kw = dict(mesh=self.mesh(), mp_policy=mp, reshard_after_forward=cfg.reshard_after_forward)
         for block in blocks:
             fully_shard(block, **kw)
         root = model if root is None else root
         ignored = set(ignored_params)
         fully_shard(root, ignored_params=ignored or None, **kw)
-        for name in forward_methods:
-            register_fsdp_forward_method(root, name)
+        for name in ("forward", *forward_methods):
+            if dtype:
+                _autocast_method(root, name, self.device.type, dtype)
+            if name != "forward":
+                register_fsdp_forward_method(root, name)
         return model
 
     def mesh(self):
@@ -444,6 +455,18 @@ def _unsharded_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
         inner_copy.tie_weights()
         return cls(inner_copy, model.processor, model.config)
     raise DistributedError(f"save_pretrained: do not know how to rebuild a {cls.__name__} unsharded for saving")
+
+
+def _autocast_method(module: nn.Module, name: str, device_type: str, dtype: torch.dtype) -> None:
+    """Run ``module.<name>`` under torch.autocast (instance attribute: parameter names and state dicts unchanged)."""
+    inner = getattr(module, name)
+
+    @functools.wraps(inner)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type, dtype=dtype):
+            return inner(*args, **kwargs)
+
+    setattr(module, name, run)
 
 
 def _checkpoint_forward(block: nn.Module) -> None:

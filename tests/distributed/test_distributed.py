@@ -68,6 +68,8 @@ def test_nccl_unavailable_and_bad_dist_config_are_clear_errors(monkeypatch, tmp_
     # bf16 through FSDP2 needs a torchrun launch; a plain run says so instead of silently training in fp32
     with pytest.raises(DistributedError, match="dist.mixed_precision=bf16: FSDP2's mixed precision needs a torchrun launch"):
         wrap_policy(Dist(config=DistConfig(mixed_precision="bf16")), tiny_compact())
+    with pytest.raises(DistributedError, match="dist.mixed_precision=bf16 is a GPU option"):  # gloo ranks on CPUs
+        wrap_policy(Dist(world_size=2, backend="gloo", config=DistConfig(mixed_precision="bf16")), tiny_compact())
 
 
 def test_activation_checkpointing_recomputes_the_same_gradients():
