@@ -2,7 +2,8 @@
 
 It reads one frame and says whether the task is in its success state there (the per-frame ``next.reward`` label
 of the store). It never sees a generated frame while training, so when it reads success from a world model's
-video, the video *shows* success; an episode counts as successful when any frame's probability is > 0.5.
+video, the video *shows* success; an episode counts as successful when any frame's probability is above the
+reward threshold (0.9, the same rule as the reward head's).
 Its own accuracy on real held-out episodes is reported next to the alignment it measures.
 """
 

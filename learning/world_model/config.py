@@ -53,6 +53,7 @@ class WorldModelConfig:
     reward_hidden: int = 128
     prediction: str = "x0"  # what the transformer outputs: "x0" (clean latents; tiny patch model) or "velocity" (Cosmos 2B)
     residual: bool = True  # x0 models: predict the change from the last conditioning frame (most of the scene holds still)
+    cond_concat: bool = False  # patch codec: also concatenate the last conditioning frame to every latent frame's channels
     t_cond: float = 1e-4  # noise level given to the clean conditioning frames (Cosmos: sigma_cond / (1 + sigma_cond))
     timestep_scale: float = 1000.0  # t in [0, 1] is multiplied by this before the sinusoidal embedding
     rope_fps: float | None = None  # fps given to Cosmos' RoPE (None: frame index, as for images)
@@ -63,6 +64,8 @@ class WorldModelConfig:
 
         if self.prediction not in PREDICTIONS:
             raise bad("prediction", f"{self.prediction!r} is not one of {PREDICTIONS}")
+        if self.cond_concat and self.codec != "patch":
+            raise bad("cond_concat", "needs the patch codec (frame-aligned latents)")
         if self.residual and (self.prediction != "x0" or self.codec != "patch"):
             raise bad("residual", "a residual on the last frame needs prediction 'x0' and the patch codec (frame-aligned latents)")
         if self.codec not in CODECS:
@@ -172,6 +175,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995  # EMA of the weights; the checkpoint's model/ folder holds the EMA weights
     reward_weight: float = 1.0  # lambda_0 in lambda(t) = lambda_0 * (1 - t)
+    t_shift: float = 1.0  # noise levels t ~ U(0, 1) shifted to s t / (1 + (s - 1) t): s > 1 trains more at high noise
     cond_noise: float = 0.0  # max noise level added to the conditioning latents (robustness to own frames)
     outcomes: tuple[str, ...] = ("success", "near_success", "failure")  # which episodes train (ablation: drop near_success)
     balance_outcomes: bool = True  # each outcome present gets an equal share of every batch (per store)
@@ -195,6 +199,8 @@ class TrainConfig:
             raise bad("lr", f"must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise bad("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        if self.t_shift <= 0:
+            raise bad("t_shift", f"must be > 0, got {self.t_shift}")
         if self.reward_weight < 0 or self.cond_noise < 0 or self.warmup_steps < 0:
             raise bad("reward_weight/cond_noise/warmup_steps", "must be >= 0")
         known = ("success", "near_success", "failure", "unlabeled")

@@ -184,14 +184,15 @@ class WorldModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
                  patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
                  vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256,
-                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", residual: bool = True, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
+                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", residual: bool = True,
+                 cond_concat: bool = False, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
                  rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         cfg = WorldModelConfig(
             image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
             patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
             vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, reward_head=reward_head,
-            reward_hidden=reward_hidden, prediction=prediction, residual=residual, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
+            reward_hidden=reward_hidden, prediction=prediction, residual=residual, cond_concat=cond_concat, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
         )
         self.wm_config = cfg
         pre = pretrained_modules or {}
@@ -202,8 +203,9 @@ class WorldModel(ModelMixin, ConfigMixin):
             self.latent_codec = WanCodec(pre.get("vae") or AutoencoderKLWan(**cfg.vae_kwargs))
         tk = dict(cfg.transformer_kwargs)
         tk.setdefault("max_size", [cfg.cond_latent_frames + cfg.pred_latent_frames, cfg.latent_size, cfg.latent_size])
-        transformer = pre.get("transformer") or CosmosTransformer3DModel(in_channels=C + 1, out_channels=C, **tk)
-        if transformer.config.in_channels != C + 1 or transformer.config.out_channels != C:
+        C_in = 2 * C if cfg.cond_concat else C
+        transformer = pre.get("transformer") or CosmosTransformer3DModel(in_channels=C_in + 1, out_channels=C, **tk)
+        if transformer.config.in_channels != C_in + 1 or transformer.config.out_channels != C:
             raise ValueError(f"transformer: in/out channels {transformer.config.in_channels}/{transformer.config.out_channels} "
                              f"do not fit the codec's {C} latent channels (+1 condition mask)")
         if transformer.config.concat_padding_mask:
@@ -298,6 +300,8 @@ class WorldModel(ModelMixin, ConfigMixin):
             raise ValueError(f"actions: expected (B, {cfg.chunk}, {cfg.action_dim}), got {tuple(actions.shape)}")
         x = torch.cat([cond, noisy], 2)  # (B, C, T, h, w)
         T, h, w = x.shape[2:]
+        if cfg.cond_concat:  # every latent frame also carries the last conditioning frame in its channels
+            x = torch.cat([x, self.latent_codec.hold_last(cond).expand(-1, -1, T, -1, -1)], 1)  # (B, 2C, T, h, w)
         tc = torch.full((B,), cfg.t_cond, device=x.device) if t_cond is None else t_cond
         timestep = torch.cat([tc[:, None].expand(B, Tc), t[:, None].expand(B, Tp)], 1) * cfg.timestep_scale  # (B, T)
         timestep = timestep.view(B, 1, T, 1, 1).to(x.dtype)

@@ -158,6 +158,7 @@ def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainC
     Bg = B * (dist.world_size if dist else 1)  # the global batch
     rows = dist.rows(Bg, "train.batch_size") if dist else slice(None)
     t = torch.rand(Bg, generator=gen, device="cpu")[rows].to(dev)
+    t = train.t_shift * t / (1 + (train.t_shift - 1) * t)  # shift > 1: more samples at high noise, where actions matter
     noise = torch.randn((Bg, *x0.shape[1:]), generator=gen, device="cpu")[rows].to(dev)
     t_cond = None
     if train.cond_noise > 0:  # noise the conditioning frame a little: the model later conditions on its own frames
