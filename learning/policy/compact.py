@@ -71,6 +71,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         keypoints: int = 32,  # spatial-softmax keypoint tokens (0 = none)
         keypoint_level: int = 2,  # which map they come from: 0 = the input image, i = after the i-th conv
         aux_dim: int = 0,  # training-only auxiliary targets read out of the keypoints (0 = none), see `logits_and_aux`
+        action_head: str = "categorical",  # "categorical": free logits per bin; "gaussian": a discretised Gaussian per token
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
         image_std: Sequence[float] = (0.25, 0.25, 0.25),
         camera: str = "front",
@@ -123,7 +124,15 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         self.type_emb = nn.Parameter(torch.zeros(3, d_model))  # text, image, action query
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, action_dim * n_bins)
+        if action_head not in ("categorical", "gaussian"):
+            raise ValueError(f"action_head: {action_head!r} is not 'categorical' or 'gaussian'")
+        # "gaussian": each token's logits are -(c_i - mu)^2 / (2 sigma^2) over the bin centres c_i -- still an
+        # exact 256-way categorical (same sampling, log-probs, argmax, ONNX graph), but unimodal and ordinal: its
+        # argmax is the bin nearest mu, not whichever single bin holds the most mass. With free logits, a
+        # saturated +-1 action (one bin) out-votes a continuous value spread over many bins whenever the policy
+        # is unsure, and the greedy policy overshoots. mu beyond [-1, 1] puts the mass on the end bin.
+        self.head = nn.Linear(d_model, action_dim * (2 if action_head == "gaussian" else n_bins))
+        self.register_buffer("bin_centres", torch.linspace(-1, 1, n_bins), persistent=False)
         self.apply(self.init_weights)
         self.register_buffer("pixel_mean", torch.tensor(list(image_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(list(image_std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -163,8 +172,14 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         bias = torch.zeros(B, 1, 1, S, device=h.device).masked_fill(pad[:, None, None, :], float("-inf"))
         for block in self.blocks:
             h = block(h, bias)
-        out = self.head(self.ln_f(h[:, -self.chunk_length:]))  # (B, K, D * V)
-        return out.view(B, self.chunk_length * self.action_dim, self.n_bins), aux  # (B, N, V), step-major
+        out = self.head(self.ln_f(h[:, -self.chunk_length:]))  # (B, K, D * V) or (B, K, D * 2)
+        N = self.chunk_length * self.action_dim
+        if self.config.action_head == "gaussian":
+            mu, log_sigma = out.view(B, N, 2).unbind(-1)  # (B, N) each
+            sigma = torch.exp(log_sigma.clamp(-7.0, 2.0))[..., None]
+            logits = -0.5 * ((self.bin_centres - mu[..., None]) / sigma) ** 2  # (B, N, V)
+            return logits, aux
+        return out.view(B, N, self.n_bins), aux  # (B, N, V), step-major
 
     def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
         """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 -> (B, K, D) float32 argmax actions."""

@@ -52,6 +52,7 @@ class CompactModelConfig:
     coord_channels: bool = True
     keypoints: int = 32
     keypoint_level: int = 2  # 0 = from the input image, i = after the i-th conv
+    action_head: str = "categorical"  # categorical | gaussian (see CompactVLA)
     max_instruction_len: int = 24
 
     def __post_init__(self) -> None:
@@ -241,7 +242,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         vocab=WordTokenizer.build(instructions).vocab, image_size=H, chunk_length=cfg.chunk_length, action_dim=a.shape[1],
         d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
-        keypoint_level=m.keypoint_level,
+        keypoint_level=m.keypoint_level, action_head=m.action_head,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,

@@ -101,3 +101,20 @@ def test_single_frame_counts_as_a_batch_of_one(policy, images):
 def test_image_size_must_match_the_conv_stem():
     with pytest.raises(ValueError, match="image_size"):
         tiny_compact(image_size=18)
+
+
+def test_gaussian_head_is_an_exact_ordinal_categorical(images, tmp_path):
+    """action_head="gaussian": same interface and exactness; greedy = the bin nearest mu, clamped to the ends."""
+    policy = tiny_compact(action_head="gaussian")
+    chunks, tokens, log_prob = policy.sample(images, INSTRUCTION, 1.6, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(log_prob, policy.log_prob(images, INSTRUCTION, tokens, temperature=1.6), atol=1e-5, rtol=0)
+    # (An untrained Gaussian is wide: neighbouring bins at its peak differ by ~1e-5 in logit, hence the colder T.)
+    cold = policy.sample(images, INSTRUCTION, 1e-9, generator=torch.Generator().manual_seed(0))[0]
+    assert torch.equal(cold, policy.act(images, INSTRUCTION))
+    with torch.no_grad():
+        out = policy.head(torch.zeros(1, policy.config.d_model))
+    assert out.shape == (1, 7 * 2)  # (mu, log sigma) per action dimension, not 256 logits
+    policy.save_pretrained(tmp_path / "g")
+    assert torch.equal(load_policy(tmp_path / "g").act(images, INSTRUCTION), policy.act(images, INSTRUCTION))
+    with pytest.raises(ValueError, match="action_head"):
+        tiny_compact(action_head="mixture")

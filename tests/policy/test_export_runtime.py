@@ -220,3 +220,9 @@ def test_wvl_export_command(tmp_path, capsys):
 def test_robot_side_imports_no_torch():
     code = "import sys, robot.policy_runtime, robot.policy_artifact; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_gaussian_head_exports_and_agrees(tmp_path):
+    m = export_policy(tiny_compact(seed=4, action_head="gaussian"), tmp_path / "g", version="g1", check_inputs=4)
+    assert m.extra["onnx_check"]["max_abs_diff"] <= 1e-6
+    assert validate_artifact(tmp_path / "g", RIG).policy_version == "g1"
