@@ -373,7 +373,8 @@ def init_distributed(cfg: DistConfig | dict | None = None) -> Dist:
     _current = Dist(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world, device=device,
                     backend=backend, config=cfg)
     _rank_zero_logging(rank)
-    log.info("distributed: %d ranks (%d per node), backend %s, FSDP2%s%s", world, local_world, backend,
+    log.info("distributed: %d ranks (%d per node), backend %s, FSDP2%s%s%s", world, local_world, backend,
+             " (HSDP: sharded within a node, replicated across nodes)" if cfg.hsdp and world > local_world else "",
              f", {cfg.mixed_precision} compute" if cfg.mixed_precision else "",
              ", activation checkpointing" if cfg.activation_checkpointing else "")
     return _current

@@ -19,7 +19,7 @@ from learning.cli import main as wvl
 from learning.data.store import EpisodeStore
 from learning.world_model.model import WorldModel
 from learning.world_model.train import STATE_FILE
-from tests.distributed.conftest import assert_close_states, assert_ok, torchrun
+from tests.distributed.conftest import assert_close_states, assert_ok, torchrun, torchrun_nodes
 from tests.factories import random_episode
 from tests.policy.conftest import tiny_compact
 from tests.world_model.conftest import make_store, tiny_config, tiny_overrides
@@ -97,6 +97,21 @@ def test_sft_resumes_a_one_process_checkpoint_on_two_ranks_with_the_one_process_
     # the 2-rank checkpoints resume on one process too, and refuse another architecture naming the field
     assert wvl([*base, f"out={tmp_path / 'two'}", "steps=5", "model.d_model=64"]) == 2
     assert "model.d_model: 32 != 64" in capsys.readouterr().err
+
+
+def test_two_nodes_with_hsdp_equal_one_process(tmp_path):
+    """Two torchrun agents (the README's 2-node command, here both on this machine): ranks on different nodes hold
+    replicas (HSDP), and SFT still gives the 1-process result."""
+    store = _sft_store(tmp_path / "store")
+    base = ["sft", f"store={store.root}", "batch_size=4", "max_episodes=3", "val_episodes=1", "steps=2", *SFT_MODEL]
+    assert wvl([*base, f"out={tmp_path / 'one'}"]) == 0
+    nodes = torchrun_nodes([*base, f"out={tmp_path / 'two'}", "dist.hsdp=true"])
+    for proc in nodes:
+        assert_ok(proc)
+    assert "distributed: 2 ranks (1 per node), backend gloo, FSDP2 (HSDP" in nodes[0].stdout
+    a = load_file(tmp_path / "one" / "policy" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "two" / "policy" / "diffusion_pytorch_model.safetensors")
+    assert_close_states(a, b, ATOL, "policy")
 
 
 def test_grpo_on_two_ranks_equals_one_process(tmp_path):
