@@ -20,8 +20,8 @@ What makes a W-rank run equal to the 1-process run on the same global batch (che
   is rescaled by `Dist.share`.
 - **FSDP2** (`torch.distributed.fsdp.fully_shard`): each transformer block is one unit, the root module the last;
   parameters, gradients and optimizer state are sharded over the ranks (or over the GPUs of a node and replicated
-  across nodes with ``hsdp``). Optional bf16 compute (``mixed_precision: bf16``; fp32 master weights and fp32
-  gradient reduction) and activation checkpointing of each block.
+  across nodes with ``hsdp``). Optional bf16 compute on GPUs (``mixed_precision: bf16``: bf16 copies of the fp32
+  shards, the network under autocast, fp32 gradient reduction) and activation checkpointing of each block.
 - **checkpoints are world-size independent**: full (unsharded) state dicts, gathered to rank 0 and written in the
   same files and key layout as a single-process run (`model_state`, `optimizer_state`), loaded back onto any
   number of ranks (`load_model_state`, `load_optimizer_state`). Models are written with ``save_pretrained`` as
