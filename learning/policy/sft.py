@@ -441,6 +441,8 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
 
     final = out / "policy"
     tmp = out / ".policy.tmp"
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # a stale one from an interrupted run
     dist.save_pretrained(policy, tmp)  # every rank (gathers a sharded policy); rank 0 writes
     if not dist.is_main:
         dist.barrier()  # rank 0 finishes writing before anyone returns
