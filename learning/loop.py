@@ -283,6 +283,9 @@ def check_config(c: dict[str, Any]) -> None:
     if (c["sim"].get("kind") or "maniskill") == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
         raise ValueError(f"eval_seed/eval_episodes: LIBERO has 50 fixed initial states per task; episodes "
                          f"{c['eval_seed']}..{c['eval_seed'] + c['eval_episodes'] - 1} do not fit (use preset=libero)")
+    if c["world_model"].get("pretrained") == "required":
+        raise ValueError("world_model.pretrained: this preset starts world model v0 from Cosmos-Predict2-2B-Video2World weights; "
+                         "give their local folder (transformer/ + vae/): world_model.pretrained=<folder>")
     wm_size = (c["world_model"].get("model") or {}).get("image_size", 64)
     if wm_size != c["sim"]["image_size"]:
         raise ValueError(f"world_model.model.image_size ({wm_size}) differs from sim.image_size ({c['sim']['image_size']}): "

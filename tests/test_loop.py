@@ -55,3 +55,7 @@ def test_loop_refuses_a_bad_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={tmp_path}", "sim.image_size=48"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "world_model.model.image_size" in r.stderr
+    # the paper preset needs the pretrained Cosmos weights' folder, and says so before building anything
+    r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=paper", f"out={tmp_path}", f"cache={tmp_path}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "world_model.pretrained=<folder>" in r.stderr

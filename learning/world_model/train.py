@@ -194,6 +194,10 @@ def _configs(cfg: DictConfig | dict) -> tuple[WorldModelConfig, TrainConfig, dic
     return WorldModelConfig.from_dict(d.get("model") or {}), TrainConfig.from_dict(d.get("train") or {}), d
 
 
+PRETRAINED_OVERRIDES = ("image_size", "chunk", "n_cond", "action_dim", "text_vocab", "text_len", "action_hidden",
+                       "reward_head", "reward_hidden", "t_cond")
+
+
 def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | str | Path], init_from: str | Path | None = None,
                       out: str | Path | None = None, resume: bool | None = None, dist: Dist | None = None) -> Path:
     """Train (``init_from=None``) or refine (``init_from`` = a previous checkpoint folder) a world model.
@@ -217,15 +221,31 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 on GPU, fp32 on CPU
     torch.manual_seed(train.seed)
 
+    if init_from is not None and raw.get("pretrained"):
+        # Refining a model that started from Cosmos weights: its architecture is the pretrained one, so check
+        # only the data-shaped fields we set.
+        model = load_world_model(init_from).train()
+        shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
+        diff = config_mismatch({k: model.wm_config.to_dict()[k] for k in shaped}, shaped)
+        if diff:
+            raise CheckpointMismatchError(f"{init_from}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
+        model_cfg = model.wm_config
+        log.info("refining from %s", init_from)
+    elif init_from is not None:
+        model = load_world_model(init_from, expect=model_cfg).train()
+        log.info("refining from %s", init_from)
+    elif raw.get("pretrained"):
+        # The paper's start: Cosmos-Predict2 Video2World weights from a local folder; the architecture comes from
+        # that folder, only the data-shaped fields (frame size, chunk, conditioning frames, action size) from ours.
+        shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
+        model = WorldModel.from_cosmos(raw["pretrained"], **shaped).train()
+        model_cfg = model.wm_config
+        log.info("starting from the pretrained Cosmos-Predict2 weights in %s", raw["pretrained"])
+    else:
+        model = WorldModel.from_wm_config(model_cfg)
     store_objs = [as_store(s) for s in stores]
     spec = WindowSpec(chunk=model_cfg.chunk, n_cond=model_cfg.n_cond)
     sampler = WindowSampler(store_objs, spec, model_cfg.image_size, train.outcomes, train.mix, train.balance_outcomes)
-
-    if init_from is not None:
-        model = load_world_model(init_from, expect=model_cfg).train()
-        log.info("refining from %s", init_from)
-    else:
-        model = WorldModel.from_wm_config(model_cfg)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     wrap_world_model(dist, model)  # FSDP2 under torchrun (the EMA sharded like the model); nothing on one process

@@ -116,3 +116,22 @@ def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
     res = evaluate_world_model(tmp_path / "nohead", sans, [0, 1, 2], classifier=clf)
     assert res["reward_alignment"] is None and res["reward_head"] is False
     assert 0.0 <= res["visual_alignment"] <= 1.0 and res["episodes"] == 3
+
+
+def test_train_from_pretrained_cosmos_weights_then_refine(stores, tmp_path):
+    """`pretrained=<Cosmos folder>`: world model v0 starts from the folder's transformer and VAE weights (its
+    architecture), and a refinement of it checks only the data-shaped fields we set."""
+    from tests.world_model.test_model import _save_tiny_cosmos
+
+    sans, rollouts, _ = stores
+    tr, _ = _save_tiny_cosmos(tmp_path / "cosmos")
+    shaped = ["model.image_size=32", "model.chunk=4", "train.batch_size=2", "train.threads=1", "train.warmup_steps=1"]
+    assert wvl(["train-wm", f"stores=[{sans.root}]", f"pretrained={tmp_path / 'cosmos'}", f"out={tmp_path / 'v0'}",
+                "train.steps=1", "train.lr=1e-12", *shaped]) == 0
+    v0 = load_world_model(tmp_path / "v0")
+    assert v0.wm_config.codec == "wan" and v0.wm_config.chunk == 4
+    for k, v in tr.state_dict().items():  # lr ~0: the weights are the pretrained ones
+        assert torch.allclose(v0.transformer.state_dict()[k], v, atol=1e-6), k
+    assert wvl(["train-wm", f"stores=[{sans.root},{rollouts.root}]", f"pretrained={tmp_path / 'cosmos'}", f"init_from={tmp_path / 'v0'}",
+                f"out={tmp_path / 'v1'}", "train.steps=1", "train.mix=[0.5,0.5]", *shaped]) == 0
+    assert json.loads((tmp_path / "v1" / "train_config.json").read_text())["model"]["codec"] == "wan"
