@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from robot.arms.base import Arm, ArmLimits, ArmState
-from robot.cameras.base import Camera, Frame
+from robot.arms.base import ArmLimits, ArmState
+from robot.sim.devices import SimulatedArm, SimulatedCamera
 from robot.errors import DeviceNotConnectedError
 
 log = logging.getLogger(__name__)
@@ -481,63 +481,21 @@ def _body_geometry(sim, body_id: int, geoms: np.ndarray) -> dict[str, np.ndarray
     return {"aabb": (pts.min(0), pts.max(0)), "axes": axes, "extent": (local.max(0) - local.min(0))[flat], "centre": centre}
 
 
-class LiberoArm(Arm):
+class LiberoArm(SimulatedArm):
     """The LIBERO Panda under OSC_POSE. `send_action` advances the simulator by one control period."""
 
     def __init__(self, sim: LiberoSim, name: str = "libero_panda") -> None:
-        self.sim, self.name = sim, name
         # robosuite's OSC_POSE output limits: 1.0 = 0.05 m and 0.5 rad per control step.
-        self.limits = ArmLimits(max_translation_m=0.05, max_rotation_rad=0.5)
-        self._connected = False
-
-    def connect(self) -> None:
-        self.sim.open()
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    def read_state(self) -> ArmState:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self.name}: not connected")
-        return self.sim.state()
-
-    def send_action(self, action: np.ndarray) -> np.ndarray:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self.name}: not connected")
-        a = np.clip(np.asarray(action, dtype=np.float32).reshape(7), -1.0, 1.0)
-        self.sim.step(a)
-        return a
+        super().__init__(sim, name, ArmLimits(max_translation_m=0.05, max_rotation_rad=0.5))
 
 
-class LiberoCamera(Camera):
+class LiberoCamera(SimulatedCamera):
     """One LIBERO camera: "front" (agentview, fixed third-person) or "wrist" (eye-in-hand). RGB only."""
 
     def __init__(self, sim: LiberoSim, name: str = "front") -> None:
         if name not in CAMERAS:
             raise KeyError(f"camera {name!r}: LIBERO cameras are {list(CAMERAS)}")
-        self.sim, self.name = sim, name
-        self._connected = False
-
-    def connect(self) -> None:
-        self.sim.open()
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    def read(self) -> Frame:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"camera {self.name}: not connected")
-        return Frame(rgb=self.sim.rgb(self.name), stamp=self.sim.sim_time, index=self.sim.frame_index())
+        super().__init__(sim, name)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from robot.arms.base import Arm, ArmLimits, ArmState
-from robot.cameras.base import Camera, Frame
+from robot.arms.base import ArmLimits, ArmState
+from robot.sim.devices import SimulatedArm, SimulatedCamera
 from robot.errors import DeviceNotConnectedError
 
 log = logging.getLogger(__name__)
@@ -224,8 +224,8 @@ class ManiSkillSim:
     def info(self) -> dict:
         return dict(self._info)
 
-    def rgb(self) -> np.ndarray:
-        """(H, W, 3) uint8 from the fixed camera."""
+    def rgb(self, camera: str | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 from the fixed camera (the only one: ``camera`` is its name, whatever the rig calls it)."""
         return self._obs["sensor_data"]["base_camera"]["rgb"][0].cpu().numpy().astype(np.uint8)
 
     def state(self) -> ArmState:
@@ -273,60 +273,18 @@ def _scalar(v: Any) -> Any:
     return v
 
 
-class SimArm(Arm):
-    """The simulated Panda. `send_action` advances the simulator by one control period."""
+class SimArm(SimulatedArm):
+    """The simulated Panda (pd_ee_delta_pose). `send_action` advances the simulator by one control period."""
 
     def __init__(self, sim: ManiSkillSim, name: str = "sim_panda") -> None:
-        self.sim, self.name = sim, name
-        self.limits = ArmLimits(max_translation_m=0.1, max_rotation_rad=0.1)
-        self._connected = False
-
-    def connect(self) -> None:
-        self.sim.open()
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    def read_state(self) -> ArmState:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self.name}: not connected")
-        return self.sim.state()
-
-    def send_action(self, action: np.ndarray) -> np.ndarray:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self.name}: not connected")
-        a = np.clip(np.asarray(action, dtype=np.float32).reshape(7), -1.0, 1.0)
-        self.sim.step(a)
-        return a
+        super().__init__(sim, name, ArmLimits(max_translation_m=0.1, max_rotation_rad=0.1))
 
 
-class SimCamera(Camera):
+class SimCamera(SimulatedCamera):
     """The simulator's fixed third-person RGB camera (no depth)."""
 
     def __init__(self, sim: ManiSkillSim, name: str = "front") -> None:
-        self.sim, self.name = sim, name
-        self._connected = False
-
-    def connect(self) -> None:
-        self.sim.open()
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    def read(self) -> Frame:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"camera {self.name}: not connected")
-        return Frame(rgb=self.sim.rgb(), stamp=self.sim.sim_time, index=self.sim.frame_index())
+        super().__init__(sim, name)
 
 
 @dataclass
