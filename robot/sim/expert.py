@@ -53,7 +53,7 @@ def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
 class ScriptedExpert:
     """Waypoint follower. `plan(privileged)` at reset, then `act(privileged)` every control step."""
 
-    def __init__(self, task: str, perturbation: Perturbation | None = None, gain: float = 2.5, max_translation_m: float = 0.1) -> None:
+    def __init__(self, task: str, perturbation: Perturbation | None = None, gain: float = 0.6, max_translation_m: float = 0.1) -> None:
         if task not in _PLANNERS:
             raise ValueError(f"no scripted expert for task {task!r}; experts exist for: {', '.join(_PLANNERS)}")
         self.task = task
