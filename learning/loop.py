@@ -70,7 +70,11 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
     collect_sans, CollectStats = sans_collector(c["sim"])
 
     s = c["sans"]
-    key = config_hash(c["task"], c["sim"], s)
+    if s.get("store"):  # a real rig's SANS demos (collected by teleop, labelled by the operator)
+        store = EpisodeStore(s["store"], create=False)
+        log.info("SANS demos: %s (%d episodes)", store.root, len(store))
+        return store
+    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"})
     root = cache / f"sans-{key}"
     done = root / "COMPLETE"
     if done.exists():
