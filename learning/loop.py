@@ -74,7 +74,9 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
         store = EpisodeStore(s["store"], create=False)
         log.info("SANS demos: %s (%d episodes)", store.root, len(store))
         return store
-    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"})
+    from robot.sim.expert import EXPERT_VERSION
+
+    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"}, EXPERT_VERSION)
     root = cache / f"sans-{key}"
     done = root / "COMPLETE"
     if done.exists():

@@ -50,6 +50,11 @@ def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
     return Perturbation(kind, np.array([r * np.cos(angle), r * np.sin(angle), 0.0]))
 
 
+# Bump when the expert's actions change: cached SANS stores (`wvl loop`) are keyed by it.
+# 2: gain 2.5 -> 0.6 (the P-controller overshot the delta-pose target every step).
+EXPERT_VERSION = 2
+
+
 class ScriptedExpert:
     """Waypoint follower. `plan(privileged)` at reset, then `act(privileged)` every control step."""
 
