@@ -221,11 +221,12 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 on GPU, fp32 on CPU
     torch.manual_seed(train.seed)
 
+    # With pretrained Cosmos weights the architecture is theirs; only these data-shaped fields are ours.
+    shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
     if init_from is not None and raw.get("pretrained"):
         # Refining a model that started from Cosmos weights: its architecture is the pretrained one, so check
         # only the data-shaped fields we set.
         model = load_world_model(init_from).train()
-        shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
         diff = config_mismatch({k: model.wm_config.to_dict()[k] for k in shaped}, shaped)
         if diff:
             raise CheckpointMismatchError(f"{init_from}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
@@ -237,7 +238,6 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     elif raw.get("pretrained"):
         # The paper's start: Cosmos-Predict2 Video2World weights from a local folder; the architecture comes from
         # that folder, only the data-shaped fields (frame size, chunk, conditioning frames, action size) from ours.
-        shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
         model = WorldModel.from_cosmos(raw["pretrained"], **shaped).train()
         model_cfg = model.wm_config
         log.info("starting from the pretrained Cosmos-Predict2 weights in %s", raw["pretrained"])
