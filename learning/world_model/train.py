@@ -222,25 +222,21 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     torch.manual_seed(train.seed)
 
     # With pretrained Cosmos weights the architecture is theirs; only these data-shaped fields are ours.
+    pretrained = raw.get("pretrained")
     shaped = {k: v for k, v in (raw.get("model") or {}).items() if k in PRETRAINED_OVERRIDES}
-    if init_from is not None and raw.get("pretrained"):
-        # Refining a model that started from Cosmos weights: its architecture is the pretrained one, so check
-        # only the data-shaped fields we set.
-        model = load_world_model(init_from).train()
-        diff = config_mismatch({k: model.wm_config.to_dict()[k] for k in shaped}, shaped)
-        if diff:
-            raise CheckpointMismatchError(f"{init_from}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
-        model_cfg = model.wm_config
+    if init_from is not None:
+        model = load_world_model(init_from, expect=None if pretrained else model_cfg).train()
+        if pretrained:  # refining a model that started from Cosmos weights: check only the data-shaped fields
+            diff = config_mismatch({k: model.wm_config.to_dict()[k] for k in shaped}, shaped)
+            if diff:
+                raise CheckpointMismatchError(f"{init_from}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
+            model_cfg = model.wm_config
         log.info("refining from %s", init_from)
-    elif init_from is not None:
-        model = load_world_model(init_from, expect=model_cfg).train()
-        log.info("refining from %s", init_from)
-    elif raw.get("pretrained"):
-        # The paper's start: Cosmos-Predict2 Video2World weights from a local folder; the architecture comes from
-        # that folder, only the data-shaped fields (frame size, chunk, conditioning frames, action size) from ours.
-        model = WorldModel.from_cosmos(raw["pretrained"], **shaped).train()
+    elif pretrained:
+        # The paper's start: Cosmos-Predict2 Video2World weights from a local folder.
+        model = WorldModel.from_cosmos(pretrained, **shaped).train()
         model_cfg = model.wm_config
-        log.info("starting from the pretrained Cosmos-Predict2 weights in %s", raw["pretrained"])
+        log.info("starting from the pretrained Cosmos-Predict2 weights in %s", pretrained)
     else:
         model = WorldModel.from_wm_config(model_cfg)
     store_objs = [as_store(s) for s in stores]
