@@ -84,7 +84,7 @@ def build_policy(path: Path):
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     class Policy:
-        def act(self, image):
+        def act(self, image, state=None):
             return sess.run(None, {"image": image})[0]
 
     return Policy()

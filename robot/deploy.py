@@ -79,8 +79,10 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
             for i in range(n):
                 if stop.is_set():
                     break
-                rig.reset_scene(seed0 + i - int(c["seed"]))  # the rig's reset adds its own seed base
-                res = runner.run(source, rig.instruction, success=rig.success, info={"seed": seed0 + i}, **meta)
+                # the rig's reset adds its own seed base; a scene solved at reset is replaced by + n (robot.sim.rollout)
+                played = rig.reset_scene(seed0 + i - int(c["seed"]), n)
+                info = {"seed": played, "evaluation": True} if played is not None else {"evaluation": True}
+                res = runner.run(source, rig.instruction, success=rig.success, info=info, **meta)
                 if res.episode is None:
                     log.error("episode %d: nothing recorded (%s: %s)", i, res.end_reason, res.detail)
                     continue

@@ -25,7 +25,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot.arms.base import Arm
@@ -34,7 +33,7 @@ from robot.cameras.base import Camera
 from robot.cameras.group import CameraGroup
 from robot.console import print_table
 from robot.control import make_clock
-from robot.runner import EpisodeRunner, Observation, RunnerConfig
+from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyConfig, SafetyFilter
 from robot.sinks import EpisodeSink, FolderSink
 
@@ -50,7 +49,9 @@ class Rig:
     arm: Arm
     cameras: dict[str, Camera]
     instruction: str
-    reset_scene: Callable[[int], None]
+    # reset_scene(i, stride=1) -> the seed played: episode i's scene (sim: seed + i, replaced by + stride while
+    # it is solved at reset, robot.sim.rollout.reset_unsolved; a real rig asks the operator)
+    reset_scene: Callable[..., int | None]
     success: Callable[[], bool] | None
     close: Callable[[], None]
     sim: Any = None  # robot.sim.maniskill.ManiSkillSim for the simulated rig
@@ -76,8 +77,11 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
 
             robot = SimRobot(ManiSkillConfig.from_dict(sim_cfg))
         robot.connect()
+        from robot.sim.rollout import reset_unsolved
+
         seed0 = int(cfg["seed"])
-        return Rig(robot.arm, dict(robot.cameras), robot.instruction, lambda i: robot.sim.reset(seed0 + i),
+        return Rig(robot.arm, dict(robot.cameras), robot.instruction,
+                   lambda i, stride=1: reset_unsolved(robot.sim, seed0 + i, stride),
                    lambda: robot.sim.success, robot.close, sim=robot.sim)
     if kind == "dry":
         from robot.arms.fake import KinematicArm
@@ -86,7 +90,7 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
         arm = KinematicArm()
         arm.connect()
         cam = SyntheticCamera(SyntheticCameraConfig(name="front", width=64, height=64, fps=30))
-        return Rig(arm, {"front": cam}, cfg["instruction"] or "move the gripper", lambda i: arm.reset(), None, lambda: None)
+        return Rig(arm, {"front": cam}, cfg["instruction"] or "move the gripper", lambda i, stride=1: arm.reset(), None, lambda: None)
     if kind == "custom":
         if not cfg["arm_factory"]:
             raise ValueError("arm_factory: rig=custom needs 'package.module:function' returning a robot.arms Arm")
@@ -105,7 +109,7 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
             raise ValueError("cameras: rig=custom needs at least one camera (e.g. {kind: realsense, name: front})")
         if not cfg["instruction"]:
             raise ValueError("instruction: rig=custom needs the task instruction")
-        return Rig(arm, cams, cfg["instruction"], lambda i: input(f"reset the scene for episode {i + 1}, then press Enter "),
+        return Rig(arm, cams, cfg["instruction"], lambda i, stride=1: input(f"reset the scene for episode {i + 1}, then press Enter ") and None,
                    None, arm.disconnect)
     raise ValueError(f"rig: {kind!r} is not one of {RIGS}")
 
@@ -137,22 +141,6 @@ def build_sink(cfg: dict[str, Any]) -> tuple[EpisodeSink, Callable[[], None]]:
     raise ValueError(f"sink: {cfg['sink']!r} is not 'folder' or 'link'")
 
 
-class ExpertSource:
-    """The simulator's scripted expert (privileged object poses) as an action source: ``source=scripted``."""
-
-    def __init__(self, sim) -> None:
-        from robot.sim.expert import ScriptedExpert
-
-        self.sim = sim
-        self.expert = ScriptedExpert(sim.config.task)
-
-    def reset(self, instruction: str) -> None:
-        self.expert.plan(self.sim.privileged())
-
-    def next_chunk(self, obs: Observation) -> np.ndarray:
-        return self.expert.act(self.sim.privileged())[None]
-
-
 def build_device(cfg: dict[str, Any], rig: Rig, mapping, hz: float):
     from teleop import make_device
     from teleop.scripted import CompositeDevice, ExpertOperator
@@ -171,6 +159,15 @@ def build_device(cfg: dict[str, Any], rig: Rig, mapping, hz: float):
     return dev
 
 
+def _sim_safety_overrides(c: dict[str, Any]) -> dict[str, Any]:
+    """The simulator's own workspace box (LIBERO's scene is not ManiSkill's table; robot.sim.rollout)."""
+    if c["rig"] != "sim" or (c["sim"].get("kind") or "maniskill") != "libero":
+        return {}
+    from robot.sim.libero import LiberoConfig
+
+    return LiberoConfig.safety_overrides()
+
+
 def main(cfg: DictConfig, mode: str | None = None) -> int:
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     mode = mode or "run"
@@ -178,7 +175,7 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         raise ValueError(f"source: {c['source']!r} is not one of {SOURCES}")
     from teleop.mapping import TeleopMapping
 
-    safety_cfg = SafetyConfig.from_dict(c["safety"])
+    safety_cfg = SafetyConfig.from_dict({**c["safety"], **_sim_safety_overrides(c)})
     mapping = TeleopMapping.from_dict(c["mapping"])
     teleop = mode == "collect" or c["source"] == "teleop"
     realtime = c["realtime"] if c["realtime"] is not None else (teleop and c["device"] != "scripted") or c["rig"] != "sim"
@@ -249,6 +246,8 @@ def _run(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> i
     elif c["source"] == "scripted":
         if rig.sim is None:
             raise ValueError("source: 'scripted' (the simulator's expert) needs rig=sim")
+        from robot.sim.expert import ExpertSource
+
         source, meta = ExpertSource(rig.sim), {}
     else:
         from teleop.source import TeleopSource
@@ -261,9 +260,11 @@ def _run(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> i
     counts: Counter = Counter()
     rows = []
     try:
-        for i in range(int(c["episodes"])):
-            rig.reset_scene(i)
-            res = runner.run(source, rig.instruction, success=rig.success, info={"seed": int(c["seed"]) + i}, **meta)
+        n = int(c["episodes"])
+        for i in range(n):
+            played = rig.reset_scene(i, n)
+            info = {"seed": played} if played is not None else {}
+            res = runner.run(source, rig.instruction, success=rig.success, info=info, **meta)
             if res.episode is None:
                 log.error("episode %d: nothing recorded (%s: %s)", i, res.end_reason, res.detail)
                 break

@@ -10,6 +10,8 @@ A folder with ``policy.onnx`` and ``manifest.json``. The manifest says what the 
   tokenizer; the ids go into the graph as they are),
 - ``action_dim`` (7), ``chunk_length`` K, ``action_low`` / ``action_high``: bounds every output must respect,
 - ``control_hz``: the rate the chunk is meant to be played at,
+- ``state``: the robot-state features the graph's ``state`` input takes, in order (`robot.state`; empty: the
+  policy sees images only, and the graph has no ``state`` input),
 - ``inputs`` / ``outputs``: ONNX tensor names -> {shape, dtype} (batch dimension 1 on the robot),
 - ``normalization``: statistics baked into or used around the graph (informational on the robot),
 - ``created``, ``extra``: free metadata.
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "wvl-policy"
-MANIFEST_VERSION = 1
+# 2: the ``state`` field (robot state as a policy input). Version-1 manifests are still read (no state).
+MANIFEST_VERSION = 2
 MODEL_FILE = "policy.onnx"
 MANIFEST_FILE = "manifest.json"
 
@@ -60,6 +63,7 @@ class PolicyManifest:
     sha256: dict[str, str] = field(default_factory=dict)
     action_dim: int = 7
     normalization: dict[str, Any] = field(default_factory=dict)
+    state: tuple[str, ...] = ()
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
@@ -90,6 +94,13 @@ class PolicyManifest:
             raise bad("action_low", "is above action_high somewhere")
         if self.control_hz <= 0:
             raise bad("control_hz", f"must be positive, got {self.control_hz}")
+        from robot.state import STATE_FEATURES
+
+        unknown = [f for f in self.state if f not in STATE_FEATURES]
+        if unknown:
+            raise bad("state", f"unknown state feature(s) {unknown}; this robot knows {list(STATE_FEATURES)}")
+        if len(set(self.state)) != len(self.state):
+            raise bad("state", f"repeats a feature: {list(self.state)}")
         if not self.inputs or not self.outputs:
             raise bad("inputs" if not self.inputs else "outputs", "must name at least one tensor")
 
@@ -113,6 +124,7 @@ class PolicyManifest:
             kw["instruction_tokens"] = tuple(int(x) for x in kw["instruction_tokens"])
             kw["action_low"] = tuple(float(x) for x in kw["action_low"])
             kw["action_high"] = tuple(float(x) for x in kw["action_high"])
+            kw["state"] = tuple(str(x) for x in kw.get("state") or ())
             kw["chunk_length"] = int(kw["chunk_length"])
             kw["control_hz"] = float(kw["control_hz"])
         except (TypeError, ValueError) as e:
@@ -121,7 +133,7 @@ class PolicyManifest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("image_size", "instruction_tokens", "action_low", "action_high"):
+        for k in ("image_size", "instruction_tokens", "action_low", "action_high", "state"):
             d[k] = list(d[k])
         return d
 

@@ -5,16 +5,18 @@ Validation of an artifact (`load_artifact` / `validate_artifact`), in order; any
 `ArtifactError` naming the manifest field or file, and the robot keeps its current policy:
 
 1. `read_artifact`: manifest structure and version (a newer ``manifest_version`` is refused), every sha256;
-2. manifest vs the rig (`RigSpec`): camera, image size, action dimension, action bounds within the rig's,
-   control rate;
+2. manifest vs the rig (`RigSpec`): camera, image size, robot-state features the rig's arm can supply, action
+   dimension, action bounds within the rig's, control rate;
 3. the graph vs the manifest: input ``image`` uint8 (1, H, W, 3) with the manifest's image size, input
-   ``instruction_tokens`` int64 (1, L) with L = len(manifest instruction_tokens), output ``action_chunk``
-   float32 (1, K, D) with the manifest's chunk length and action dimension (a manifest that lies is caught
-   here);
-4. smoke inference on a few frames (black, white, grey, noise): outputs finite and within
-   [action_low, action_high].
+   ``instruction_tokens`` int64 (1, L) with L = len(manifest instruction_tokens), input ``state`` float32
+   (1, S) with S = len(manifest state) (present exactly when the manifest lists state features), output
+   ``action_chunk`` float32 (1, K, D) with the manifest's chunk length and action dimension (a manifest that
+   lies is caught here);
+4. smoke inference on a few frames (black, white, grey, noise; the training mean state): outputs finite and
+   within [action_low, action_high].
 
-At run time `PolicyRuntime.act(image)` returns the (K, D) chunk. Non-finite or out-of-bounds outputs are
+At run time `PolicyRuntime.act(image, state)` returns the (K, D) chunk; ``state`` is the arm's `ArmState`
+(the runtime picks the manifest's features out of it, `robot.state`) or a ready (S,) vector. Non-finite or out-of-bounds outputs are
 *not* repaired here: they are counted and logged, and the safety filter (which holds on NaN and clamps)
 decides; ``strict=True`` raises `PolicyOutputError` instead.
 
@@ -35,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from robot.policy_artifact import ArtifactError, MODEL_FILE, PolicyManifest, read_artifact
+from robot.state import STATE_FEATURES, state_vector
 
 log = logging.getLogger(__name__)
 
 # Tried in this order among what the installed onnxruntime offers (onnxruntime-gpu adds the first two).
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-IMAGE_INPUT, TOKENS_INPUT, CHUNK_OUTPUT = "image", "instruction_tokens", "action_chunk"
+IMAGE_INPUT, TOKENS_INPUT, STATE_INPUT, CHUNK_OUTPUT = "image", "instruction_tokens", "state", "action_chunk"
 _ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(float)": "float32", "tensor(double)": "float64",
                "tensor(int32)": "int32", "tensor(float16)": "float16", "tensor(bool)": "bool"}
 BOUND_TOL = 1e-6
@@ -60,10 +63,12 @@ class ObservationError(ValueError):
 
 @dataclass(frozen=True)
 class RigSpec:
-    """What the robot offers a policy: the camera it sees through and the action space it accepts."""
+    """What the robot offers a policy: the camera it sees through, the robot state its arm reports and the action
+    space it accepts."""
 
     camera: str = "front"
     image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames handed to the policy
+    state: tuple[str, ...] = tuple(STATE_FEATURES)  # robot.state features the arm supplies (every ArmState has all)
     action_dim: int = 7
     action_low: tuple[float, ...] = (-1.0,) * 7
     action_high: tuple[float, ...] = (1.0,) * 7
@@ -73,6 +78,10 @@ class RigSpec:
         object.__setattr__(self, "image_size", tuple(int(x) for x in self.image_size))
         object.__setattr__(self, "action_low", tuple(float(x) for x in self.action_low))
         object.__setattr__(self, "action_high", tuple(float(x) for x in self.action_high))
+        object.__setattr__(self, "state", tuple(str(x) for x in self.state))
+        unknown = [f for f in self.state if f not in STATE_FEATURES]
+        if unknown:
+            raise ValueError(f"rig.state: unknown state feature(s) {unknown}; known: {list(STATE_FEATURES)}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"rig.image_size: expected (H, W) > 0, got {self.image_size}")
         if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
@@ -110,6 +119,10 @@ def check_manifest_against_rig(m: PolicyManifest, rig: RigSpec) -> None:
         raise _bad("camera", f"policy wants camera {m.camera!r}, this rig gives it {rig.camera!r}")
     if tuple(m.image_size) != tuple(rig.image_size):
         raise _bad("image_size", f"policy wants {list(m.image_size)} frames, this rig's camera gives {list(rig.image_size)}")
+    missing = [f for f in m.state if f not in rig.state]
+    if missing:
+        raise _bad("state", f"policy takes the robot state {list(m.state)}, this rig's arm supplies {list(rig.state)} "
+                            f"(missing {missing})")
     if m.action_dim != rig.action_dim:
         raise _bad("action_dim", f"policy outputs {m.action_dim}-d actions, this rig takes {rig.action_dim}-d")
     lo_bad = [i for i, (a, b) in enumerate(zip(m.action_low, rig.action_low)) if a < b - BOUND_TOL]
@@ -129,8 +142,10 @@ def _shape(dims: list[Any]) -> list[Any]:
 def check_graph_against_manifest(session: Any, m: PolicyManifest) -> None:
     ins = {i.name: i for i in session.get_inputs()}
     outs = {o.name: o for o in session.get_outputs()}
-    if set(ins) != {IMAGE_INPUT, TOKENS_INPUT}:
-        raise _bad("inputs", f"the graph's inputs are {sorted(ins)}, expected [{IMAGE_INPUT!r}, {TOKENS_INPUT!r}]")
+    expected = {IMAGE_INPUT, TOKENS_INPUT} | ({STATE_INPUT} if m.state else set())
+    if set(ins) != expected:
+        raise _bad("state" if STATE_INPUT in set(ins) ^ expected else "inputs",
+                   f"the graph's inputs are {sorted(ins)}, expected {sorted(expected)} for a manifest with state {list(m.state)}")
     if CHUNK_OUTPUT not in outs:
         raise _bad("outputs", f"the graph has no output {CHUNK_OUTPUT!r} (it has {sorted(outs)})")
     for kind, declared, actual in (("inputs", m.inputs, ins), ("outputs", m.outputs, outs)):
@@ -154,6 +169,12 @@ def check_graph_against_manifest(session: Any, m: PolicyManifest) -> None:
     L = len(m.instruction_tokens)
     if len(tok.shape) != 2 or (isinstance(tok.shape[1], int) and tok.shape[1] != L):
         raise _bad("instruction_tokens", f"holds {L} tokens, but the graph's input {TOKENS_INPUT!r} is {tok.shape}")
+    if m.state:
+        st = ins[STATE_INPUT]
+        if _ORT_DTYPES.get(st.type) != "float32":
+            raise _bad("inputs", f"{STATE_INPUT!r} must be float32, the graph has {st.type}")
+        if _shape(st.shape) != [1, len(m.state)]:
+            raise _bad("state", f"lists {len(m.state)} features {list(m.state)}, but the graph's input {STATE_INPUT!r} is {st.shape}")
     out = outs[CHUNK_OUTPUT]
     if _ORT_DTYPES.get(out.type) != "float32":
         raise _bad("outputs", f"{CHUNK_OUTPUT!r} must be float32, the graph has {out.type}")
@@ -189,7 +210,7 @@ def smoke_images(image_size: tuple[int, int], seed: int = 0) -> dict[str, np.nda
 
 @dataclass
 class LoadedPolicy:
-    """A validated artifact with its onnxruntime session. ``run(image)`` -> (K, D) float32, no checks."""
+    """A validated artifact with its onnxruntime session. ``run(image, state)`` -> (K, D) float32, no checks."""
 
     folder: Path
     manifest: PolicyManifest
@@ -198,9 +219,11 @@ class LoadedPolicy:
     smoke_ms: float
     tokens: np.ndarray = field(repr=False)  # (1, L) int64
 
-    def run(self, image: np.ndarray) -> np.ndarray:
-        out = self.session.run([CHUNK_OUTPUT], {IMAGE_INPUT: image[None], TOKENS_INPUT: self.tokens})[0]
-        return out[0]
+    def run(self, image: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+        feeds = {IMAGE_INPUT: image[None], TOKENS_INPUT: self.tokens}
+        if self.manifest.state:
+            feeds[STATE_INPUT] = np.asarray(state, dtype=np.float32).reshape(1, -1)
+        return self.session.run([CHUNK_OUTPUT], feeds)[0][0]
 
     @property
     def version(self) -> str:
@@ -227,10 +250,14 @@ def load_artifact(folder: str | Path, rig: RigSpec, providers: list[str] | None 
         raise ArtifactError(f"{folder / MODEL_FILE}: onnxruntime cannot load it ({type(e).__name__}: {e})") from e
     check_graph_against_manifest(session, m)
     lp = LoadedPolicy(folder, m, session, session.get_providers(), 0.0, np.asarray([m.instruction_tokens], dtype=np.int64))
+    smoke_state = None
+    if m.state:  # the training data's mean state where the manifest records it (a plausible robot), else zeros
+        mean = (m.normalization.get("state") or {}).get("mean")
+        smoke_state = np.asarray(mean if mean is not None and len(mean) == len(m.state) else np.zeros(len(m.state)), np.float32)
     t0 = time.perf_counter()
     for name, img in smoke_images(tuple(m.image_size)).items():
         try:
-            chunk = lp.run(img)
+            chunk = lp.run(img, smoke_state)
         except Exception as e:
             raise ArtifactError(f"{folder / MODEL_FILE}: smoke inference on a {name} frame failed ({type(e).__name__}: {e})") from e
         problem = check_chunk(np.asarray(chunk), m)
@@ -248,8 +275,8 @@ def validate_artifact(folder: str | Path, rig: RigSpec) -> PolicyManifest:
 
 
 class PolicyRuntime:
-    """The robot's current policy. Implements ``act(image) -> (K, D)`` and ``reset()`` (the episode boundary),
-    the `robot.policy_source.ChunkPolicy` the episode runner drives."""
+    """The robot's current policy. Implements ``act(image, state) -> (K, D)`` and ``reset()`` (the episode
+    boundary), the `robot.policy_source.ChunkPolicy` the episode runner drives."""
 
     def __init__(self, rig: RigSpec = RigSpec(), providers: list[str] | None = None, threads: int | None = None,
                  strict: bool = False) -> None:
@@ -301,8 +328,9 @@ class PolicyRuntime:
             return self._previous.manifest
 
     # ------------------------------------------------------------------ running
-    def act(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (K, D) float32 chunk from the current policy."""
+    def act(self, image: np.ndarray, state: Any = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB [+ the arm's `ArmState`, or an (S,) vector of the manifest's state features]
+        -> (K, D) float32 chunk from the current policy."""
         lp = self._active
         if lp is None:
             raise PolicyRuntimeError("act: no policy loaded")
@@ -311,8 +339,9 @@ class PolicyRuntime:
         if img.dtype != np.uint8 or img.shape != (H, W, 3):
             raise ObservationError(f"image: policy {lp.version} takes ({H}, {W}, 3) uint8 RGB from camera "
                                    f"{lp.manifest.camera!r}, got {img.shape} {img.dtype}")
+        vec = self._state_vector(lp, state)
         t0 = time.perf_counter()
-        chunk = np.asarray(lp.run(np.ascontiguousarray(img)), dtype=np.float32)
+        chunk = np.asarray(lp.run(np.ascontiguousarray(img), vec), dtype=np.float32)
         self.latencies_ms.append((time.perf_counter() - t0) * 1000)
         if len(self.latencies_ms) > 10000:
             del self.latencies_ms[:5000]
@@ -324,6 +353,20 @@ class PolicyRuntime:
                 raise PolicyOutputError(msg)
             log.warning("%s; passing it to the safety filter", msg)
         return chunk
+
+    @staticmethod
+    def _state_vector(lp: LoadedPolicy, state: Any) -> np.ndarray | None:
+        feats = lp.manifest.state
+        if not feats:
+            return None
+        if state is None:
+            raise ObservationError(f"state: policy {lp.version} takes the robot state {list(feats)}; pass the arm's ArmState")
+        vec = state_vector(feats, state) if hasattr(state, "ee_pose") else np.asarray(state, dtype=np.float32).reshape(-1)
+        if vec.shape != (len(feats),):
+            raise ObservationError(f"state: policy {lp.version} takes {len(feats)} features {list(feats)}, got shape {vec.shape}")
+        if not np.all(np.isfinite(vec)):
+            raise ObservationError(f"state: the arm reported a non-finite state {vec.tolist()} for {list(feats)}")
+        return vec
 
     # ------------------------------------------------------------------ state
     @property

@@ -1,9 +1,10 @@
 """A policy as an action source: the adapter between the episode runner and a chunk policy.
 
 The runner asks an `ActionSource` for chunks; a deployed policy (`robot.policy_runtime`, ONNX) only needs
-to answer one question, `ChunkPolicy.act(image_hwc_uint8) -> (K, 7) float32`. `PolicySource` picks the
-policy's camera out of the observation, resizes the frame to what the policy was trained on (when it
-differs) and checks the chunk's shape. It does *not* clip or repair actions: out-of-range or non-finite
+to answer one question, `ChunkPolicy.act(image_hwc_uint8, arm_state) -> (K, 7) float32`. `PolicySource` picks
+the policy's camera out of the observation, resizes the frame to what the policy was trained on (when it
+differs), hands over the arm's state read in the same step (the policy takes what its manifest lists of it)
+and checks the chunk's shape. It does *not* clip or repair actions: out-of-range or non-finite
 outputs are the safety filter's job, and it counts them.
 """
 
@@ -14,14 +15,15 @@ from typing import Protocol
 
 import numpy as np
 
+from robot.arms.base import ArmState
 from robot.runner import Observation
 
 log = logging.getLogger(__name__)
 
 
 class ChunkPolicy(Protocol):
-    def act(self, image_hwc_uint8: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (K, 7) float32 action chunk."""
+    def act(self, image_hwc_uint8: np.ndarray, state: ArmState | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB + the arm's state -> (K, 7) float32 action chunk."""
 
 
 class PolicySource:
@@ -47,7 +49,7 @@ class PolicySource:
 
             h, w = self.image_size
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        chunk = np.asarray(self.policy.act(np.ascontiguousarray(img, dtype=np.uint8)), dtype=np.float32)
+        chunk = np.asarray(self.policy.act(np.ascontiguousarray(img, dtype=np.uint8), obs.state), dtype=np.float32)
         if chunk.ndim == 3 and chunk.shape[0] == 1:  # (1, K, 7): a batch of one
             chunk = chunk[0]
         if chunk.ndim != 2 or chunk.shape[1] != self.action_dim or chunk.shape[0] < 1:

@@ -86,7 +86,7 @@ class StatusSource(Protocol):
 class RunnerConfig:
     hz: float = 10.0
     max_steps: int = 200
-    settle_steps: int = 3  # steps recorded after the first success before stopping
+    settle_steps: int = 2  # steps recorded after the first success before stopping (robot.sim.rollout: the success rule)
     replan_every: int | None = None  # None: play each chunk to its end
     source_kind: str = "policy"  # Episode.source: teleop | policy | scripted
     rig: str = "sim"

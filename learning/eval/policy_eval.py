@@ -43,7 +43,7 @@ EVAL_SEED_BASE = 1_000_000
 class RolloutConfig:
     execute_steps: int | None = None  # actions of each chunk played before re-planning; None = the whole chunk
     max_steps: int | None = None  # None = the simulator config's max_steps
-    settle_steps: int = 2  # steps recorded after the first success
+    settle_steps: int | None = None  # steps recorded after the first success; None = the runner's default
     record: bool = False  # return the Episode (for a store or failure videos)
     policy_version: str | None = None  # written into recorded episodes (default: the manifest's)
     loop_iteration: int | None = None
@@ -53,7 +53,7 @@ class RolloutConfig:
             raise ValueError(f"execute_steps: must be >= 1 or null, got {self.execute_steps}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps: must be >= 1 or null, got {self.max_steps}")
-        if self.settle_steps < 0:
+        if self.settle_steps is not None and self.settle_steps < 0:
             raise ValueError(f"settle_steps: must be >= 0, got {self.settle_steps}")
 
 
@@ -61,72 +61,42 @@ class RolloutConfig:
 class RolloutResult:
     index: int
     seed: int
-    success: bool
+    success: bool  # the simulator's success flag at the episode's end (robot.sim.rollout: the one rule)
     steps: int
-    success_step: int | None
-    final_success: bool
+    success_step: int | None  # the first step whose observation was a success
+    end_reason: str
     policy_calls: int
     infer_ms_p50: float
     episode_bytes: bytes | None = field(default=None, repr=False)
 
 
-def rollout(robot, runtime, seed: int, cfg: RolloutConfig, index: int = 0) -> RolloutResult | None:
-    """One episode of ``runtime`` (a `PolicyRuntime`) on ``robot`` (a connected `SimRobot`) from ``seed``;
-    None when the seed's task is already solved at reset (nothing to evaluate)."""
-    from robot.episode import EpisodeRecorder
+def rollout(robot, runtime, seed: int, cfg: RolloutConfig, index: int = 0, stride: int = 1, safety=None) -> RolloutResult:
+    """One episode of ``runtime`` (a `PolicyRuntime`) on ``robot`` (a connected `SimRobot` / `LiberoRobot`) from
+    the first unsolved scene of ``seed, seed + stride, ...``, through `robot.sim.rollout` -- the episode runner
+    and safety filter the robot process (`wvl robot deploy`) uses."""
+    from robot.policy_source import PolicySource
+    from robot.sim.rollout import run_sim_episode, sim_runner
 
-    sim, arm, cam = robot.sim, robot.arm, robot.cameras["front"]
-    sim.reset(seed)
-    if sim.success:
-        return None
     manifest = runtime.reset()  # the episode boundary: a staged policy version would become current here
-    K = manifest.chunk_length
-    play = min(cfg.execute_steps or K, K)
-    max_steps = cfg.max_steps or robot.config.max_steps
-    version = cfg.policy_version or manifest.policy_version
-    rec = EpisodeRecorder(robot.instruction, robot.config.control_hz, rig=robot.config.rig, source="policy",
-                          policy_version=version, loop_iteration=cfg.loop_iteration) if cfg.record else None
-    chunk, j, calls, success_at = None, play, 0, None
-    infer_ms: list[float] = []
-    for _ in range(max_steps):
-        frame = cam.read()
-        if j >= play:
-            t0 = time.perf_counter()
-            chunk = runtime.act(frame.rgb)
-            infer_ms.append((time.perf_counter() - t0) * 1000)
-            j, calls = 0, calls + 1
-        action = np.clip(chunk[j], -1.0, 1.0)
-        j += 1
-        if rec is not None:
-            state = arm.read_state()
-            rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
-                         gripper=state.gripper, action=action, reward=float(sim.success))
-        arm.send_action(action)
-        if sim.success and success_at is None:
-            success_at = sim.steps
-        if success_at is not None and sim.steps - success_at >= cfg.settle_steps:
-            break
-    final = bool(sim.success)
-    episode_bytes = None
-    if rec is not None:
-        # The observation after the last action closes the episode with a hold action (as the collector does).
-        state, frame = arm.read_state(), cam.read()
-        hold = np.array([0, 0, 0, 0, 0, 0, rec._steps[-1]["action"][6]], dtype=np.float32)
-        rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
-                     gripper=state.gripper, action=hold, reward=float(final))
-        ep = rec.finish("success" if success_at is not None else "failure",
-                        info={"seed": int(seed), "sim_task": robot.config.task, "sim_success": final, "evaluation": True,
-                              "success_step": success_at, "execute_steps": play})
-        episode_bytes = ep.to_bytes()
-    return RolloutResult(index, int(seed), success_at is not None, sim.steps, success_at, final, calls,
-                         float(np.median(infer_ms)) if infer_ms else float("nan"), episode_bytes)
+    runner = sim_runner(robot, cfg.max_steps, source_kind="policy", replan_every=cfg.execute_steps,
+                        settle_steps=cfg.settle_steps, safety=safety)
+    source = PolicySource(runtime, camera=manifest.camera)
+    n_lat = len(runtime.latencies_ms)
+    meta = {"policy_version": cfg.policy_version or manifest.policy_version, "loop_iteration": cfg.loop_iteration}
+    res = run_sim_episode(runner, robot, source, seed, stride=stride, info={"evaluation": True}, **meta)
+    ep = res.episode
+    hits = np.flatnonzero(ep.rewards > 0)
+    lat = runtime.latencies_ms[n_lat:]
+    return RolloutResult(index, int(ep.info["seed"]), bool(res.success), len(ep) - 1, int(hits[0]) if hits.size else None,
+                         res.end_reason, source.calls, float(np.median(lat)) if lat else float("nan"),
+                         ep.to_bytes() if cfg.record else None)
 
 
 # ---------------------------------------------------------------------------------------------- workers
 _W: dict[str, Any] = {}
 
 
-def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_level: int) -> None:
+def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_level: int, safety: dict) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from robot.policy_runtime import PolicyRuntime, RigSpec
 
@@ -140,7 +110,9 @@ def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_leve
     robot.connect()
     runtime = PolicyRuntime(RigSpec.from_dict(rig), providers=["CPUExecutionProvider"], threads=threads)
     runtime.load(artifact)
-    _W.update(robot=robot, runtime=runtime)
+    from robot.safety import SafetyConfig
+
+    _W.update(robot=robot, runtime=runtime, safety=SafetyConfig.from_dict(safety))
 
 
 def _make_robot(sim_cfg: dict):
@@ -157,13 +129,7 @@ def _make_robot(sim_cfg: dict):
 
 def _worker_run(job: tuple[int, int, int, RolloutConfig]) -> RolloutResult:
     index, seed, stride, cfg = job
-    robot = _W["robot"]
-    # Replace seeds whose task is already solved at reset (goal spawned at the cube) by seed + stride, ...
-    for attempt in range(100):
-        result = rollout(robot, _W["runtime"], seed + attempt * stride, cfg, index)
-        if result is not None:
-            return result
-    raise RuntimeError(f"seed {seed}: 100 replacement seeds were all solved at reset")
+    return rollout(_W["robot"], _W["runtime"], seed, cfg, index, stride=stride, safety=_W["safety"])
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -194,10 +160,12 @@ def rig_for(sim_cfg) -> dict[str, Any]:
 def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 100, workers: int = 2,
                     seed: int = EVAL_SEED_BASE, rollout_cfg: RolloutConfig = RolloutConfig(), store=None,
                     videos: str | Path | None = None, max_videos: int = 10, threads: int = 1,
-                    check_camera: bool = True) -> EvalResult:
+                    check_camera: bool = True, safety: dict[str, Any] | None = None) -> EvalResult:
     """Roll the artifact out ``episodes`` times on the simulated robot. ``sim_cfg``: a `ManiSkillConfig` or dict
     (default PickCube-v1). ``store``: an `EpisodeStore` to append every rollout to (source="policy", outcome
-    from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures."""
+    from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures. ``safety``: overrides
+    of the simulated rig's safety limits (`robot.sim.rollout.sim_safety_config`)."""
+    from robot.sim.rollout import sim_safety_config
     from robot.policy_artifact import read_artifact
     from robot.policy_runtime import validate_artifact
     from robot.sim.libero import LiberoConfig, load_init_states
@@ -219,6 +187,7 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
         if json.dumps(trained_on, sort_keys=True) != json.dumps(here, sort_keys=True):
             raise ValueError(f"camera: the policy was trained on frames from camera {trained_on}, this simulator renders "
                              f"{here}; the success rate would measure the framing change (set check_camera=false to do it anyway)")
+    safety_cfg = sim_safety_config({**sim_cfg.safety_overrides(), **(safety or {})})
     record = store is not None or videos is not None
     rcfg = RolloutConfig(**{**asdict(rollout_cfg), "record": record})
     sim_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sim_cfg).items()}
@@ -240,7 +209,8 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with progress() as bar, ctx.Pool(workers, initializer=_worker_init,
-                                     initargs=(sim_dict, artifact, rig, threads, logging.getLogger().level or logging.WARNING)) as pool:
+                                     initargs=(sim_dict, artifact, rig, threads, logging.getLogger().level or logging.WARNING,
+                                               safety_cfg.to_dict())) as pool:
         job = bar.add_task(f"eval {manifest.policy_version} on {task}", total=episodes, status="")
         for r in pool.imap_unordered(_worker_run, jobs, chunksize=1):
             results.append(r)
@@ -264,7 +234,8 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     rate = SuccessRate(sum(r.success for r in results), len(results))
     rows = [{k: v for k, v in asdict(r).items() if k != "episode_bytes"} for r in results]
     return EvalResult(artifact, manifest.policy_version, task, rate, seconds, rows,
-                      {"episodes": episodes, "workers": workers, "seed": seed, "rollout": asdict(rcfg), "sim": sim_dict},
+                      {"episodes": episodes, "workers": workers, "seed": seed, "rollout": asdict(rcfg), "sim": sim_dict,
+                       "safety": safety_cfg.to_dict()},
                       stored, video_paths)
 
 
@@ -287,7 +258,7 @@ def main(cfg, mode: str | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="wvl-eval-")
         artifact = str(Path(tmp.name) / "artifact")
         export_policy(load_policy(cfg.policy), artifact, version=cfg.policy_version or Path(cfg.policy).name,
-                      control_hz=sim.control_hz)
+                      control_hz=sim.control_hz)  # (no real frames to check the export on here: random frames + states)
     store = None
     if cfg.store:
         from learning.data.store import EpisodeStore
@@ -298,7 +269,7 @@ def main(cfg, mode: str | None = None) -> int:
     try:
         res = evaluate_policy(artifact, sim, episodes=cfg.episodes, workers=cfg.workers, seed=cfg.seed, rollout_cfg=rcfg,
                               store=store, videos=cfg.videos, max_videos=cfg.max_videos, threads=cfg.threads,
-                              check_camera=cfg.check_camera)
+                              check_camera=cfg.check_camera, safety=OmegaConf.to_container(cfg.safety, resolve=True) if cfg.get("safety") else None)
     finally:
         if tmp is not None:
             tmp.cleanup()

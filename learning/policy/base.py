@@ -4,6 +4,8 @@ Shapes (B = batch, K = chunk length, D = action dimension = 7, N = K * D tokens,
 
 - ``images``: (B, H, W, 3) uint8 RGB (numpy or torch; a single (H, W, 3) frame counts as B = 1);
 - ``instructions``: a list of B strings, or one string used for the whole batch;
+- ``states``: (B, S) float32 robot states in the policy's ``state_features`` order (`robot.state`), raw units
+  (the policy normalises); required by a policy with a state input, refused by one without;
 - ``tokens``: (B, N) int64, step-major (``tokens[:, k * D + d]`` is the bin of action k, dimension d);
 - ``chunks``: (B, K, D) float32 in [-1, 1] (the bin centres of ``tokens``).
 
@@ -36,20 +38,24 @@ class VLAPolicy(Protocol):
     chunk_length: int  # K
     action_dim: int  # D
 
+    state_features: tuple[str, ...]  # () = the policy sees no robot state
+
     def sample(self, images, instructions: Sequence[str] | str, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None, states=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> chunks (B, K, D) float32, tokens (B, N) int64, log_prob (B,) float32."""
 
-    def token_log_probs(self, images, instructions: Sequence[str] | str, tokens, temperature: float = 1.0) -> torch.Tensor:
+    def token_log_probs(self, images, instructions: Sequence[str] | str, tokens, temperature: float = 1.0,
+                        states=None) -> torch.Tensor:
         """-> (B, N) float32 log-probabilities of ``tokens`` (with grad)."""
 
-    def log_prob(self, images, instructions: Sequence[str] | str, tokens, temperature: float = 1.0) -> torch.Tensor:
+    def log_prob(self, images, instructions: Sequence[str] | str, tokens, temperature: float = 1.0, states=None) -> torch.Tensor:
         """-> (B,) = token_log_probs(...).sum(-1)."""
 
-    def entropy(self, images, instructions: Sequence[str] | str, tokens=None, temperature: float = 1.0) -> torch.Tensor:
+    def entropy(self, images, instructions: Sequence[str] | str, tokens=None, temperature: float = 1.0,
+                states=None) -> torch.Tensor:
         """-> (B, N) per-token entropy of the policy's distribution (nats)."""
 
-    def act(self, images, instructions: Sequence[str] | str) -> torch.Tensor:
+    def act(self, images, instructions: Sequence[str] | str, states=None) -> torch.Tensor:
         """-> chunks (B, K, D) float32, greedy."""
 
     def tokens_to_actions(self, tokens) -> torch.Tensor: ...
@@ -110,6 +116,28 @@ class PolicyMixin:
             raise PolicyInputError(f"tokens: values must be in [0, {self.action_tokenizer.n_bins}), got [{int(t.min())}, {int(t.max())}]")
         return t.long()
 
+    @property
+    def state_features(self) -> tuple[str, ...]:
+        return tuple(getattr(getattr(self, "config", None), "state_features", ()) or ())
+
+    def _states(self, states, batch: int) -> torch.Tensor | None:
+        """(B, S) float32 on the policy's device, or None for a policy without a state input."""
+        feats = self.state_features
+        if not feats:
+            if states is not None:
+                raise PolicyInputError("states: this policy takes no robot state (it was trained on images only)")
+            return None
+        if states is None:
+            raise PolicyInputError(f"states: this policy needs the robot state {list(feats)} (robot.state) with every image")
+        s = torch.as_tensor(np.asarray(states, dtype=np.float32) if not isinstance(states, torch.Tensor) else states)
+        if s.ndim == 1:
+            s = s[None]
+        if s.shape != (batch, len(feats)):
+            raise PolicyInputError(f"states: expected shape ({batch}, {len(feats)}) for {list(feats)}, got {tuple(s.shape)}")
+        if not torch.isfinite(s).all():
+            raise PolicyInputError("states: contains NaN or inf")
+        return s.to(device=self._device(), dtype=torch.float32)
+
     @staticmethod
     def _check_temperature(temperature: float, allow_zero: bool) -> float:
         t = float(temperature)
@@ -118,12 +146,12 @@ class PolicyMixin:
         return t
 
     # ------------------------------------------------------------------ derived methods
-    def log_prob(self, images, instructions, tokens, temperature: float = 1.0) -> torch.Tensor:
-        return self.token_log_probs(images, instructions, tokens, temperature).sum(-1)  # type: ignore[attr-defined]
+    def log_prob(self, images, instructions, tokens, temperature: float = 1.0, states=None) -> torch.Tensor:
+        return self.token_log_probs(images, instructions, tokens, temperature, states=states).sum(-1)  # type: ignore[attr-defined]
 
     @torch.no_grad()
-    def act(self, images, instructions) -> torch.Tensor:
-        return self.sample(images, instructions, temperature=0.0)[0]  # type: ignore[attr-defined]
+    def act(self, images, instructions, states=None) -> torch.Tensor:
+        return self.sample(images, instructions, temperature=0.0, states=states)[0]  # type: ignore[attr-defined]
 
     def tokens_to_actions(self, tokens) -> torch.Tensor:
         """(..., K * D) int bins -> (..., K, D) float32 actions (bin centres)."""

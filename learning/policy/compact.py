@@ -1,6 +1,7 @@
 """A compact vision-language-action model that trains on a CPU, with OpenVLA-OFT-style parallel decoding.
 
     image (B, 64, 64, 3) uint8 ──conv stem──> (B, P, d) patch tokens ─┐
+    robot state (B, S) ──normalise, MLP────> (B, 1, d) state token ──┤
     instruction words ──embedding──────────> (B, L, d) text tokens ──┼─> bidirectional transformer
     K learned action queries ──────────────> (B, K, d) query tokens ─┘        │
                                                                              └─ query outputs ─> (B, K, D, V) logits
@@ -8,8 +9,10 @@
 All K * D action tokens come from ONE forward pass and are independent categoricals given the context
 (the OFT recipe): the log-probability of a chunk is the exact sum of per-token log-softmaxes, sampling is one
 draw per token, and the deployed greedy policy is a single graph with no decoding loop (exported to ONNX as
-is). Image normalisation statistics and the word vocabulary live in the config, so `save_pretrained` /
-`from_pretrained` carry everything the policy needs.
+is). The robot state (``state_features``, named in `robot.state`: by default the TCP position and the gripper
+opening, as OpenVLA-OFT's proprioception) enters as one token; a policy built with ``state_features=()`` sees
+the image only. Image and state normalisation statistics and the word vocabulary live in the config, so
+`save_pretrained` / `from_pretrained` carry everything the policy needs (and the ONNX graph bakes them in).
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         instructions: Sequence[str] = (),  # the instructions seen in training; the first is the default
         action_stats: dict[str, Any] | None = None,  # per-dimension min/max/mean/std of the training actions (info)
         camera_info: dict[str, Any] | None = None,  # the training episodes' camera framing (Episode.info["camera"])
+        state_features: Sequence[str] = (),  # robot.state feature names of the state input, in order; () = no state input
+        state_mean: Sequence[float] | None = None,  # per feature (set from the data by SFT)
+        state_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -122,6 +128,16 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
         self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
         self.type_emb = nn.Parameter(torch.zeros(3, d_model))  # text, image, action query
+        self.state_dim = len(state_features)
+        if self.state_dim:
+            from robot.state import check_state_features
+
+            check_state_features(state_features, "state_features")
+            for name, v in (("state_mean", state_mean), ("state_std", state_std)):
+                if v is not None and len(v) != self.state_dim:
+                    raise ValueError(f"{name}: {len(v)} values for {self.state_dim} state features {list(state_features)}")
+            self.state_proj = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+            self.state_type = nn.Parameter(torch.zeros(d_model))
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         if action_head not in ("categorical", "gaussian"):
@@ -136,13 +152,20 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         self.apply(self.init_weights)
         self.register_buffer("pixel_mean", torch.tensor(list(image_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(list(image_std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        if self.state_dim:
+            mean = list(state_mean) if state_mean is not None else [0.0] * self.state_dim
+            std = list(state_std) if state_std is not None else [1.0] * self.state_dim
+            self.register_buffer("state_mean_t", torch.tensor(mean, dtype=torch.float32)[None], persistent=False)  # (1, S)
+            self.register_buffer("state_std_t", torch.tensor(std, dtype=torch.float32)[None], persistent=False)
 
     # ------------------------------------------------------------------ the network
-    def logits(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
-        """images (B, H, W, 3) uint8, instruction_tokens (B, L) int64 (0 = padding) -> logits (B, K * D, V)."""
-        return self.logits_and_aux(images, instruction_tokens)[0]
+    def logits(self, images: torch.Tensor, instruction_tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B, H, W, 3) uint8, instruction_tokens (B, L) int64 (0 = padding), states (B, S) float32 (raw
+        units; None without a state input) -> logits (B, K * D, V)."""
+        return self.logits_and_aux(images, instruction_tokens, states)[0]
 
-    def logits_and_aux(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def logits_and_aux(self, images: torch.Tensor, instruction_tokens: torch.Tensor,
+                       states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> logits (B, K * D, V) and the auxiliary predictions (B, aux_dim) (None without an aux head)."""
         B, L = instruction_tokens.shape
         aux = None
@@ -163,6 +186,12 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                 x = self.stages[i](x)
         patches = self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos  # (B, P, d)
         img = torch.cat([patches] + parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
+        if self.state_dim:
+            if states is None or states.shape != (B, self.state_dim):
+                raise PolicyInputError(f"states: this policy takes (B, {self.state_dim}) robot states "
+                                       f"{list(self.config.state_features)}, got {None if states is None else tuple(states.shape)}")
+            z = (states.to(torch.float32) - self.state_mean_t) / self.state_std_t  # (B, S)
+            img = torch.cat([img, (self.state_proj(z) + self.state_type)[:, None]], dim=1)  # (B, P + n_kp + 1, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
         qry = (self.queries + self.type_emb[2]).unsqueeze(0).expand(B, -1, -1)  # (B, K, d)
         h = torch.cat([txt, img, qry], dim=1)  # (B, S = L + P + K, d)
@@ -181,14 +210,14 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             return logits, aux
         return out.view(B, N, self.n_bins), aux  # (B, N, V), step-major
 
-    def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
-        """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 -> (B, K, D) float32 argmax actions."""
-        tokens = self.logits(images, instruction_tokens).argmax(-1)  # (B, N)
+    def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 [+ (B, S) float32] -> (B, K, D) float32 argmax actions."""
+        tokens = self.logits(images, instruction_tokens, states).argmax(-1)  # (B, N)
         at = self.action_tokenizer
         return (at.low + tokens.to(torch.float32) * at.bin_width).view(-1, self.chunk_length, self.action_dim)
 
-    def forward(self, image: torch.Tensor, instruction_tokens: torch.Tensor) -> torch.Tensor:
-        return self.greedy_chunk(image, instruction_tokens)
+    def forward(self, image: torch.Tensor, instruction_tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        return self.greedy_chunk(image, instruction_tokens, states)
 
     # ------------------------------------------------------------------ the policy interface
     def encode_instructions(self, instructions: Sequence[str]) -> torch.Tensor:
@@ -196,15 +225,15 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         ids = self.word_tokenizer.encode_batch(instructions, self.config.max_instruction_len)
         return torch.from_numpy(ids).to(self._device())
 
-    def _context_logits(self, images, instructions) -> torch.Tensor:
+    def _context_logits(self, images, instructions, states=None) -> torch.Tensor:
         imgs = self._images(images, self.image_hw)
         words = self.encode_instructions(self._instructions(instructions, imgs.shape[0]))
-        return self.logits(imgs, words)
+        return self.logits(imgs, words, self._states(states, imgs.shape[0]))
 
     @torch.no_grad()
-    def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None):
+    def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None, states=None):
         t = self._check_temperature(temperature, allow_zero=True)
-        logits = self._context_logits(images, instructions)  # (B, N, V)
+        logits = self._context_logits(images, instructions, states)  # (B, N, V)
         if t == 0:
             tokens = logits.argmax(-1)
             log_prob = torch.zeros(tokens.shape[0], device=tokens.device)
@@ -217,15 +246,15 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             log_prob = logp.gather(-1, tokens[..., None]).squeeze(-1).sum(-1)
         return self.tokens_to_actions(tokens), tokens, log_prob.float()
 
-    def token_log_probs(self, images, instructions, tokens, temperature: float = 1.0) -> torch.Tensor:
+    def token_log_probs(self, images, instructions, tokens, temperature: float = 1.0, states=None) -> torch.Tensor:
         t = self._check_temperature(temperature, allow_zero=False)
-        logits = self._context_logits(images, instructions)
+        logits = self._context_logits(images, instructions, states)
         tok = self._tokens(tokens, logits.shape[0])
         return torch.log_softmax(logits / t, dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # (B, N)
 
-    def entropy(self, images, instructions, tokens=None, temperature: float = 1.0) -> torch.Tensor:
+    def entropy(self, images, instructions, tokens=None, temperature: float = 1.0, states=None) -> torch.Tensor:
         t = self._check_temperature(temperature, allow_zero=False)
-        logp = torch.log_softmax(self._context_logits(images, instructions) / t, dim=-1)
+        logp = torch.log_softmax(self._context_logits(images, instructions, states) / t, dim=-1)
         return -(logp.exp() * logp).sum(-1)  # (B, N)
 
     # ------------------------------------------------------------------ helpers

@@ -5,7 +5,11 @@ from a local folder: Llava, PaliGemma, Idefics, ...) becomes a policy by giving 
 one *reserved vocabulary token* -- by default the last 256 ids of the tokenizer, as OpenVLA overwrites the
 least-used Llama tokens -- and decoding the K * D action tokens autoregressively after the prompt::
 
-    <image tokens> In: What action should the robot take to {instruction}?\\nOut: a_0 a_1 ... a_{N-1}
+    <image tokens> In: What action should the robot take to {instruction}?{state}\\nOut: a_0 a_1 ... a_{N-1}
+
+With ``state_features`` (`robot.state`), the robot state is written into the prompt as text (`` State: 0.012
+-0.034 0.180 1.000``, raw units, 3 decimals), as pi0-FAST tokenises proprioception; without, ``{state}`` is
+empty.
 
 Only the reserved tokens compete at each action position (the softmax is restricted to them), so a
 sampled token is always a bin, and ``token_log_probs`` (teacher forcing, one forward pass) recomputes
@@ -38,8 +42,9 @@ class HFVLAConfig:
     action_dim: int = 7  # D
     n_bins: int = 256  # V
     action_token_ids: tuple[int, ...] | None = None  # vocabulary id of each bin; None = the last n_bins ids
-    prompt: str = "In: What action should the robot take to {instruction}?\nOut:"
+    prompt: str = "In: What action should the robot take to {instruction}?{state}\nOut:"
     instructions: tuple[str, ...] = ()  # seen in training; the first is the default
+    state_features: tuple[str, ...] = ()  # robot.state features written into the prompt; () = none
     camera: str = "front"
     control_hz: float = 10.0
 
@@ -51,6 +56,12 @@ class HFVLAConfig:
             raise ValueError(f"n_bins: must be >= 2, got {self.n_bins}")
         if "{instruction}" not in self.prompt:
             raise ValueError(f"prompt: must contain '{{instruction}}', got {self.prompt!r}")
+        if self.state_features:
+            from robot.state import check_state_features
+
+            check_state_features(self.state_features, "state_features")
+            if "{state}" not in self.prompt:
+                raise ValueError(f"prompt: a policy with state_features needs '{{state}}' in its prompt, got {self.prompt!r}")
         if self.action_token_ids is not None and len(set(self.action_token_ids)) != self.n_bins:
             raise ValueError(f"action_token_ids: need {self.n_bins} distinct ids, got {len(set(self.action_token_ids))}")
 
@@ -61,7 +72,7 @@ class HFVLAConfig:
         if unknown:
             raise ValueError(f"{ADAPTER_FILE}: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
         d = dict(d)
-        for k in ("action_token_ids", "instructions"):
+        for k in ("action_token_ids", "instructions", "state_features"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -114,6 +125,7 @@ class HFVLA(nn.Module, PolicyMixin):
         d = asdict(self.config)
         d["action_token_ids"] = [int(i) for i in self.action_ids.tolist()]
         d["instructions"] = list(d["instructions"])
+        d["state_features"] = list(d["state_features"])
         (folder / ADAPTER_FILE).write_text(json.dumps(d, indent=2))
 
     @property
@@ -123,13 +135,15 @@ class HFVLA(nn.Module, PolicyMixin):
         return self.config.instructions[0]
 
     # ------------------------------------------------------------------ the prompt
-    def _prompt_batch(self, images, instructions) -> dict[str, torch.Tensor]:
+    def _prompt_batch(self, images, instructions, states=None) -> dict[str, torch.Tensor]:
         imgs = self._images(images, None)
         texts = self._instructions(instructions, imgs.shape[0])
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise PolicyInputError(f"instructions: expected non-empty strings, got {t!r}")
-        prompts = [self.config.prompt.format(instruction=t.strip().lower()) for t in texts]
+        st = self._states(states, imgs.shape[0])
+        state_texts = [""] * len(texts) if st is None else [" State: " + " ".join(f"{v:.3f}" for v in row) for row in st.tolist()]
+        prompts = [self.config.prompt.format(instruction=t.strip().lower(), state=s) for t, s in zip(texts, state_texts)]
         image_token = getattr(self.processor, "image_token", None)
         if image_token:
             prompts = [p if image_token in p else image_token + p for p in prompts]
@@ -143,9 +157,9 @@ class HFVLA(nn.Module, PolicyMixin):
         return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
     # ------------------------------------------------------------------ the policy interface
-    def _action_logits(self, images, instructions, tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _action_logits(self, images, instructions, tokens: torch.Tensor | None, states=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits over the bins at every action position: (B, N, V), and the checked tokens."""
-        enc = self._prompt_batch(images, instructions)
+        enc = self._prompt_batch(images, instructions, states)
         B = enc["input_ids"].shape[0]
         N = self.chunk_length * self.action_dim
         tok = self._tokens(tokens, B)
@@ -157,18 +171,18 @@ class HFVLA(nn.Module, PolicyMixin):
                          logits_to_keep=N, **extra)
         return out.logits[:, -N:, :][..., self.action_ids], tok  # (B, N, V)
 
-    def token_log_probs(self, images, instructions, tokens, temperature: float = 1.0) -> torch.Tensor:
+    def token_log_probs(self, images, instructions, tokens, temperature: float = 1.0, states=None) -> torch.Tensor:
         t = self._check_temperature(temperature, allow_zero=False)
-        logits, tok = self._action_logits(images, instructions, tokens)
+        logits, tok = self._action_logits(images, instructions, tokens, states)
         return torch.log_softmax(logits.float() / t, dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # (B, N)
 
-    def entropy(self, images, instructions, tokens=None, temperature: float = 1.0) -> torch.Tensor:
+    def entropy(self, images, instructions, tokens=None, temperature: float = 1.0, states=None) -> torch.Tensor:
         """Per-token entropy along ``tokens`` (autoregressive: the distribution at position i depends on the
         tokens before it); without ``tokens``, along the greedy chunk."""
         t = self._check_temperature(temperature, allow_zero=False)
         if tokens is None:
-            tokens = self.sample(images, instructions, temperature=0.0)[1]
-        logits, _ = self._action_logits(images, instructions, tokens)
+            tokens = self.sample(images, instructions, temperature=0.0, states=states)[1]
+        logits, _ = self._action_logits(images, instructions, tokens, states)
         logp = torch.log_softmax(logits.float() / t, dim=-1)
         return -(logp.exp() * logp).sum(-1)
 
@@ -183,11 +197,11 @@ class HFVLA(nn.Module, PolicyMixin):
         return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     @torch.no_grad()
-    def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None):
+    def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None, states=None):
         """Autoregressive draw with a KV cache; the returned log-prob is then recomputed by `token_log_probs`
         (one teacher-forced pass), so that it equals what GRPO recomputes bit for bit, not just to float noise."""
         t = self._check_temperature(temperature, allow_zero=True)
-        enc = self._prompt_batch(images, instructions)
+        enc = self._prompt_batch(images, instructions, states)
         mask = enc["attention_mask"]
         B, N = mask.shape[0], self.chunk_length * self.action_dim
         pos = self._positions(mask)
@@ -209,7 +223,7 @@ class HFVLA(nn.Module, PolicyMixin):
         if t == 0:
             log_prob = torch.zeros(B, device=tokens.device)
         else:
-            log_prob = self.token_log_probs(images, instructions, tokens, temperature=t).sum(-1)
+            log_prob = self.token_log_probs(images, instructions, tokens, temperature=t, states=states).sum(-1)
         return self.tokens_to_actions(tokens), tokens, log_prob
 
 

@@ -36,6 +36,7 @@ from learning.data.windows import WindowDataset, WindowSpec
 from learning.distributed import Dist, current, distributed_session, wrap_policy
 from robot.console import print_table
 from robot.episode import OUTCOMES
+from robot.state import DEFAULT_POLICY_STATE, check_state_features, state_matrix
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CompactModelConfig:
 @dataclass(frozen=True)
 class HFConfig:
     path: str | None = None  # local folder of a transformers image-text-to-text model (+ its processor)
-    prompt: str = "In: What action should the robot take to {instruction}?\nOut:"
+    prompt: str = "In: What action should the robot take to {instruction}?{state}\nOut:"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class SFTConfig:
     val_episodes: int = 3  # held-out episodes of the same outcomes for the validation loss
     chunk_length: int = 8  # K
     camera: str | None = None  # None = the first camera of each episode
+    state_features: tuple[str, ...] = DEFAULT_POLICY_STATE  # robot.state features the policy takes; () = image only
     steps: int = 2000
     batch_size: int = 32
     lr: float = 6e-4
@@ -119,6 +121,7 @@ class SFTConfig:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         if self.policy not in POLICY_KINDS:
             raise ValueError(f"policy: {self.policy!r} is not one of {POLICY_KINDS}")
+        check_state_features(self.state_features, "state_features")
         if self.policy == "hf" and not self.hf.path:
             raise ValueError("hf.path: policy=hf needs the local folder of a transformers image-text-to-text model")
 
@@ -129,8 +132,9 @@ class SFTConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"sft config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        if "outcomes" in d:
-            d["outcomes"] = tuple([d["outcomes"]] if isinstance(d["outcomes"], str) else d["outcomes"])
+        for k in ("outcomes", "state_features"):
+            if k in d:
+                d[k] = tuple([d[k]] if isinstance(d[k], str) else (d[k] or ()))
         if "model" in d and not isinstance(d["model"], CompactModelConfig):
             m = dict(d["model"] or {})
             if "conv_channels" in m:
@@ -152,13 +156,15 @@ def _sub(cls, d: dict, prefix: str):
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class Demos:
-    """Windows of the selected episodes, in memory: images (N, H, W, 3) uint8, chunks (N, K, 7), instructions;
+    """Windows of the selected episodes, in memory: images (N, H, W, 3) uint8, chunks (N, K, 7), instructions,
+    states (N, S) float32 (the robot state at each window's frame, `robot.state` features; S = 0 without);
     ``camera_info``: the episodes' common camera framing (Episode.info["camera"]) or None if unrecorded."""
 
     images: np.ndarray
     chunks: np.ndarray
     instructions: list[str]
     episodes: list[int]
+    states: np.ndarray
     camera_info: dict[str, Any] | None = None
     aux: np.ndarray | None = None  # (N, AUX_DIM) float32, see aux_targets
 
@@ -179,7 +185,8 @@ def aux_targets(ee_pose: np.ndarray, gripper: np.ndarray, actions: np.ndarray, t
     return np.concatenate([ee_pose[t, :3], [gripper[t]], grasp, ee_pose[-1, :3]]).astype(np.float32)
 
 
-def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None) -> Demos:
+def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None,
+               state_features: tuple[str, ...] = DEFAULT_POLICY_STATE) -> Demos:
     ds = WindowDataset(store, WindowSpec(chunk=chunk_length, n_cond=1, camera=camera), indices=indices)
     b = ds.batch(np.arange(len(ds)))
     task_of = dict(zip(ds.episode_indices, ds.tasks))
@@ -192,8 +199,9 @@ def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camer
         t = store.step_table(i, ["observation.ee_pose", "observation.gripper", "action"])
         state[i] = [np.asarray(t.column(c).to_pylist(), np.float32) for c in ("observation.ee_pose", "observation.gripper", "action")]
     aux = np.stack([aux_targets(*state[int(e)], int(t)) for e, t in zip(b["episode"], b["t"])])
+    states = np.stack([state_matrix(state_features, state[int(e)][0][t], state[int(e)][1][t])[0] for e, t in zip(b["episode"], b["t"])])
     return Demos(images=b["cond"][:, -1], chunks=b["actions"], instructions=[task_of[int(e)] for e in b["episode"]],
-                 episodes=list(indices), camera_info=json.loads(cams.pop()) if cams else None, aux=aux)
+                 episodes=list(indices), states=states, camera_info=json.loads(cams.pop()) if cams else None, aux=aux)
 
 
 def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], list[int]]:
@@ -229,7 +237,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         from learning.policy.hf_vla import HFVLA
 
         return HFVLA.from_pretrained(cfg.hf.path, chunk_length=cfg.chunk_length, prompt=cfg.hf.prompt,
-                                     instructions=instructions)
+                                     instructions=instructions, state_features=list(cfg.state_features))
     from learning.policy.compact import CompactVLA
     from learning.policy.tokenizers import WordTokenizer
 
@@ -248,6 +256,8 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,
         camera=cfg.camera or "front", instructions=instructions, camera_info=demos.camera_info,
+        state_features=list(cfg.state_features), state_mean=demos.states.mean(0).tolist() if cfg.state_features else None,
+        state_std=np.maximum(demos.states.std(0), 1e-3).tolist() if cfg.state_features else None,
         action_stats={"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist()},
     )
 
@@ -260,19 +270,25 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _states_or_none(policy, states: np.ndarray | None) -> np.ndarray | None:
+    return states if policy.state_features else None
+
+
+def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray,
+             states: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean per-token NLL of the demonstrated chunk, and the mean probability given to the demonstrated token."""
     tokens = policy.actions_to_tokens(chunks)  # (B, K * D)
-    logp = policy.token_log_probs(images, instructions, tokens)  # (B, K * D)
+    logp = policy.token_log_probs(images, instructions, tokens, states=_states_or_none(policy, states))  # (B, K * D)
     return -logp.mean(), logp.detach().exp().mean()
 
 
 def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray,
-                 aux: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 aux: np.ndarray, states: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The compact VLA with an aux head: (NLL, mean target probability, MSE of the normalised aux targets),
     from one forward pass. The NLL is the same number `sft_loss` computes."""
     imgs = policy._images(images, policy.image_hw)
-    logits, pred = policy.logits_and_aux(imgs, policy.encode_instructions(instructions))
+    st = policy._states(_states_or_none(policy, states), imgs.shape[0])
+    logits, pred = policy.logits_and_aux(imgs, policy.encode_instructions(instructions), st)
     tokens = policy.actions_to_tokens(chunks).to(logits.device)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
     mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
@@ -287,8 +303,9 @@ def validation_loss(policy, demos: Demos, batch_size: int) -> dict[str, float]:
     for s in range(0, len(demos), batch_size):
         sl = slice(s, s + batch_size)
         tokens = policy.actions_to_tokens(demos.chunks[sl])
-        logp = policy.token_log_probs(demos.images[sl], demos.instructions[sl], tokens)
-        greedy = policy.actions_to_tokens(policy.act(demos.images[sl], demos.instructions[sl]))
+        st = _states_or_none(policy, demos.states[sl])
+        logp = policy.token_log_probs(demos.images[sl], demos.instructions[sl], tokens, states=st)
+        greedy = policy.actions_to_tokens(policy.act(demos.images[sl], demos.instructions[sl], states=st))
         total += float(-logp.sum())
         exact += float((greedy == tokens.to(greedy.device)).float().sum())
         n += logp.numel()
@@ -325,6 +342,7 @@ def _save_checkpoint(out: Path, policy, opt: torch.optim.Optimizer, step: int, r
 def _cfg_dict(cfg: SFTConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["outcomes"] = list(d["outcomes"])
+    d["state_features"] = list(d["state_features"])
     d["model"]["conv_channels"] = list(d["model"]["conv_channels"])
     return d
 
@@ -335,7 +353,7 @@ def _resume_mismatch(saved: dict[str, Any] | None, cfg: SFTConfig) -> list[str]:
     if not saved:
         return []
     want = _cfg_dict(cfg)
-    diff = [f"{k}: {saved[k]!r} != {want[k]!r}" for k in ("policy", "chunk_length") if k in saved and saved[k] != want[k]]
+    diff = [f"{k}: {saved[k]!r} != {want[k]!r}" for k in ("policy", "chunk_length", "state_features") if k in saved and saved[k] != want[k]]
     section = "model" if cfg.policy == "compact" else "hf"
     for k, v in (saved.get(section) or {}).items():
         if k in want[section] and v != want[section][k]:
@@ -365,8 +383,8 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
 
     train_idx, val_idx = select_episodes(store, cfg)
     t0 = time.perf_counter()
-    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera)
-    val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera) if val_idx else None
+    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features)
+    val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera, cfg.state_features) if val_idx else None
     log.info("SFT on %d episodes (%d windows), validating on %d episodes; data loaded in %.1f s",
              len(train_idx), len(train), len(val_idx), time.perf_counter() - t0)
 
@@ -412,10 +430,11 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             b, images = b[rows], images[rows]  # this rank's rows of the global batch (every rank draws all of it)
             instr = [train.instructions[i] for i in b]
             if use_aux:
-                nll, acc, aux_mse = sft_aux_loss(policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std)
+                nll, acc, aux_mse = sft_aux_loss(policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std,
+                                                 train.states[b])
                 loss = nll + cfg.aux_weight * aux_mse
             else:
-                loss, acc = sft_loss(policy, images, instr, train.chunks[b])
+                loss, acc = sft_loss(policy, images, instr, train.chunks[b], train.states[b])
                 nll = loss
             opt.zero_grad(set_to_none=True)
             loss.backward()

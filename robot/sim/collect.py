@@ -15,9 +15,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from robot.episode import Episode, EpisodeRecorder
-from robot.sim.expert import PERTURBATIONS, ScriptedExpert, sample_perturbation
+from robot.episode import Episode
+from robot.runner import EpisodeRunner
+from robot.sim.expert import PERTURBATIONS, ExpertSource, sample_perturbation
 from robot.sim.maniskill import SimRobot
+from robot.sim.rollout import run_sim_episode, sim_runner
 
 log = logging.getLogger(__name__)
 
@@ -46,40 +48,27 @@ def run_scripted_episode(
     seed: int,
     perturbation_kind: str = "none",
     rng: np.random.Generator | None = None,
-    settle_steps: int = 2,
+    runner: EpisodeRunner | None = None,
 ) -> Episode | None:
-    """One expert episode; returns None for a trivial seed (already solved at reset)."""
+    """One expert episode through the rig's episode runner and safety filter (`robot.sim.rollout`); None for a
+    trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done."""
     rng = rng or np.random.default_rng(seed)
-    sim, arm, cam = robot.sim, robot.arm, robot.cameras["front"]
+    sim = robot.sim
     sim.reset(seed)
     if sim.success:
         return None
     pert = sample_perturbation(perturbation_kind, rng)
-    expert = ScriptedExpert(robot.config.task, pert, max_translation_m=arm.limits.max_translation_m)
-    expert.plan(sim.privileged())
-    rec = EpisodeRecorder(robot.instruction, robot.config.control_hz, rig=robot.config.rig, source="scripted")
-    succeeded_at: int | None = None
-    for _ in range(robot.config.max_steps):
-        state, frame = arm.read_state(), cam.read()
-        action = expert.act(sim.privileged())
-        rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
-                     gripper=state.gripper, action=action, reward=float(sim.success))
-        arm.send_action(action)
-        if sim.success and succeeded_at is None:
-            succeeded_at = sim.steps
-        if succeeded_at is not None and sim.steps - succeeded_at >= settle_steps:
-            break
-        if expert.done and not sim.success and perturbation_kind != "none":
-            break
-    # The last observation (after the last action) closes the episode with a hold action.
-    state, frame = arm.read_state(), cam.read()
-    hold = np.array([0, 0, 0, 0, 0, 0, rec._steps[-1]["action"][6]], dtype=np.float32)
-    rec.add_step(timestamp=state.stamp, images={cam.name: frame.rgb}, joints=state.joints, ee_pose=state.ee_pose,
-                 gripper=state.gripper, action=hold, reward=float(sim.success))
-    outcome = "success" if sim.success else ("near_success" if perturbation_kind != "none" else "failure")
-    info = {"seed": int(seed), "sim_task": robot.config.task, "sim_success": bool(sim.success),
-            "camera": robot.config.camera_info(), **pert.describe()}
-    return rec.finish(outcome, info=info)
+    source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m)
+    runner = runner or sim_runner(robot, source_kind="scripted")
+    perturbed = perturbation_kind != "none"
+    res = run_sim_episode(runner, robot, source, seed, reset=lambda s: s,  # already reset (and checked) above
+                          stop=(lambda: source.done and not sim.success) if perturbed else None, info=pert.describe())
+    ep = res.episode
+    if ep is None:
+        raise RuntimeError(f"seed {seed}: the simulated rig recorded nothing ({res.end_reason}: {res.detail})")
+    if perturbed and ep.outcome == "failure":
+        ep.outcome = "near_success"
+    return ep
 
 
 def collect_sans(

@@ -160,3 +160,22 @@ def _stack_cube(priv: dict, p: Perturbation) -> list[Waypoint]:
 
 
 _PLANNERS = {"PickCube-v1": _pick_cube, "PushCube-v1": _push_cube, "StackCube-v1": _stack_cube}
+
+
+class ExpertSource:
+    """The scripted expert as an `robot.runner.ActionSource`: plans from the simulator's privileged state at
+    the episode start, then answers one action per step (a chunk of one). ``done``: the plan is finished."""
+
+    def __init__(self, sim, perturbation: Perturbation | None = None, max_translation_m: float = 0.1) -> None:
+        self.sim = sim
+        self.expert = ScriptedExpert(sim.config.task, perturbation, max_translation_m=max_translation_m)
+
+    def reset(self, instruction: str) -> None:
+        self.expert.plan(self.sim.privileged())
+
+    def next_chunk(self, obs) -> np.ndarray:
+        return self.expert.act(self.sim.privileged())[None]
+
+    @property
+    def done(self) -> bool:
+        return self.expert.done

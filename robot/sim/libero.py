@@ -204,6 +204,13 @@ class LiberoConfig:
     def camera_names(self) -> tuple[str, ...]:
         return ("front", "wrist") if self.wrist_camera else ("front",)
 
+    @staticmethod
+    def safety_overrides() -> dict[str, Any]:
+        """The safety filter's workspace box for LIBERO's scenes, in the arm's base frame (`LiberoSim.state`):
+        the Panda starts at about (0.45, 0, 0.25) with the table top near z = 0; the box is its reach over the
+        table. (robot/conf/robot.yaml's box is ManiSkill's table.)"""
+        return {"workspace_low": [0.0, -0.5, -0.1], "workspace_high": [0.9, 0.5, 0.7]}
+
 
 class LiberoSim:
     """Owns one LIBERO env (MuJoCo physics, off-screen EGL rendering); shared by the arm and the cameras."""

@@ -105,6 +105,11 @@ class ManiSkillConfig:
         eye, target, fov = task_spec(self.task).camera
         return (self.camera_eye or eye, self.camera_target or target, self.camera_fov or fov)
 
+    @staticmethod
+    def safety_overrides() -> dict[str, Any]:
+        """None: robot/conf/robot.yaml's safety block is ManiSkill's table (the simulated rig's limits)."""
+        return {}
+
     def camera_info(self) -> dict[str, Any]:
         """What an episode records about its camera, so data from different framings is never mixed silently."""
         eye, target, fov = self.camera

@@ -96,9 +96,9 @@ def test_wrong_camera_rate_newer_version_and_tampering_are_refused(artifact, tmp
         validate_artifact(artifact, RigSpec(image_size=(16, 16), control_hz=15.0))
     newer = _copy(artifact, tmp_path / "newer")
     d = json.loads((newer / "manifest.json").read_text())
-    d["manifest_version"] = 2
+    d["manifest_version"] = 3
     (newer / "manifest.json").write_text(json.dumps(d))
-    with pytest.raises(ArtifactError, match="'manifest_version': 2 is newer"):
+    with pytest.raises(ArtifactError, match="'manifest_version': 3 is newer"):
         validate_artifact(newer, RIG)
     tampered = _copy(artifact, tmp_path / "tampered")
     with open(tampered / MODEL_FILE, "ab") as f:
@@ -175,7 +175,7 @@ def test_act_checks_the_observation_and_flags_bad_outputs(artifact):
     with pytest.raises(ObservationError, match="float32"):
         rt.act(np.zeros((16, 16, 3), np.float32))
     # A policy that turns NaN at run time: passed on (the safety filter holds on NaN) and counted, or raised when strict.
-    rt._active.run = lambda image: np.full((8, 7), np.nan, np.float32)
+    rt._active.run = lambda image, state=None: np.full((8, 7), np.nan, np.float32)
     assert np.isnan(rt.act(np.zeros((16, 16, 3), np.uint8))).all() and rt.bad_outputs == 1
     rt.strict = True
     with pytest.raises(PolicyOutputError, match="NaN"):
@@ -226,3 +226,106 @@ def test_gaussian_head_exports_and_agrees(tmp_path):
     m = export_policy(tiny_compact(seed=4, action_head="gaussian"), tmp_path / "g", version="g1", check_inputs=4)
     assert m.extra["onnx_check"]["max_abs_diff"] <= 1e-6
     assert validate_artifact(tmp_path / "g", RIG).policy_version == "g1"
+
+
+# ---------------------------------------------------------------------------------------------- robot state input
+STATE = ("ee_x", "ee_y", "ee_z", "gripper")
+
+
+def _state_policy(seed: int = 7):
+    """A tiny policy with a state input whose chunk visibly depends on the state (a large state projection)."""
+    p = tiny_compact(seed=seed, state_features=list(STATE), state_mean=[0.0, 0.0, 0.2, 0.5], state_std=[0.05, 0.05, 0.05, 0.5])
+    with torch.no_grad():
+        for layer in p.state_proj:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(50.0)
+    return p.eval()
+
+
+@pytest.fixture(scope="module")
+def state_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("state") / "s1"
+    export_policy(_state_policy(), out, version="s1", check_inputs=8)
+    return out
+
+
+def test_a_state_policy_gets_the_arm_s_state_through_the_onnx_runtime(state_artifact):
+    """The arm's ArmState reaches the graph: runner observation -> PolicySource -> PolicyRuntime -> ONNX, and the
+    chunk equals the torch policy's for that state (and changes when the arm moves)."""
+    from robot.arms.fake import KinematicArm
+    from robot.cameras.base import Frame
+    from robot.policy_source import PolicySource
+    from robot.runner import Observation
+    from robot.state import state_vector
+
+    m = read_artifact(state_artifact)
+    assert m.state == STATE and m.inputs["state"] == {"shape": [1, 4], "dtype": "float32"}
+    assert m.normalization["state"]["features"] == list(STATE) and m.extra["onnx_check"]["max_abs_diff"] <= 1e-6
+    policy = _state_policy()
+    rt = PolicyRuntime(RIG)
+    rt.load(state_artifact)
+    src = PolicySource(rt, camera="front")
+    src.reset(INSTRUCTION)
+    arm = KinematicArm()
+    arm.connect()
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    chunks = []
+    for step in range(3):
+        state = arm.read_state()
+        obs = Observation(frames={"front": Frame(rgb=img, stamp=0.0)}, state=state, time=0.0, instruction=INSTRUCTION, step=step)
+        chunk = src.next_chunk(obs)
+        want = policy.act(img, INSTRUCTION, states=state_vector(STATE, state)[None])[0].numpy()
+        np.testing.assert_allclose(chunk, want, atol=1e-6)
+        chunks.append(chunk)
+        arm.send_action(np.array([1.0, -1.0, -1.0, 0, 0, 0, -1.0], np.float32))  # 5 cm per axis, gripper closing
+    assert not np.array_equal(chunks[0], chunks[2])  # same image, another state: another chunk
+
+
+def test_the_runtime_refuses_a_state_the_graph_or_the_rig_does_not_have(state_artifact, tmp_path):
+    lie = _copy(state_artifact, tmp_path / "lie")
+    _rewrite_manifest(lie, state=["ee_x", "ee_y"], inputs={**read_artifact(state_artifact).inputs, "state": {"shape": [1, 2], "dtype": "float32"}})
+    with pytest.raises(ArtifactError, match=r"'inputs': 'state' declared shape \[1, 2\], the graph has \[1, 4\]"):
+        validate_artifact(lie, RIG)
+    lie2 = _copy(state_artifact, tmp_path / "lie2")
+    _rewrite_manifest(lie2, state=["ee_x", "ee_y"], inputs={k: v for k, v in read_artifact(state_artifact).inputs.items() if k != "state"})
+    with pytest.raises(ArtifactError, match=r"'state': lists 2 features \['ee_x', 'ee_y'\], but the graph's input 'state' is \[1, 4\]"):
+        validate_artifact(lie2, RIG)
+    no_state = _copy(state_artifact, tmp_path / "no_state")  # a manifest that hides the state input
+    _rewrite_manifest(no_state, state=[], inputs={k: v for k, v in read_artifact(state_artifact).inputs.items() if k != "state"})
+    with pytest.raises(ArtifactError, match=r"'state': the graph's inputs are \['image', 'instruction_tokens', 'state'\]"):
+        validate_artifact(no_state, RIG)
+    # A rig whose arm reports no gripper opening cannot run a policy that needs it; the message names both.
+    with pytest.raises(ArtifactError, match=r"'state': policy takes the robot state \['ee_x', 'ee_y', 'ee_z', 'gripper'\], "
+                                            r"this rig's arm supplies \['ee_x', 'ee_y', 'ee_z'\] \(missing \['gripper'\]\)"):
+        validate_artifact(state_artifact, RigSpec(camera="front", image_size=(16, 16), state=("ee_x", "ee_y", "ee_z")))
+    rt = PolicyRuntime(RIG)
+    rt.load(state_artifact)
+    rt.reset()
+    with pytest.raises(ObservationError, match="takes the robot state"):
+        rt.act(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ObservationError, match=r"takes 4 features .* got shape \(3,\)"):
+        rt.act(np.zeros((16, 16, 3), np.uint8), np.zeros(3, np.float32))
+
+
+def test_an_image_only_manifest_of_version_1_still_loads(artifact, tmp_path):
+    old = _copy(artifact, tmp_path / "v1")
+    d = json.loads((old / "manifest.json").read_text())
+    d.pop("state")
+    d["manifest_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(d))
+    m = validate_artifact(old, RIG)
+    assert m.state == () and m.manifest_version == 1
+
+
+def test_policies_check_their_state_input():
+    from learning.policy.base import PolicyInputError
+
+    p, img = _state_policy(), np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(PolicyInputError, match="needs the robot state"):
+        p.act(img, INSTRUCTION)
+    with pytest.raises(PolicyInputError, match=r"expected shape \(2, 4\)"):
+        p.act(img, INSTRUCTION, states=np.zeros((2, 3), np.float32))
+    with pytest.raises(PolicyInputError, match="takes no robot state"):
+        tiny_compact().act(img, INSTRUCTION, states=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="unknown state feature"):
+        tiny_compact(state_features=["ee_yaw"])

@@ -184,7 +184,7 @@ def test_policy_source_with_a_real_onnx_model(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "policy.onnx"), providers=["CPUExecutionProvider"])
 
     class OrtPolicy:
-        def act(self, image_hwc_uint8):
+        def act(self, image_hwc_uint8, state=None):
             return sess.run(None, {"image": image_hwc_uint8})[0]
 
     ep32 = random_episode(T=4, H=32, W=32)  # the camera gives 32x32; the policy wants 16x16
