@@ -76,11 +76,17 @@ def camera_frames(camera: Camera, every: int = 1, max_frames: int | None = None,
     try:
         if on_connect is not None:
             on_connect(camera)
-        i, stale = 0, 0
+        i, stale, last, dup_s = 0, 0, None, 0.0
         while max_frames is None or i < max_frames * every:
             try:
                 frame = camera.read()
-                stale = 0
+                if frame.index == last:  # read again before the playback delivered the next one (a loaded CPU)
+                    time.sleep(0.005)
+                    dup_s += 0.005
+                    if dup_s > 10:
+                        raise StaleFrameError(f"camera {camera.name}: frame {frame.index} for 10 s")
+                    continue
+                last, stale, dup_s = frame.index, 0, 0.0
             except ReplayEndedError:
                 break
             except StaleFrameError:

@@ -240,8 +240,10 @@ def wait_for_rollouts(store: EpisodeStore, version: str, n: int, robot: RobotPro
 
 
 # ---------------------------------------------------------------------------------------------- imagination
-def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str, c: dict[str, Any]) -> tuple[float, np.ndarray, list[np.ndarray]]:
-    """The greedy policy from ``frames`` inside the world model: success rate, per-start success, imagined videos."""
+def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str, c: dict[str, Any],
+                     states: np.ndarray | None = None, reckoner=None) -> tuple[float, np.ndarray, list[np.ndarray]]:
+    """The greedy policy from ``frames`` inside the world model: success rate, per-start success, imagined videos.
+    A state-input policy starts from ``states`` (the frames' robot states), advanced by ``reckoner`` (GRPO's)."""
     import torch
 
     from learning.rl.grpo import GRPOConfig
@@ -256,7 +258,9 @@ def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str
     alive = np.ones(len(frames), bool)
     with torch.no_grad():
         for _ in range(g.horizon_chunks):
-            chunks = policy.act(obs, instruction).cpu().numpy().astype(np.float32)
+            chunks = policy.act(obs, instruction, states=states).cpu().numpy().astype(np.float32)
+            if states is not None:
+                states = reckoner.step(states, chunks)
             nxt, rewards, done = env.step(chunks)
             for i in np.flatnonzero(alive):
                 videos[i].extend(nxt[i])
@@ -349,6 +353,10 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
         rollouts = EpisodeStore(rollouts_root)
         instruction = load_policy(sft_folder).default_instruction
         start_frames = np.stack([sans.frames(i)[0] for i in range(len(sans))])
+        from learning.rl.imagined_state import start_states
+
+        sft_features = load_policy(sft_folder).state_features
+        check_states = start_states(sans, range(min(8, len(sans))), sft_features) if sft_features else None
         prev_policy = sft_folder
         for k in range(c["iterations"] + 1):
             seconds: dict[str, float] = {}
@@ -360,14 +368,14 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
                     wm = refine_world_model(c, wm, sans, rollouts, out / f"iter-{k}" / "world_model")
                 with timed(seconds, "grpo"):
                     base = sft_folder if c["grpo_from"] == "sft" else prev_policy
-                    policy_folder, history = run_grpo(c, base, wm, start_frames, instruction, out / f"iter-{k}" / "grpo")
+                    policy_folder, history = run_grpo(c, base, wm, sans, start_frames, instruction, out / f"iter-{k}" / "grpo")
             # (c) export and push
             version = f"loop-{k}"
             with timed(seconds, "export"):
                 policy = load_policy(policy_folder)
                 artifact = out / "artifacts" / version
                 shutil.rmtree(artifact, ignore_errors=True)
-                export_policy(policy, artifact, version, check_images=start_frames[:8], overwrite=True,
+                export_policy(policy, artifact, version, check_images=start_frames[:8], check_states=check_states, overwrite=True,
                               extra={"loop_iteration": k, "eval_episodes": c["eval_episodes"], "eval_seed": c["eval_seed"]})
                 server.publish_policy(artifact)
             # (d)+(e) the robot evaluates and ships the rollouts back
@@ -404,17 +412,19 @@ def refine_world_model(c: dict[str, Any], wm: Path, sans: EpisodeStore, rollouts
     return Path(train_world_model({**wcfg, "out": str(out)}, [sans, rollouts], init_from=wm))
 
 
-def run_grpo(c: dict[str, Any], base_policy: Path, wm: Path, start_frames: np.ndarray, instruction: str, out: Path):
-    """(b) GRPO in imagination from ``base_policy``; returns the new policy folder and the per-step log."""
+def run_grpo(c: dict[str, Any], base_policy: Path, wm: Path, sans: EpisodeStore, start_frames: np.ndarray, instruction: str, out: Path):
+    """(b) GRPO in imagination from ``base_policy`` from the SANS episodes' first frames (and robot states);
+    returns the new policy folder and the per-step log."""
     from learning.policy import load_policy
-    from learning.rl.grpo import GRPOConfig, train_grpo
+    from learning.rl.grpo import GRPOConfig, imagination_states, train_grpo
     from learning.world_model.env import WorldModelEnv
 
     g = GRPOConfig.from_dict(c["grpo"])
     policy = load_policy(base_policy)
     env = WorldModelEnv(wm, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed)
-    res = train_grpo(policy, env, start_frames, instruction, g, out)
+    start_states, reckoner = imagination_states(policy, sans, range(len(sans)))
+    res = train_grpo(policy, env, start_frames, instruction, g, out, start_states=start_states, reckoner=reckoner)
     return res.policy_folder, res.history
 
 
@@ -423,7 +433,7 @@ def judge_world_model(c: dict[str, Any], policy, wm: Path, rollouts: EpisodeStor
     """How wrong was the world model about this policy? Alignment on the fresh rollouts (replaying their real
     actions) and the greedy policy's imagined success from the same first frames, with side-by-side videos."""
     from learning.eval.world_model import evaluate_world_model
-    from learning.rl.grpo import GRPOConfig
+    from learning.rl.grpo import GRPOConfig, imagination_states
 
     g = GRPOConfig.from_dict(c["grpo"])
     n = min(len(idx), c["judge"]["episodes"])
@@ -431,7 +441,8 @@ def judge_world_model(c: dict[str, Any], policy, wm: Path, rollouts: EpisodeStor
     metrics = evaluate_world_model(wm, rollouts, sel, classifier=classifier, num_inference_steps=g.num_inference_steps,
                                    reward_threshold=g.success_threshold, seed=c["seed"], video_dir=out / "wm_eval_videos", max_videos=2)
     frames = np.stack([rollouts.frames(i)[0] for i in sel])
-    rate, per_start, videos = imagined_success(policy, wm, frames, instruction, c)
+    states, reckoner = imagination_states(policy, rollouts, sel)
+    rate, per_start, videos = imagined_success(policy, wm, frames, instruction, c, states, reckoner)
     for j in range(min(c["judge"]["videos"], n)):
         real = rollouts.frames(sel[j])
         side_by_side(real, videos[j], out / "videos" / f"episode-{sel[j]:04d}-real_{rollouts.row(sel[j])['outcome']}"

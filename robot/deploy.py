@@ -32,6 +32,7 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
     """Serve policies from the learner until stopped (or ``deploy.max_versions`` versions were evaluated)."""
     from robot import wire
     from robot.link import Outbox, PolicyInbox
+    from robot.main import play_episodes
 
     d = c["deploy"]
     lk = c["link"]
@@ -76,13 +77,9 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
                 meta["loop_iteration"] = int(iteration)
             log.info("robot deploy: policy %s -> %d evaluation episodes (seeds %d..%d)", manifest.policy_version, n, seed0, seed0 + n - 1)
             successes = 0
-            for i in range(n):
-                if stop.is_set():
-                    break
-                # the rig's reset adds its own seed base; a scene solved at reset is replaced by + n (robot.sim.rollout)
-                played = rig.reset_scene(seed0 + i - int(c["seed"]), n)
-                info = {"seed": played, "evaluation": True} if played is not None else {"evaluation": True}
-                res = runner.run(source, rig.instruction, success=rig.success, info=info, **meta)
+            # the rig's reset adds its own seed base (c["seed"]): scene i is eval_seed + i
+            for i, res in play_episodes(rig, runner, source, n, seed0 - int(c["seed"]), meta=meta, info={"evaluation": True},
+                                        stop=stop.is_set):
                 if res.episode is None:
                     log.error("episode %d: nothing recorded (%s: %s)", i, res.end_reason, res.detail)
                     continue

@@ -23,7 +23,7 @@ import importlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -206,6 +206,19 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         close_sink()
 
 
+def play_episodes(rig: Rig, runner: EpisodeRunner, source, n: int, first: int = 0, *, meta: dict[str, Any] | None = None,
+                  info: dict[str, Any] | None = None, stop: Callable[[], bool] | None = None) -> Iterator[tuple[int, Any]]:
+    """The robot process's episode loop (`wvl robot run` and `wvl robot deploy`): episode i of ``n`` resets scene
+    ``first + i`` (sim: seed + first + i, a scene solved at reset replaced by + n, as `wvl eval-policy` does:
+    robot.sim.rollout) and runs one episode of ``source``. Yields (i, EpisodeResult); stops early when ``stop()``."""
+    for i in range(n):
+        if stop is not None and stop():
+            return
+        played = rig.reset_scene(first + i, n)
+        ep_info = {**(info or {}), **({"seed": played} if played is not None else {})}
+        yield i, runner.run(source, rig.instruction, success=rig.success, info=ep_info, **(meta or {}))
+
+
 def _collect(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> int:
     from teleop.session import SansSession, SessionConfig
 
@@ -260,11 +273,7 @@ def _run(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> i
     counts: Counter = Counter()
     rows = []
     try:
-        n = int(c["episodes"])
-        for i in range(n):
-            played = rig.reset_scene(i, n)
-            info = {"seed": played} if played is not None else {}
-            res = runner.run(source, rig.instruction, success=rig.success, info=info, **meta)
+        for i, res in play_episodes(rig, runner, source, int(c["episodes"]), meta=meta):
             if res.episode is None:
                 log.error("episode %d: nothing recorded (%s: %s)", i, res.end_reason, res.detail)
                 break

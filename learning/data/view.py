@@ -92,13 +92,19 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     if not indices:
         raise ValueError(f"no episodes selected from {store.root} (episodes={list(cfg.episodes)}, outcome={cfg.outcome})")
     out = Path(cfg.out)
-    if out.suffix not in (".mp4", ".gif"):
-        raise ValueError(f"out: {out} must end in .mp4 or .gif")
+    if out.suffix not in (".mp4", ".gif", ".png"):
+        raise ValueError(f"out: {out} must end in .mp4, .gif or .png (one still: frame `frame` of every tile)")
     out.parent.mkdir(parents=True, exist_ok=True)
     episodes = [(i, store.read(i)) for i in indices]
     fps = episodes[0][1].fps
     video = grid([label_frames(ep, cfg.camera, cfg.scale) for _, ep in episodes], cfg.columns)
-    if out.suffix == ".gif":
+    if out.suffix == ".png":
+        from PIL import Image
+
+        t = min(int(cfg.get("frame", 0)), len(video) - 1)
+        Image.fromarray(video[t]).save(out)
+        video = video[t:t + 1]
+    elif out.suffix == ".gif":
         write_gif(video, out, fps)
     else:
         encode_video(video, out, fps, crf=18)

@@ -103,6 +103,7 @@ class Rollouts:
     group: np.ndarray
     chunks_played: np.ndarray  # (n_traj,) chunks until done
     final_frames: np.ndarray  # (n_traj, H, W, 3) last imagined frame (for logging/videos)
+    states: np.ndarray | None = None  # (N, S) the robot state each chunk was chosen with (a state-input policy)
 
 
 def _skip_draws(policy, generator: torch.Generator, rollouts: int) -> None:
@@ -117,27 +118,34 @@ def _skip_draws(policy, generator: torch.Generator, rollouts: int) -> None:
 
 @torch.no_grad()
 def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, generator: torch.Generator,
-            dist: Dist | None = None) -> Rollouts:
+            dist: Dist | None = None, start_states: np.ndarray | None = None, reckoner=None) -> Rollouts:
     """Roll out G copies of every start frame in the world model with the policy sampling at cfg.temperature.
-    With ``dist``, ``start_frames`` are this rank's share of the step's starts (whole groups); see the module docstring."""
+    With ``dist``, ``start_frames`` are this rank's share of the step's starts (whole groups); see the module docstring.
+    A policy with a state input needs ``start_states`` (S, F) and a ``reckoner`` that advances them after every
+    chunk (`learning.rl.imagined_state.DeadReckoning`: the world model does not imagine the robot's state yet)."""
     dist = dist or Dist()
     S, G = len(start_frames), cfg.group_size
     frames = np.repeat(start_frames, G, axis=0)  # (S*G, H, W, 3)
+    st = _imagined_states(policy, start_states, reckoner, S)
+    st = None if st is None else np.repeat(st, G, axis=0)
     n = len(frames)
     first = dist.rank * n  # global index of this rank's first rollout: its world-model noise is seeded by it
     obs = env.reset(frames, instruction, seed=env.seed + first) if first else env.reset(frames, instruction)
     alive = np.ones(n, bool)
     success = np.zeros(n, bool)
     played = np.zeros(n, np.int64)
-    images, tokens, logps, traj = [], [], [], []
+    images, tokens, logps, traj, states = [], [], [], [], []
     for _ in range(cfg.horizon_chunks):
         _skip_draws(policy, generator, first)  # the rollouts of lower ranks
-        chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator)
+        chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator, states=st)
         _skip_draws(policy, generator, n * dist.world_size - first - n)  # ... and of higher ranks
         # the per-token log-probs of exactly what was drawn, at the sampling temperature (the PPO "old" policy)
-        lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature)
+        lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature, states=st)
         idx = np.flatnonzero(alive)
         images.append(obs[idx])
+        if st is not None:
+            states.append(st[idx])
+            st = reckoner.step(st, chunks.cpu().numpy())
         tokens.append(tok[idx].cpu())
         logps.append(lp[idx].cpu())
         traj.append(idx)
@@ -151,7 +159,22 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     return Rollouts(
         images=np.concatenate(images), tokens=torch.cat(tokens), old_logp=torch.cat(logps), traj=np.concatenate(traj),
         success=success.astype(np.float32), group=np.repeat(np.arange(S), G), chunks_played=played, final_frames=obs.copy(),
+        states=np.concatenate(states) if states else None,
     )
+
+
+def _imagined_states(policy, start_states: np.ndarray | None, reckoner, n: int) -> np.ndarray | None:
+    """The start states a state-input policy needs (checked), None for an image-only policy."""
+    features = tuple(getattr(policy, "state_features", ()) or ())
+    if not features:
+        return None
+    if start_states is None or reckoner is None:
+        raise ValueError(f"grpo: this policy takes the robot state {list(features)}; imagination needs the start frames' "
+                         "states and a state reckoner (learning.rl.imagined_state)")
+    st = np.asarray(start_states, np.float32)
+    if st.shape != (n, len(features)):
+        raise ValueError(f"grpo: start states of shape {st.shape} for {n} start frames and state {list(features)}")
+    return st
 
 
 def decision_order(ro: Rollouts, dist: Dist) -> tuple[np.ndarray, np.ndarray]:
@@ -212,13 +235,14 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
                 mb = np.zeros(1, np.int64)
             images = ro.images[mb]
             tokens = ro.tokens[mb]
-            new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)  # (b, L)
+            st = None if ro.states is None else ro.states[mb]
+            new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)  # (b, L)
             mask = torch.ones_like(new_logp)
             loss, s = clipped_token_loss(new_logp, ro.old_logp[mb].to(new_logp.device), adv[mb].to(new_logp.device), mask,
                                          cfg.clip_low, cfg.clip_high)
             if cfg.kl_coef > 0 and ref_policy is not None:
                 with torch.no_grad():
-                    ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature)
+                    ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)
                 kl = kl_to_reference(new_logp, ref_logp).mean()
                 loss = loss + cfg.kl_coef * kl
                 totals["kl_ref"] += float(kl) * w
@@ -227,7 +251,7 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
-                ent = policy.entropy(images, instruction, temperature=cfg.temperature).mean()
+                ent = policy.entropy(images, instruction, temperature=cfg.temperature, states=st).mean()
             totals["loss"] += float(loss.detach()) * w
             totals["clip_fraction"] += float(s["clip_fraction"]) * w
             totals["approx_kl"] += float(s["approx_kl"]) * w
@@ -248,10 +272,13 @@ class GRPOResult:
 
 
 def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, out: Path,
-               on_step: Callable[[int, dict[str, float]], None] | None = None, dist: Dist | None = None) -> GRPOResult:
+               on_step: Callable[[int, dict[str, float]], None] | None = None, dist: Dist | None = None,
+               start_states: np.ndarray | None = None, reckoner=None) -> GRPOResult:
     """Run cfg.steps GRPO updates of ``policy`` (modified in place) in ``env``; save it to ``out/policy``.
 
     start_frames (E, H, W, 3) uint8: real first frames; each step draws cfg.starts_per_step of them.
+    start_states (E, S), reckoner: the robot state recorded with each start frame and how it advances in
+    imagination, for a policy with a state input (see `imagine`).
     ``dist`` (default: the context `init_distributed` set up): under torchrun each rank imagines
     ``starts_per_step / world_size`` groups, the policy is sharded by FSDP2 and only rank 0 writes.
     """
@@ -275,8 +302,9 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
     with open(log_path, "w") if dist.is_main else open(os.devnull, "w") as logf:  # rank 0 writes
         for step in range(cfg.steps):
             t0 = time.perf_counter()
-            starts = start_frames[rng.choice(len(start_frames), size=cfg.starts_per_step, replace=len(start_frames) < cfg.starts_per_step)]
-            ro = imagine(policy, env, starts[rows], instruction, cfg, gen, dist)
+            pick = rng.choice(len(start_frames), size=cfg.starts_per_step, replace=len(start_frames) < cfg.starts_per_step)
+            st = None if start_states is None else np.asarray(start_states)[pick][rows]
+            ro = imagine(policy, env, start_frames[pick][rows], instruction, cfg, gen, dist, st, reckoner)
             t1 = time.perf_counter()
             stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng, dist)
             stats.update(step=step, imagine_s=t1 - t0, update_s=time.perf_counter() - t1)
@@ -294,6 +322,16 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
         (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     dist.barrier()
     return GRPOResult(folder, history)
+
+
+def imagination_states(policy, store, indices) -> tuple[np.ndarray | None, Any]:
+    """(start states, DeadReckoning) from ``store``'s episodes for a state-input policy; (None, None) otherwise."""
+    features = tuple(getattr(policy, "state_features", ()) or ())
+    if not features:
+        return None, None
+    from learning.rl.imagined_state import DeadReckoning, closed_opening, start_states
+
+    return start_states(store, indices, features), DeadReckoning(features, closed_opening(store, indices))
 
 
 def main(cfg, mode: str | None = None) -> int:
@@ -318,10 +356,11 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
         raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
     policy = load_policy(c["policy"], device=str(dist.device) if dist.initialized else None)
     start_frames = np.stack([store.frames(i)[0] for i in indices])
+    start_states, reckoner = imagination_states(policy, store, indices)
     env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
     instruction = c["instruction"] or policy.default_instruction
-    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist)
+    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states, reckoner=reckoner)
     if not dist.is_main:
         return 0
     keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy"]

@@ -52,7 +52,8 @@ def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
 
 # Bump when the expert's actions change: cached SANS stores (`wvl loop`) are keyed by it.
 # 2: gain 2.5 -> 0.6 (the P-controller overshot the delta-pose target every step).
-EXPERT_VERSION = 2
+# 3: episodes run through the one rollout path (robot/sim/rollout.py: runner + safety filter, success at the end).
+EXPERT_VERSION = 3
 
 
 class ScriptedExpert:

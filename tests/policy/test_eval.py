@@ -72,3 +72,40 @@ def test_evaluate_policy_on_the_simulated_robot(tmp_path):
     assert ep.policy_version == "tiny-0" and ep.outcome in ("success", "failure") and ep.info["evaluation"]
     assert len(ep) == 5 and np.all(np.abs(ep.actions) <= 1)  # 4 steps + the closing observation
     assert len(res.videos) == (1 if res.rate.successes < 2 else 0)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_eval_policy_and_the_robot_process_play_the_same_rollouts(tmp_path):
+    """`wvl eval-policy` and the robot process (`wvl robot run`; `wvl robot deploy`, the loop's robot, runs the same
+    `robot.main.play_episodes`) on the same seeds: the same scenes, the same actions step for step through the
+    same safety filter, and the same success labels (robot.sim.rollout: the flag at the episode's end)."""
+    pytest.importorskip("mani_skill")
+    from learning.cli import main
+    from learning.data.store import EpisodeStore
+    from learning.eval.policy_eval import evaluate_policy
+    from learning.policy.export import export_policy
+    from learning.policy.tokenizers import WordTokenizer
+    from robot.sim.maniskill import ManiSkillConfig
+    from robot.sinks import read_episode_file
+    from tests.policy.conftest import tiny_compact
+
+    sim = ManiSkillConfig(max_steps=6)
+    policy = tiny_compact(image_size=64, vocab=WordTokenizer.build([sim.instruction]).vocab, instructions=[sim.instruction],
+                          conv_channels=[8, 16, 32, 32], state_features=["ee_x", "ee_y", "ee_z", "gripper"],
+                          state_mean=[0.0, 0.0, 0.1, 0.5], state_std=[0.05, 0.05, 0.05, 0.5])
+    export_policy(policy, tmp_path / "art", version="agree-0", check_inputs=2)
+    seed = 2_000_000
+    store = EpisodeStore(tmp_path / "eval")
+    res = evaluate_policy(tmp_path / "art", sim, episodes=2, workers=1, seed=seed, store=store)
+    out = tmp_path / "outbox"
+    assert main(["robot", "run", "rig=sim", "source=policy", f"policy.artifact={tmp_path / 'art'}", "episodes=2",
+                 f"seed={seed}", "sim.max_steps=6", "runner.max_steps=6", f"outbox={out}"]) == 0
+    robot_eps = sorted((read_episode_file(p) for p in out.glob("*.episode")), key=lambda e: e.info["seed"])
+    eval_eps = sorted((store.read(i) for i in range(len(store))), key=lambda e: e.info["seed"])
+    assert [e.info["seed"] for e in robot_eps] == [e.info["seed"] for e in eval_eps] == sorted(r["seed"] for r in res.episodes)
+    for a, b in zip(eval_eps, robot_eps):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)  # the same policy on the same frames and states
+        np.testing.assert_allclose(a.ee_pose, b.ee_pose, atol=1e-5)
+        assert a.outcome == b.outcome and list(a.rewards) == list(b.rewards)

@@ -66,10 +66,12 @@ def test_wvl_robot_collect_scripted_operator_on_the_simulated_robot(tmp_path):
                "sim.max_steps=50", "runner.max_steps=50", f"outbox={out}"])
     assert rc == 0
     eps = [read_episode_file(p) for p in out.glob("*.episode")]
-    labels = sorted(e.outcome for e in eps)
-    assert labels == ["near_success", "success"]
+    labels = [e.outcome for e in eps]
+    # A near-success attempt that succeeds anyway (the offset grasp still caught the cube) is labelled a success,
+    # as an operator would label it, and the session asks again: one near-success, one or more successes.
+    assert labels.count("near_success") == 1 and labels.count("success") >= 1 and set(labels) == {"success", "near_success"}
     for e in eps:
-        assert e.source == "teleop" and e.info["sans"]["requested"] == e.outcome
+        assert e.source == "teleop" and (e.info["sans"]["requested"] == e.outcome or e.outcome == "success")
         assert e.info["sans"]["sim_success"] == (e.outcome == "success")  # the label matches what the simulator saw
         assert e.rewards[-1] == (e.outcome == "success")
     near = next(e for e in eps if e.outcome == "near_success")

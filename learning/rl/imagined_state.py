@@ -1,0 +1,82 @@
+"""The robot state a policy with a state input sees in imagination, dead-reckoned from its own commands.
+
+The world model imagines frames and a success reward, not the robot's state (issue 15 adds a state head). Until
+it does, GRPO and the loop's imagined evaluation give a state-input policy a state integrated from the actions it
+played, starting at the state recorded with the start frame:
+
+- TCP position: ``+= a[:3] * translation_m_per_unit`` per action, each step clipped to ``max_translation_m`` as
+  the safety filter clips it (the simulated rig's delta-pose action: 1.0 = 0.1 m per step, robot/conf/robot.yaml);
+  the real arm lags its command a little, so the integrated position drifts by up to a few mm per chunk;
+- gripper opening: 1 (open) after an opening command, ``closed_opening`` after a closing one (the opening the
+  demonstrations show with the object in the hand: a dead-reckoner cannot know whether the grasp caught it);
+- orientation features stay at their start value (the SANS experts never rotate the hand).
+
+This is an approximation and is labelled as one: the policy in imagination is not the policy on the robot in
+every detail, and an imagined success is checked on the robot before it counts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from robot.state import check_state_features, state_matrix
+
+POSITION = {"ee_x": 0, "ee_y": 1, "ee_z": 2}
+
+
+def start_states(store, indices: Sequence[int], features: Sequence[str]) -> np.ndarray:
+    """(E, S) float32: the robot state recorded with each episode's first frame (the start of imagination)."""
+    features = check_state_features(features)
+    rows = []
+    for i in indices:
+        t = store.step_table(int(i), ["observation.ee_pose", "observation.gripper"])
+        ee = np.asarray(t.column("observation.ee_pose")[0].as_py(), np.float32)[None]
+        g = np.asarray([t.column("observation.gripper")[0].as_py()], np.float32)
+        rows.append(state_matrix(features, ee, g)[0])
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(features)), np.float32)
+
+
+def closed_opening(store, indices: Sequence[int], hold_steps: int = 3) -> float:
+    """The median gripper opening ``hold_steps`` or more steps after a closing command, over ``indices``
+    (about 0.5 for a 4 cm cube in the Panda's 8 cm hand); 0.0 when no episode closes the gripper."""
+    vals = []
+    for i in indices:
+        t = store.step_table(int(i), ["observation.gripper", "action"])
+        g = np.asarray(t.column("observation.gripper").to_pylist(), np.float32)
+        a = np.asarray(t.column("action").to_pylist(), np.float32)
+        closes = np.flatnonzero(a[:, 6] < 0)
+        if closes.size and closes[0] + hold_steps < len(g):
+            held = np.arange(closes[0] + hold_steps, len(g))
+            vals.extend(g[held][a[held - 1, 6] < 0].tolist())
+    return float(np.median(vals)) if vals else 0.0
+
+
+class DeadReckoning:
+    """``step(states (N, S), chunks (N, K, 7)) -> states`` after the chunk; see the module docstring."""
+
+    def __init__(self, features: Sequence[str], closed_opening: float = 0.0, translation_m_per_unit: float = 0.1,
+                 max_translation_m: float = 0.1) -> None:
+        self.features = check_state_features(features)
+        self.pos = [(j, POSITION[f]) for j, f in enumerate(self.features) if f in POSITION]
+        self.grip = [j for j, f in enumerate(self.features) if f == "gripper"]
+        self.closed_opening = float(closed_opening)
+        self.scale = float(translation_m_per_unit)
+        self.max_translation_m = float(max_translation_m)
+
+    def step(self, states: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+        s = np.array(states, dtype=np.float32, copy=True)
+        chunks = np.asarray(chunks, np.float32)
+        if s.ndim != 2 or s.shape[1] != len(self.features) or chunks.ndim != 3 or len(chunks) != len(s):
+            raise ValueError(f"dead reckoning: states {s.shape} / chunks {chunks.shape} do not match "
+                             f"(N, {len(self.features)}) / (N, K, 7)")
+        for k in range(chunks.shape[1]):
+            d = np.clip(chunks[:, k, :3], -1, 1) * self.scale  # (N, 3) m
+            norm = np.linalg.norm(d, axis=1, keepdims=True)
+            d *= np.minimum(1.0, self.max_translation_m / np.maximum(norm, 1e-12))
+            for j, axis in self.pos:
+                s[:, j] += d[:, axis]
+            for j in self.grip:
+                s[:, j] = np.where(chunks[:, k, 6] > 0, 1.0, self.closed_opening)
+        return s
