@@ -249,6 +249,8 @@ def _run(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> i
         from robot.policy_runtime import PolicyRuntime, RigSpec
 
         cam = c["policy"]["camera"]
+        if rig.sim is not None and cam in rig.cameras:
+            rig.reset_scene(0)  # a simulated camera has nothing to show before its first reset
         frame = rig.cameras[cam].read() if cam in rig.cameras else None
         if frame is None:
             raise ValueError(f"policy.camera: {cam!r} is not one of the rig's cameras {sorted(rig.cameras)}")
