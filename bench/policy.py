@@ -30,6 +30,7 @@ from learning.policy.export import export_policy  # noqa: E402
 from learning.policy.tokenizers import WordTokenizer  # noqa: E402
 from robot.console import print_table  # noqa: E402
 from robot.policy_runtime import PolicyRuntime, RigSpec  # noqa: E402
+from robot.state import DEFAULT_POLICY_STATE  # noqa: E402
 
 INSTRUCTION = "pick up the red cube and move it to the green goal"
 
@@ -53,11 +54,16 @@ def main() -> None:
         instruction = policy.default_instruction
     else:
         torch.manual_seed(0)
-        policy = CompactVLA(vocab=WordTokenizer.build([INSTRUCTION]).vocab, instructions=[INSTRUCTION]).eval()
+        # the SFT default: the robot state (TCP position + gripper opening) is an input beside the frame
+        policy = CompactVLA(vocab=WordTokenizer.build([INSTRUCTION]).vocab, instructions=[INSTRUCTION],
+                            state_features=list(DEFAULT_POLICY_STATE), state_mean=[0.0, 0.0, 0.1, 0.5],
+                            state_std=[0.05, 0.05, 0.05, 0.5]).eval()
         instruction = INSTRUCTION
     H = policy.config.image_size
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (64, H, H, 3), dtype=np.uint8)
+    S = len(policy.state_features)
+    states = (rng.normal(size=(64, S)) * 0.05 + [0.0, 0.0, 0.1, 0.5][:S]).astype(np.float32) if S else None
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest = export_policy(policy, Path(tmp) / "artifact", version="bench", check_inputs=8)
@@ -70,10 +76,11 @@ def main() -> None:
         with torch.no_grad():
             for i in range(args.reps + 20):  # the first 20 of each are warm-up
                 img = frames[i % len(frames)]
+                st = None if states is None else states[i % len(frames)]
                 t0 = time.perf_counter()
-                a_torch = policy.act(img, instruction)
+                a_torch = policy.act(img, instruction, states=None if st is None else st[None])
                 t1 = time.perf_counter()
-                a_onnx = runtime.act(img)
+                a_onnx = runtime.act(img, st) if st is not None else runtime.act(img)
                 t2 = time.perf_counter()
                 if i >= 20:
                     torch_ms.append((t1 - t0) * 1000)
@@ -87,11 +94,11 @@ def main() -> None:
     grpo_s, train_s = [], []
     for i in range(args.batch_reps + 2):
         t0 = time.perf_counter()
-        _, tokens, _ = policy.sample(frames, instruction, temperature=1.6, generator=gen)
+        _, tokens, _ = policy.sample(frames, instruction, temperature=1.6, generator=gen, states=states)
         with torch.no_grad():
-            policy.log_prob(frames, instruction, tokens, temperature=1.6)
+            policy.log_prob(frames, instruction, tokens, temperature=1.6, states=states)
         t1 = time.perf_counter()
-        loss = -policy.log_prob(frames, instruction, tokens, temperature=1.6).mean()  # the update's pass, with grad
+        loss = -policy.log_prob(frames, instruction, tokens, temperature=1.6, states=states).mean()  # the update's pass, with grad
         loss.backward()
         policy.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
