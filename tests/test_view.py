@@ -33,3 +33,18 @@ def test_wvl_view_writes_mp4_gif_and_rrd(tmp_path):
     assert (tmp_path / "n.gif").read_bytes()[:6] == b"GIF89a"
     assert wvl(["view", f"store={tmp_path / 's'}", "outcome=failure", f"out={tmp_path / 'f.mp4'}"]) == 2  # nothing selected
     assert wvl(["view", f"store={tmp_path / 'missing'}", f"out={tmp_path / 'f.mp4'}"]) == 2
+
+
+def test_wvl_view_png_still_and_bad_episode_selection(tmp_path, capsys):
+    from PIL import Image
+
+    store = EpisodeStore(tmp_path / "s")
+    for i in range(2):
+        store.append(random_episode(T=4, seed=i, outcome="success"))
+    assert wvl(["view", f"store={tmp_path / 's'}", "episodes=[0,1]", f"out={tmp_path / 'v.png'}", "scale=2", "rrd=false"]) == 0
+    still = np.asarray(Image.open(tmp_path / "v.png"))
+    assert still.shape == (64, 128, 3)  # two 64 px tiles side by side: the scenes at reset
+    np.testing.assert_array_equal(still, grid([label_frames(store.read(i), scale=2) for i in (0, 1)], 4)[0])
+    capsys.readouterr()
+    assert wvl(["view", f"store={tmp_path / 's'}", "episodes=all", f"out={tmp_path / 'a.png'}", "rrd=false"]) == 2
+    assert "episodes: 'all' is not a list of episode indices" in capsys.readouterr().err

@@ -88,7 +88,11 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     if cfg.outcome:
         indices = store.indices(outcomes=(cfg.outcome,))[: cfg.limit]
     else:
-        indices = list(cfg.episodes)[: cfg.limit]
+        eps = cfg.episodes
+        if isinstance(eps, (str, int)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in eps):
+            raise ValueError(f"episodes: {eps!r} is not a list of episode indices, e.g. episodes=[0,1,2] "
+                             "(or episodes=[] outcome=success for the first `limit` successes)")
+        indices = list(eps)[: cfg.limit]
     if not indices:
         raise ValueError(f"no episodes selected from {store.root} (episodes={list(cfg.episodes)}, outcome={cfg.outcome})")
     out = Path(cfg.out)
