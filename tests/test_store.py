@@ -135,3 +135,24 @@ def test_windows_shapes_padding_and_errors(tmp_path):
     store.append(random_episode(T=6, H=16, W=16, seed=2))
     with pytest.raises(WindowError, match="episode 2: image size"):
         WindowDataset(store, WindowSpec(chunk=2))
+
+
+def test_meta_episodes_reads_as_one_table_with_and_without_policy_versions(tmp_path):
+    """SANS episodes carry no policy_version / loop_iteration, robot rollouts do: every file has the same types,
+    so pyarrow (and LeRobot) read meta/episodes as one table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from learning.data.store import EpisodeStore
+    from tests.factories import random_episode
+
+    store = EpisodeStore(tmp_path / "s")
+    sans = random_episode(T=4, seed=0, outcome="success")
+    rollout = random_episode(T=4, seed=1, outcome="failure")
+    rollout.policy_version, rollout.loop_iteration, rollout.source = "loop-1", 1, "policy"
+    store.append(sans)
+    store.append(rollout)
+    t = pq.read_table(tmp_path / "s" / "meta" / "episodes")
+    assert t.num_rows == 2 and t.schema.field("policy_version").type == pa.string()
+    assert t.schema.field("loop_iteration").type == pa.int64()
+    assert t.column("policy_version").to_pylist() == [None, "loop-1"] and t.column("loop_iteration").to_pylist() == [None, 1]

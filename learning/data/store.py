@@ -131,6 +131,20 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, list[float]]]]) -> dic
     return out
 
 
+# Episode-row columns that may be None: typed explicitly, so every meta/episodes file has the same schema and
+# pyarrow / LeRobot can read the folder as one table (a None alone would make the column type `null`).
+NULLABLE_ROW_TYPES = {"policy_version": pa.string(), "loop_iteration": pa.int64(), "operator_note": pa.string(), "rig": pa.string()}
+
+
+def _typed_row_table(row: dict) -> pa.Table:
+    table = pa.Table.from_pylist([row])
+    for name, typ in NULLABLE_ROW_TYPES.items():
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.schema.field(i).type != typ:
+            table = table.set_column(i, name, table.column(i).cast(typ))
+    return table
+
+
 class EpisodeStore:
     """Append-only episode store. One writer at a time (a file lock enforces it); any number of readers."""
 
@@ -224,7 +238,7 @@ class EpisodeStore:
                 row = self._write_episode_files(episode, index)
                 final = self.root / EPISODES_PATH.format(**_chunk_file(index))
                 tmp = _tmp_path(final)
-                pq.write_table(pa.Table.from_pylist([row]), tmp)
+                pq.write_table(_typed_row_table(row), tmp)
                 _commit_file(tmp, final)  # commit point
                 _fsync_dir(final.parent)
             except OSError as e:
