@@ -85,6 +85,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         state_features: Sequence[str] = (),  # robot.state feature names of the state input, in order; () = no state input
         state_mean: Sequence[float] | None = None,  # per feature (set from the data by SFT)
         state_std: Sequence[float] | None = None,
+        fused_token: bool = False,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -138,6 +139,14 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                     raise ValueError(f"{name}: {len(v)} values for {self.state_dim} state features {list(state_features)}")
             self.state_proj = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
             self.state_type = nn.Parameter(torch.zeros(d_model))
+        if fused_token:
+            if not keypoints:
+                raise ValueError("fused_token: it reads the keypoints; set keypoints > 0")
+            # The ManiSkill baselines' fusion: image features and robot state concatenated into one MLP. Reaching
+            # needs (object - gripper) position differences; here one layer can form them from the keypoints and
+            # the state directly instead of through attention between separate tokens.
+            self.fused_proj = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints, 2 * d_model), nn.GELU(),
+                                            nn.Linear(2 * d_model, d_model))
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         if action_head not in ("categorical", "gaussian"):
@@ -168,7 +177,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                        states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> logits (B, K * D, V) and the auxiliary predictions (B, aux_dim) (None without an aux head)."""
         B, L = instruction_tokens.shape
-        aux = None
+        aux = kp = None
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, 3, H, W)
         x = (x - self.pixel_mean) / self.pixel_std
         if self.config.coord_channels:
@@ -192,6 +201,9 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                                        f"{list(self.config.state_features)}, got {None if states is None else tuple(states.shape)}")
             z = (states.to(torch.float32) - self.state_mean_t) / self.state_std_t  # (B, S)
             img = torch.cat([img, (self.state_proj(z) + self.state_type)[:, None]], dim=1)  # (B, P + n_kp + 1, d)
+        if self.config.fused_token:
+            f = kp.flatten(1) if not self.state_dim else torch.cat([z, kp.flatten(1)], dim=1)  # (B, S + 2 n_kp)
+            img = torch.cat([img, self.fused_proj(f)[:, None]], dim=1)  # (B, ... + 1, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
         qry = (self.queries + self.type_emb[2]).unsqueeze(0).expand(B, -1, -1)  # (B, K, d)
         h = torch.cat([txt, img, qry], dim=1)  # (B, S = L + P + K, d)

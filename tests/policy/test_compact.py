@@ -118,3 +118,22 @@ def test_gaussian_head_is_an_exact_ordinal_categorical(images, tmp_path):
     assert torch.equal(load_policy(tmp_path / "g").act(images, INSTRUCTION), policy.act(images, INSTRUCTION))
     with pytest.raises(ValueError, match="action_head"):
         tiny_compact(action_head="mixture")
+
+
+def test_fused_token_is_in_the_graph_and_survives_save_load(images, tmp_path):
+    """fused_token: one extra token from an MLP over [state, keypoint coordinates]."""
+    features = ["ee_x", "ee_y", "ee_z", "gripper"]
+    policy = tiny_compact(fused_token=True, state_features=features, state_mean=[0.0] * 4, state_std=[0.1] * 4)
+    assert policy.fused_proj[0].in_features == 4 + 2 * policy.config.keypoints
+    with torch.no_grad():  # an untrained MLP is quiet; make it loud enough to move the argmax
+        policy.fused_proj[-1].weight.mul_(200.0)
+    states = np.full((4, 4), 0.05, np.float32)
+    base = policy.act(images, INSTRUCTION, states=states)
+    policy.save_pretrained(tmp_path / "f")
+    assert torch.equal(load_policy(tmp_path / "f").act(images, INSTRUCTION, states=states), base)
+    with torch.no_grad():
+        policy.fused_proj[-1].weight.zero_()
+        policy.fused_proj[-1].bias.zero_()
+    assert not torch.equal(base, policy.act(images, INSTRUCTION, states=states))
+    with pytest.raises(ValueError, match="fused_token"):
+        tiny_compact(fused_token=True, keypoints=0)

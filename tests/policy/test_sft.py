@@ -8,7 +8,7 @@ import torch
 
 from learning.cli import main as wvl
 from learning.policy import load_policy
-from learning.policy.sft import SFTConfig, load_demos, random_shift, select_episodes, sft_loss, train_sft
+from learning.policy.sft import SFTConfig, aux_targets, load_demos, random_shift, select_episodes, sft_loss, train_sft
 from tests.policy.conftest import INSTRUCTION, tiny_compact
 
 TINY_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "conv_channels": [8, 16], "max_instruction_len": 12}
@@ -97,3 +97,19 @@ def test_wvl_sft_command_runs_two_steps(tiny_store, tmp_path, capsys):
     assert (tmp_path / "cli" / "policy" / "config.json").exists()
     assert "val NLL per token" in capsys.readouterr().out
     assert wvl(["sft", f"store={tmp_path / 'nope'}", f"out={tmp_path / 'o2'}"]) == 2
+
+
+def test_aux_object_target_is_where_the_frame_shows_the_object():
+    """Before the first close the object rests where the gripper will close on it; from then on it is in the hand."""
+    T = 6
+    ee = np.zeros((T, 6), np.float32)
+    ee[:, 0] = np.arange(T) * 0.1  # the gripper moves along x
+    grip = np.full(T, 0.04, np.float32)
+    actions = np.zeros((T, 7), np.float32)
+    actions[:, 6] = [1, 1, 1, -1, -1, -1]  # closes at t = 3
+    obj = lambda t: aux_targets(ee, grip, actions, t)[4:7]
+    assert np.allclose(obj(0), ee[3, :3]) and np.allclose(obj(2), ee[3, :3])
+    assert np.allclose(obj(4), ee[4, :3]) and np.allclose(obj(5), ee[5, :3])
+    assert np.allclose(aux_targets(ee, grip, actions, 1)[7:], ee[-1, :3])  # the end of the episode
+    actions[:, 6] = 1  # never closed: the object is taken to be where the episode ended
+    assert np.allclose(obj(1), ee[-1, :3])
