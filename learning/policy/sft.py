@@ -221,6 +221,9 @@ def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], lis
     train, val = sorted(idx[:n_train]), sorted(idx[n_train:n_train + n_val])
     if n_val < cfg.val_episodes:
         log.warning("only %d episode(s) match; validating on %d instead of val_episodes=%d", len(idx), n_val, cfg.val_episodes)
+    elif n_train <= n_val:
+        log.warning("training on only %d episode(s): %d match %s and val_episodes=%d are held out for validation "
+                    "(collect more, or lower val_episodes)", n_train, len(idx), list(cfg.outcomes), n_val)
     return train, val
 
 

@@ -113,3 +113,15 @@ def test_aux_object_target_is_where_the_frame_shows_the_object():
     assert np.allclose(aux_targets(ee, grip, actions, 1)[7:], ee[-1, :3])  # the end of the episode
     actions[:, 6] = 1  # never closed: the object is taken to be where the episode ended
     assert np.allclose(obj(1), ee[-1, :3])
+
+
+def test_selection_warns_when_validation_leaves_almost_nothing_to_train_on(tiny_store, tmp_path, caplog):
+    """4 successes and val_episodes=3: one training episode, said out loud (README issue 21, item 10)."""
+    with caplog.at_level("WARNING", logger="learning.policy.sft"):
+        train, val = select_episodes(tiny_store, tiny_cfg(tiny_store, tmp_path / "o", max_episodes=None, val_episodes=3))
+    assert len(train) == 1 and len(val) == 3
+    assert "training on only 1 episode(s)" in caplog.text and "val_episodes=3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="learning.policy.sft"):
+        select_episodes(tiny_store, tiny_cfg(tiny_store, tmp_path / "o"))  # 3 train, 1 val: fine
+    assert "training on only" not in caplog.text
