@@ -23,6 +23,7 @@ import importlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
@@ -168,6 +169,28 @@ def _sim_safety_overrides(c: dict[str, Any]) -> dict[str, Any]:
     return LiberoConfig.safety_overrides()
 
 
+def check_settings(c: dict[str, Any], mode: str) -> None:
+    """Settings that would otherwise fail only after the simulator has started or the link has waited: checked
+    before anything is built (the policy artifact, the sink, the link's key files)."""
+    if mode == "run" and c["source"] == "policy":
+        from robot.policy_artifact import read_artifact
+
+        if not c["policy"]["artifact"]:
+            raise ValueError("policy.artifact: source=policy needs a policy artifact folder (policy.onnx + manifest.json)")
+        read_artifact(Path(c["policy"]["artifact"]))  # an ArtifactError names what is missing or wrong
+    if mode != "deploy" and c["sink"] not in ("folder", "link"):
+        raise ValueError(f"sink: {c['sink']!r} is not 'folder' or 'link'")
+    if (mode == "deploy" or c["sink"] == "link") and not c["link"]["plaintext"]:
+        from robot import wire
+
+        for key in ("secret_key", "learner_key"):
+            path = c["link"][key]
+            if not path or not Path(path).is_file():
+                raise ValueError(f"link.{key}: no key file at {path!r} (relative to {Path.cwd()}); `wvl keys name=<robot id>` "
+                                 "writes one pair per machine (README: keys)")
+        wire.RobotKeys.load(c["link"]["secret_key"], c["link"]["learner_key"])
+
+
 def main(cfg: DictConfig, mode: str | None = None) -> int:
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     mode = mode or "run"
@@ -177,6 +200,7 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
 
     safety_cfg = SafetyConfig.from_dict({**c["safety"], **_sim_safety_overrides(c)})
     mapping = TeleopMapping.from_dict(c["mapping"])
+    check_settings(c, mode)
     teleop = mode == "collect" or c["source"] == "teleop"
     realtime = c["realtime"] if c["realtime"] is not None else (teleop and c["device"] != "scripted") or c["rig"] != "sim"
     source_kind = "teleop" if teleop else ("policy" if c["source"] == "policy" else "scripted")
@@ -244,8 +268,6 @@ def _run(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> i
 
     device = None
     if c["source"] == "policy":
-        if not c["policy"]["artifact"]:
-            raise ValueError("policy.artifact: source=policy needs a policy artifact folder (policy.onnx + manifest.json)")
         from robot.policy_runtime import PolicyRuntime, RigSpec
 
         cam = c["policy"]["camera"]

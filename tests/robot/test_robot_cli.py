@@ -76,3 +76,24 @@ def test_wvl_robot_collect_scripted_operator_on_the_simulated_robot(tmp_path):
         assert e.rewards[-1] == (e.outcome == "success")
     near = next(e for e in eps if e.outcome == "near_success")
     assert near.info["sans"]["perturbation"] in ("place_offset", "grasp_offset")
+
+
+def test_settings_are_checked_before_the_rig_or_link_starts(tmp_path, capsys, monkeypatch):
+    """A missing artifact or key file fails at once, naming the key, before a simulator or socket exists."""
+    import robot.main as robot_main
+
+    def no_rig(cfg):
+        raise AssertionError("the rig was built before the settings were checked")
+
+    monkeypatch.setattr(robot_main, "build_rig", no_rig)
+    monkeypatch.setattr(robot_main, "build_sink", lambda cfg: (_ for _ in ()).throw(AssertionError("sink built first")))
+    assert main(["robot", "run", "rig=sim", "source=policy", "sink=link", f"outbox={tmp_path}"]) == 2
+    assert "policy.artifact" in capsys.readouterr().err
+    assert main(["robot", "run", "rig=sim", "source=policy", f"policy.artifact={tmp_path / 'nothing'}", f"outbox={tmp_path}"]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+    art = _artifact(tmp_path / "policy")
+    assert main(["robot", "run", "rig=sim", "source=policy", f"policy.artifact={art}", "sink=link",
+                 f"link.secret_key={tmp_path / 'keys/robot-1.key_secret'}", f"outbox={tmp_path}"]) == 2
+    assert "link.secret_key" in capsys.readouterr().err
+    assert main(["robot", "deploy", "rig=sim", f"link.secret_key={tmp_path / 'none.key_secret'}", f"outbox={tmp_path}"]) == 2
+    assert "link.secret_key" in capsys.readouterr().err
