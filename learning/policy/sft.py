@@ -53,10 +53,10 @@ class CompactModelConfig:
     conv_channels: tuple[int, ...] = (16, 32, 64, 128)
     coord_channels: bool = True
     keypoints: int = 32
-    keypoint_level: int = 2  # 0 = from the input image, i = after the i-th conv
+    keypoint_level: int = 0  # 0 = from the input image, i = after the i-th conv
     action_head: str = "categorical"  # categorical | gaussian (see CompactVLA)
     max_instruction_len: int = 24
-    fused_token: bool = False  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
+    fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
@@ -92,7 +92,7 @@ class SFTConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
-    augment_shift: int = 4  # px of random shift augmentation (DrQ); 0 = off
+    augment_shift: int = 0  # px of random shift augmentation (DrQ); 0 = off (it moves the cube against absolute targets)
     aux_weight: float = 1.0  # compact VLA: weight of the auxiliary gripper-position loss (0 = off), see aux_targets
     seed: int = 0
     log_every: int = 50
