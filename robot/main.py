@@ -69,6 +69,8 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
     kind = cfg["rig"]
     if kind == "sim":
         sim_cfg = dict(cfg["sim"])
+        if sim_cfg.get("max_steps") is None:
+            sim_cfg.pop("max_steps", None)  # the simulator's own default
         if sim_cfg.pop("kind", "maniskill") == "libero":  # the paper's benchmark; reset(i) = the task's initial state i
             from robot.sim.libero import LiberoConfig, LiberoRobot
 
@@ -207,11 +209,14 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     rc = dict(c["runner"])
     hz = float(c["sim"]["control_hz"]) if c["rig"] == "sim" else float(rc.pop("hz", 10.0))
     rc.pop("hz", None)
-    runner_cfg = RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **rc)
+    RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **{**rc, "max_steps": rc["max_steps"] or 1})  # bad values: before anything starts
 
     # deploy builds its own outbox (with the policy inbox on the same connection)
     sink, close_sink = (None, lambda: None) if mode == "deploy" else build_sink(c)
     rig = build_rig(c)
+    if rc["max_steps"] is None:  # the simulator's episode length (what `wvl eval-policy` plays), else the runner's
+        rc["max_steps"] = rig.sim.config.max_steps if rig.sim is not None else RunnerConfig.max_steps
+    runner_cfg = RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **rc)
     cams = CameraGroup(rig.cameras, **c["camera_group"])
     try:
         runner = EpisodeRunner(rig.arm, cams, SafetyFilter(safety_cfg, rig.arm.limits), runner_cfg, make_clock(realtime))

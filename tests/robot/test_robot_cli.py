@@ -97,3 +97,16 @@ def test_settings_are_checked_before_the_rig_or_link_starts(tmp_path, capsys, mo
     assert "link.secret_key" in capsys.readouterr().err
     assert main(["robot", "deploy", "rig=sim", f"link.secret_key={tmp_path / 'none.key_secret'}", f"outbox={tmp_path}"]) == 2
     assert "link.secret_key" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+def test_robot_episodes_default_to_the_simulators_length(tmp_path):
+    """`wvl robot run` on the simulated robot cuts a failing episode where `wvl eval-policy` does (40 steps on
+    PickCube; it was 60)."""
+    from robot.sim.maniskill import ManiSkillConfig
+
+    art = _artifact(tmp_path / "policy")  # slides along +x with the gripper open: never succeeds
+    out = tmp_path / "outbox"
+    assert main(["robot", "run", "rig=sim", "source=policy", f"policy.artifact={art}", "episodes=1", f"outbox={out}"]) == 0
+    (ep,) = [read_episode_file(p) for p in out.glob("*.episode")]
+    assert ep.outcome != "success" and len(ep) == ManiSkillConfig().max_steps + 1  # + the final frame
