@@ -117,7 +117,7 @@ class IntrinsicsConfig:
     min_views: int = 10  # accepted views needed (research: 15-30 covering the image and tilts is good practice)
     min_corners: int = 12  # ChArUco corners per view
     min_area_fraction: float = 0.03  # board hull / image area: smaller boards say little about distortion
-    max_blur_px: float = 1.5  # board.blur_px() of the view; sharp views measure ~0.6-0.9 px, motion blur more
+    max_blur_px: float = 1.5  # board.blur_px() of the view; sharp views measure ~0.9 px, 2 px of blur ~1.8-1.9
     outlier_factor: float = 3.0  # drop views whose error exceeds this many times the median (and 0.5 px)
     fix_k3: bool = True  # k3 is poorly constrained by a flat board on low-distortion lenses (RealSense)
     rational_model: bool = False  # 8-coefficient model for wide-angle lenses
