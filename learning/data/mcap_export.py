@@ -19,7 +19,7 @@ topic                                  type                            what
 Log times are the episode's timestamps (ns); in a session file each episode starts one second after the
 previous one ended. Files are written to a temporary name and renamed when complete.
 
-``wvl export-mcap store=<store> indices=[0,3] out=<folder>`` (``indices: null`` = every episode).
+``wvl export-mcap store=<store> episodes=[0,3] out=<folder>`` (``episodes: null`` = every episode; the same key as `wvl view`).
 """
 
 from __future__ import annotations
@@ -137,12 +137,15 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     if not c["store"]:
         raise ValueError("store: the episode store folder to export from is required (store=<folder>)")
     store = EpisodeStore(c["store"], create=False)
-    indices = list(range(len(store))) if c["indices"] is None else [int(i) for i in c["indices"]]
+    sel = c["episodes"]
+    if sel is not None and not (isinstance(sel, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in sel)):
+        raise ValueError(f"episodes: a list of episode indices (e.g. episodes=[0,1]) or null for all, got {sel!r}")
+    indices = list(range(len(store))) if sel is None else sel
     bad = [i for i in indices if not 0 <= i < len(store)]
     if bad:
-        raise ValueError(f"indices: {bad} not in the store ({len(store)} episodes in {c['store']})")
+        raise ValueError(f"episodes: {bad} not in the store ({len(store)} episodes in {c['store']})")
     if not indices:
-        raise ValueError(f"indices: nothing to export ({c['store']} has {len(store)} episodes)")
+        raise ValueError(f"episodes: nothing to export ({c['store']} has {len(store)} episodes)")
     out = Path(c["out"])
     rows = []
     with progress() as bar:

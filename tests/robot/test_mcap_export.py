@@ -58,8 +58,9 @@ def test_export_cli_from_a_store(tmp_path):
     store = EpisodeStore(tmp_path / "store")
     for i in range(2):
         store.append(random_episode(T=4, H=16, W=16, seed=i))
-    assert main(["export-mcap", f"store={tmp_path / 'store'}", "indices=[1]", f"out={tmp_path / 'mcap'}"]) == 0
+    assert main(["export-mcap", f"store={tmp_path / 'store'}", "episodes=[1]", f"out={tmp_path / 'mcap'}"]) == 0
     files = list((tmp_path / "mcap").glob("episode_000001_*.mcap"))
     assert len(files) == 1
-    assert main(["export-mcap", f"store={tmp_path / 'store'}", "indices=[7]", f"out={tmp_path / 'mcap'}"]) == 2
+    assert main(["export-mcap", f"store={tmp_path / 'store'}", "episodes=[7]", f"out={tmp_path / 'mcap'}"]) == 2
+    assert main(["export-mcap", f"store={tmp_path / 'store'}", "episodes=all", f"out={tmp_path / 'mcap'}"]) == 2
     assert main(["export-mcap", f"store={tmp_path / 'store'}", "bogus=1"]) == 2
