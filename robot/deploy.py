@@ -56,12 +56,19 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     evaluated = 0
-    idle_since = time.monotonic()
+    idle_since = last_connected = last_status = time.monotonic()
     try:
         while not stop.is_set():
             manifest = inbox.swap_if_ready()  # between episodes: the only place a policy changes
             if manifest is None:
-                if d["max_idle_s"] and time.monotonic() - idle_since > d["max_idle_s"]:
+                now = time.monotonic()
+                counters = outbox.counters()
+                if counters["connected"]:
+                    last_connected = now
+                if now - last_status >= float(d["status_every_s"]):
+                    log.info("robot deploy: %s", waiting_status(counters, lk["endpoint"], keys, now - last_connected, now - idle_since))
+                    last_status = now
+                if d["max_idle_s"] and now - idle_since > d["max_idle_s"]:
                     log.info("robot deploy: no new policy for %.0f s; leaving", d["max_idle_s"])
                     break
                 stop.wait(0.2)
@@ -102,3 +109,15 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
                 log.warning("robot deploy: %s; uncommitted episodes stay in %s", e, c["outbox"])
         outbox.close()
     return 0
+
+
+def waiting_status(counters: dict[str, Any], endpoint: str, keys: Any, unreachable_s: float, idle_s: float) -> str:
+    """What an idle deploy is waiting for, in one line: a new policy from a connected learner, or the learner."""
+    running = counters.get("running_version") or "none yet"
+    if counters.get("connected"):
+        return f"connected to the learner at {endpoint}; waiting for a new policy ({idle_s:.0f} s; running: {running})"
+    why = f" (last error: {counters['last_error']})" if counters.get("last_error") else ""
+    name = getattr(keys, "name", None)
+    key_hint = (f"; if the learner is up, the handshake is not completing: is {name}.key on the learner's allow list?"
+                if name else "")
+    return f"learner at {endpoint} unreachable for {unreachable_s:.0f} s{why}{key_hint} (running: {running})"

@@ -110,3 +110,27 @@ def test_robot_episodes_default_to_the_simulators_length(tmp_path):
     assert main(["robot", "run", "rig=sim", "source=policy", f"policy.artifact={art}", "episodes=1", f"outbox={out}"]) == 0
     (ep,) = [read_episode_file(p) for p in out.glob("*.episode")]
     assert ep.outcome != "success" and len(ep) == ManiSkillConfig().max_steps + 1  # + the final frame
+
+
+def test_idle_deploy_says_what_it_waits_for(tmp_path, caplog):
+    """Pointed at a dead learner, `wvl robot deploy` reports the learner unreachable (with the key hint) instead
+    of waiting silently (README issue 21, item 3); connected, it says it waits for a new policy."""
+    import socket
+
+    from robot import wire
+    from robot.deploy import waiting_status
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with caplog.at_level("INFO", logger="robot.deploy"):
+        rc = main(["robot", "deploy", "rig=dry", "link.plaintext=true", "link.robot_id=robot-7",
+                   f"link.endpoint=tcp://127.0.0.1:{port}", "deploy.max_idle_s=1.2", "deploy.status_every_s=0.4", f"deploy.policies={tmp_path / 'inbox'}",
+                   f"outbox={tmp_path / 'outbox'}"])
+    assert rc == 0
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) >= 2 and f"tcp://127.0.0.1:{port}" in said[0] and "running: none yet" in said[0]
+    keys = wire.RobotKeys(b"p" * 40, b"s" * 40, b"l" * 40, "robot-7")
+    assert "robot-7.key on the learner's allow list" in waiting_status({"connected": False}, "tcp://h:1", keys, 65, 65)
+    up = waiting_status({"connected": True, "running_version": "v3"}, "tcp://h:1", keys, 0, 12)
+    assert "waiting for a new policy" in up and "v3" in up
