@@ -173,15 +173,14 @@ def _sim_safety_overrides(c: dict[str, Any]) -> dict[str, Any]:
 
 def check_settings(c: dict[str, Any], mode: str) -> None:
     """Settings that would otherwise fail only after the simulator has started or the link has waited: checked
-    before anything is built (the policy artifact, the sink, the link's key files)."""
+    before anything is built (the policy artifact, the link's key files). build_sink, which runs before the rig,
+    checks the sink's kind."""
     if mode == "run" and c["source"] == "policy":
         from robot.policy_artifact import read_artifact
 
         if not c["policy"]["artifact"]:
             raise ValueError("policy.artifact: source=policy needs a policy artifact folder (policy.onnx + manifest.json)")
         read_artifact(Path(c["policy"]["artifact"]))  # an ArtifactError names what is missing or wrong
-    if mode != "deploy" and c["sink"] not in ("folder", "link"):
-        raise ValueError(f"sink: {c['sink']!r} is not 'folder' or 'link'")
     if (mode == "deploy" or c["sink"] == "link") and not c["link"]["plaintext"]:
         from robot import wire
 
@@ -209,7 +208,8 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     rc = dict(c["runner"])
     hz = float(c["sim"]["control_hz"]) if c["rig"] == "sim" else float(rc.pop("hz", 10.0))
     rc.pop("hz", None)
-    RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **{**rc, "max_steps": rc["max_steps"] or 1})  # bad values: before anything starts
+    # Bad runner values fail here, before anything starts (max_steps=null is resolved once the rig exists).
+    RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **{**rc, "max_steps": 1 if rc["max_steps"] is None else rc["max_steps"]})
 
     # deploy builds its own outbox (with the policy inbox on the same connection)
     sink, close_sink = (None, lambda: None) if mode == "deploy" else build_sink(c)

@@ -122,8 +122,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         if aux_dim:
             if not keypoints:
                 raise ValueError("aux_dim: the auxiliary head reads the keypoints; set keypoints > 0")
-            # A small readout of robot-state targets (SFT: gripper position now, at the grasp, at the end) from the
-            # keypoint coordinates: it makes the keypoints track what the actions depend on. Not in the ONNX graph.
+            # A small readout of training-only targets (SFT: the gripper's and the object's position now, the end
+            # point) from the keypoint coordinates: the keypoints track what the actions depend on. Not in the ONNX graph.
             self.aux_head = nn.Sequential(nn.Linear(2 * keypoints, 128), nn.GELU(), nn.Linear(128, aux_dim))
         self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
         self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)

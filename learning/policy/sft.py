@@ -182,8 +182,8 @@ def aux_targets(ee_pose: np.ndarray, gripper: np.ndarray, actions: np.ndarray, t
     first closed on it while t is before that step -- the object still rests there -- and the gripper's own
     position from then on, with the object in the hand; the last step if it never closed) and where the episode
     ended (for a success: at the goal). (AUX_DIM,) float32. The policy does not see them; they only shape its
-    keypoints during SFT. (A target the frame does not show -- the grasp point after the object has moved --
-    measured 1.6 cm of irreducible error in its xy and taught the keypoints nothing.)"""
+    keypoints during SFT. Each is visible in the frame at t: the grasp point stops being so once the object has
+    moved (bench/sft_probe.py localiser)."""
     closes = np.flatnonzero(actions[:, 6] < 0)
     first_close = int(closes[0]) if closes.size else len(ee_pose) - 1
     obj = ee_pose[first_close, :3] if t < first_close else ee_pose[t, :3]
