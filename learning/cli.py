@@ -149,14 +149,46 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: wvl <command> [mode] [key=value ...]", "", "commands:"]
     lines += [f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items()]
-    lines += ["", "`wvl <command> --help` shows a command's config keys and their defaults."]
+    lines += ["", "`wvl <command> --help` shows a command's config keys, their defaults and what each one does."]
     return "\n".join(lines)
 
 
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line if line.strip() else line for line in text.rstrip("\n").splitlines())
+
+
+def _config_text(config: str) -> str:
+    """The command's YAML file as written (every key with its `#` description), then each config-group file
+    its `defaults:` list chooses, indented under the group's key, with the group's other choices named."""
+    import yaml
+
+    conf_dir, name = _conf_dir(config)
+    path = conf_dir / f"{name}.yaml"
+    text = path.read_text()
+    shown = f"{conf_dir.parent.name}/conf"  # learning/conf or robot/conf, as the repository names it
+    parts = [f"# {shown}/{name}.yaml", text.rstrip("\n")]
+    for entry in (yaml.safe_load(text) or {}).get("defaults") or []:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            continue  # _self_
+        (group, choice), = entry.items()
+        group = str(group).removeprefix("override ").strip("/")
+        if choice is None or not (conf_dir / group).is_dir():
+            continue
+        choices = sorted(f.stem for f in (conf_dir / group).glob("*.yaml"))
+        gtext = (conf_dir / group / f"{choice}.yaml").read_text()
+        parts += ["", f"# {group}: {choice} (choices: {', '.join(choices)}; pick one with {group}=<choice>): {shown}/{group}/{choice}.yaml"]
+        if "@package _global_" in gtext:
+            parts.append(f"# (@package _global_: the {group} file sets the top-level keys it names, over the values above)")
+        parts += [f"{group}:", _indent(gtext)]
+    return "\n".join(parts) + "\n"
+
+
 def _command_help(name: str, cmd: Command) -> str:
-    cfg = compose(cmd.config, [])
+    compose(cmd.config, [])  # the defaults compose (a broken config file fails here, not later)
     modes = f" [{'|'.join(cmd.modes)}]" if cmd.modes else ""
-    return f"wvl {name}{modes} [key=value ...]\n\n{cmd.help}\n\nconfig (defaults):\n{OmegaConf.to_yaml(cfg)}"
+    return (f"wvl {name}{modes} [key=value ...]\n\n{cmd.help}\n\n"
+            f"config (key: default  # description; override any key with key=value, nested ones as a.b=value):\n\n"
+            f"{_config_text(cmd.config)}")
 
 
 def main(argv: list[str] | None = None) -> int:
