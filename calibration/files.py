@@ -166,6 +166,19 @@ class HandEyeCalibration:
             samples_file=samples_file, warnings=tuple(result.warnings),
         )
 
+    @property
+    def frames(self) -> dict[str, str]:
+        """Which transform of the file is which, as 'parent -> child' (each maps child coordinates into the
+        parent frame): the top-level pose ends at the camera body, the solver's results at the optical frame."""
+        to_optical = f"{self.parent} -> {self.optical_frame}"
+        return {
+            "xyz, quaternion_xyzw": f"{self.parent} -> {self.child}",
+            "child_to_optical": f"{self.child} -> {self.optical_frame}",
+            "parent_to_optical": to_optical,
+            "methods": f"{to_optical} (every method's xyz, quaternion_xyzw)",
+            "target": f"{'base' if self.kind == 'eye_in_hand' else 'ee'} -> board",
+        }
+
     def to_dict(self) -> dict[str, Any]:
         T = self.T_parent_child
         return {
@@ -177,6 +190,7 @@ class HandEyeCalibration:
             "child": self.child,
             "xyz": _floats(T[:3, 3]),
             "quaternion_xyzw": _floats(matrix_to_pose(T)[3:]),
+            "frames": self.frames,  # parent -> child of every transform below (read only by people)
             "method": self.method,
             "residuals": {k: float(v) for k, v in self.residuals.items()},
             "n_samples": int(self.n_samples),
@@ -245,7 +259,11 @@ def save_handeye(folder: str | os.PathLike, calib: HandEyeCalibration) -> Path:
     d = calib.to_dict()
     header = (f"# {calib.camera}: {calib.kind} hand-eye, {calib.parent} -> {calib.child}, method {calib.method}, "
               f"{calib.n_samples} samples, held-out {calib.residuals.get('heldout_translation_mm', float('nan')):.2f} mm / "
-              f"{calib.residuals.get('heldout_rotation_deg', float('nan')):.3f} deg. Written by wvl calibrate handeye.\n")
+              f"{calib.residuals.get('heldout_rotation_deg', float('nan')):.3f} deg. Written by wvl calibrate handeye.\n"
+              f"# Frames (parent -> child; metres, quaternions xyzw): the top-level xyz / quaternion_xyzw is "
+              f"{calib.parent} -> {calib.child} (publish it on /tf_static);\n"
+              f"# parent_to_optical and every entry under methods: are {calib.parent} -> {calib.optical_frame} "
+              f"(what the solver returns); child_to_optical is {calib.child} -> {calib.optical_frame}.\n")
     path = handeye_path(folder, calib.camera)
     write_yaml(path, d, header)
     write_yaml(folder / "history" / f"{calib.camera}.handeye.{calib.calibration_id}.yaml", d, header)

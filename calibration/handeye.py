@@ -192,8 +192,8 @@ def solve_handeye(samples: list[HandEyeSample], cfg: HandEyeConfig = HandEyeConf
     dropped = [f"sample {i} ({s.image or 'no image'}): board reprojection {s.reprojection_px:.2f} px > "
                f"{cfg.max_reprojection_px} px" for i, s in enumerate(samples) if s.reprojection_px > cfg.max_reprojection_px]
     kept = [s for s in samples if s.reprojection_px <= cfg.max_reprojection_px]
-    for d in dropped:
-        log.warning("dropped %s", d)
+    for d in dropped:  # in result.dropped: the caller shows them (`wvl calibrate handeye` prints each once)
+        log.debug("dropped %s", d)
     if len(kept) < cfg.min_samples:
         raise TooFewViewsError(f"{len(kept)} usable pose pairs ({len(samples)} taken, {len(dropped)} dropped for "
                                f"reprojection error), need >= {cfg.min_samples}; take more samples")
@@ -233,6 +233,6 @@ def solve_handeye(samples: list[HandEyeSample], cfg: HandEyeConfig = HandEyeConf
         warnings.append(f"held-out consistency {best.heldout_mm:.1f} mm / {best.heldout_deg:.2f} deg is worse than "
                         "5 mm / 1 deg (good practice with a RealSense); check that the board and camera are rigid, "
                         "the robot is still when sampling, and the intrinsics are right")
-    for w in warnings:
-        log.warning(w)
+    for w in warnings:  # in result.warnings: the caller shows them (`wvl calibrate handeye` prints each once)
+        log.debug(w)
     return HandEyeResult(cfg.kind, best.X, target, best.name, results, n, spread, dropped, warnings)

@@ -212,7 +212,7 @@ def calibrate_intrinsics(views: Iterable[tuple[str, np.ndarray]], board: BoardCo
         if not reason:
             dets.append(det)
         else:
-            log.info("view %s refused: %s", name, reason)
+            log.debug("view %s refused: %s", name, reason)  # in result.views (`wvl calibrate intrinsics` tables them)
     if not reports:
         raise TooFewViewsError("no images to calibrate from; check the image source (folder path, camera, recording)")
     if not any(r.n_corners for r in reports):
@@ -273,8 +273,8 @@ def calibrate_intrinsics(views: Iterable[tuple[str, np.ndarray]], board: BoardCo
     if max(tilts) < 20:
         warnings.append(f"largest board tilt is {max(tilts):.0f} deg; tilt the board 20-45 deg in some views or the "
                         "focal length is poorly determined")
-    for w in warnings:
-        log.warning(w)
+    for w in warnings:  # in result.warnings: the caller shows them (`wvl calibrate intrinsics` prints each once)
+        log.debug(w)
     return IntrinsicsResult(intr, float(rms), reports, coverage, max(tilts), std, warnings)
 
 
