@@ -7,6 +7,8 @@ page, z into the page. A camera looking straight at the board therefore sees it 
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -221,6 +223,29 @@ def board_image(cfg: BoardConfig, dpi: int = 300, margin_m: float = 0.01) -> np.
     img = make_board(cfg).generateImage(size, marginSize=0, borderBits=1)
     m = int(round(margin_m * px_per_m))
     return cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_CONSTANT, value=255)
+
+
+def png_with_dpi(img: np.ndarray, dpi: float) -> bytes:
+    """``img`` as PNG bytes that carry their resolution (a pHYs chunk, pixels per metre), so a viewer or printer
+    prints it at its physical size. cv2 cannot write DPI and PIL is not in the robot PC's base install: the chunk
+    is put into cv2's PNG by hand, right after IHDR (PNG spec: before the first IDAT; any other pHYs dropped)."""
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError("could not encode the board as PNG")
+    png = buf.tobytes()
+    ppm = int(round(dpi / 0.0254))
+    data = struct.pack(">IIB", ppm, ppm, 1)  # unit 1 = metre
+    phys = struct.pack(">I", len(data)) + b"pHYs" + data + struct.pack(">I", zlib.crc32(b"pHYs" + data) & 0xFFFFFFFF)
+    out, pos = [png[:8]], 8  # the signature, then chunks: length (4), type (4), data, CRC (4)
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos:pos + 4])
+        kind, end = png[pos + 4:pos + 8], pos + 12 + length
+        if kind != b"pHYs":
+            out.append(png[pos:end])
+        if kind == b"IHDR":
+            out.append(phys)
+        pos = end
+    return b"".join(out)
 
 
 def board_svg(cfg: BoardConfig, margin_m: float = 0.01) -> str:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from calibration.board import BoardConfig, BoardDetector, board_image, board_svg, estimate_pose
+from calibration.board import BoardConfig, BoardDetector, board_image, board_svg, estimate_pose, png_with_dpi
 from calibration.drift import DriftThresholds, check_drift
 from calibration.errors import CalibrationError
 from calibration.files import (
@@ -82,8 +82,7 @@ def run_board(cfg: DictConfig) -> int:
     margin = float(cfg.print.margin_m)
     svg, png, spec = out / "board.svg", out / "board.png", out / "board.yaml"
     svg.write_text(board_svg(board, margin))
-    if not cv2.imwrite(str(png), board_image(board, int(cfg.print.dpi), margin)):
-        raise OSError(f"could not write {png}")
+    png.write_bytes(png_with_dpi(board_image(board, int(cfg.print.dpi), margin), int(cfg.print.dpi)))  # prints at size
     write_yaml(spec, board.to_dict(), "# The printed ChArUco board (wvl calibrate board). Lengths in metres.\n")
     w, h = board.size_m
     W, H = (w + 2 * margin) * 1000, (h + 2 * margin) * 1000

@@ -96,6 +96,13 @@ def rollout(robot, runtime, seed: int, cfg: RolloutConfig, index: int = 0, strid
 _W: dict[str, Any] = {}
 
 
+def worker_log_level() -> int:
+    """The workers' log level: WARNING, unless the parent logs DEBUG (WVL_LOG_LEVEL=DEBUG). Every worker makes
+    the same simulator and runtime, so their INFO lines would print once per worker; the parent reports the run."""
+    level = logging.getLogger().level
+    return logging.DEBUG if logging.NOTSET < level <= logging.DEBUG else logging.WARNING
+
+
 def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_level: int, safety: dict) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from robot.policy_runtime import PolicyRuntime, RigSpec
@@ -209,7 +216,7 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with progress() as bar, ctx.Pool(workers, initializer=_worker_init,
-                                     initargs=(sim_dict, artifact, rig, threads, logging.getLogger().level or logging.WARNING,
+                                     initargs=(sim_dict, artifact, rig, threads, worker_log_level(),
                                                safety_cfg.to_dict())) as pool:
         job = bar.add_task(f"eval {manifest.policy_version} on {task}", total=episodes, status="")
         for r in pool.imap_unordered(_worker_run, jobs, chunksize=1):

@@ -12,12 +12,18 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _configured = False
+
+
+# What `import sapien` warns when no system libvulkan is found (sapien/_vulkan_tricks.py).
+SAPIEN_LOADER_WARNING = "Failed to find system libvulkan. Fallback to SAPIEN builtin libvulkan."
 
 
 class VulkanDriverMissingError(RuntimeError):
@@ -58,4 +64,7 @@ def configure_vulkan() -> str:
         os.environ["VK_ICD_FILENAMES"] = str(icd)
         _configured = True
         log.debug("using project-local lavapipe from %s", root)
+    # SAPIEN looks for libvulkan only on LD_LIBRARY_PATH and in /usr/lib*, so on import it warns that it falls back
+    # to its builtin loader; that loader runs the project-local driver chosen above, so the warning is noise.
+    warnings.filterwarnings("ignore", message=re.escape(SAPIEN_LOADER_WARNING), category=UserWarning)
     return "lavapipe"
