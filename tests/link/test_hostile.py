@@ -117,6 +117,11 @@ def test_malformed_flood_is_refused_while_a_good_robot_is_served(tmp_path, keys,
         s.send_multipart(wire.encode(wire.HELLO, {"robot_id": "robot-2", "schema": wire.schema_hash(), "wall_time": time.time()}))
         assert s.poll(10_000) and wire.decode(s.recv_multipart()).type == wire.WELCOME
 
+        # Warm-up: the first commit loads the video encoder and pyarrow's writers (tens of MB, once); the RSS
+        # bound below is about what the flood itself leaves behind, not about those one-time allocations.
+        good.put(eps[0])
+        assert good.wait_committed([eps[0].uuid], 60), f"good robot's first episode: {good.counters()}"
+
         rng = random.Random(99)
         gen = hostile_messages(rng)
         sent: Counter = Counter()
@@ -160,7 +165,7 @@ def test_malformed_flood_is_refused_while_a_good_robot_is_served(tmp_path, keys,
 
         assert {wire.ERR_MALFORMED, wire.ERR_UNKNOWN_TYPE, wire.ERR_BAD_FIELD, wire.ERR_VERSION, wire.ERR_TOO_LARGE,
                 wire.ERR_UNKNOWN_TRANSFER, wire.ERR_UNKNOWN_POLICY} <= set(codes), codes
-        assert rss_end - rss_start < 30_000, f"learner RSS grew {rss_end - rss_start} kB during the flood"
+        assert rss_end - rss_start < 10_000, f"learner RSS grew {rss_end - rss_start} kB during the flood"
         assert len(list((store / ".link" / "incoming").iterdir())) <= 4  # no debris from thousands of fake uploads
         assert server.poll() is None  # still running
     finally:
