@@ -110,3 +110,16 @@ def test_missing_vulkan_driver_says_what_to_do(tmp_path):
     if r.returncode == 0:
         pytest.skip("a GPU Vulkan driver is installed on this machine")
     assert r.returncode == 2 and "make vulkan" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_noisy_expert_records_its_noise_free_labels(pick):
+    """action_noise (DART): the executed approach is perturbed, the expert's own actions are kept as labels in
+    extras["expert_action"]; once the gripper first closes nothing is perturbed."""
+    ep = run_scripted_episode(pick, seed=3, perturbation_kind="none", rng=np.random.default_rng(0), action_noise=0.3)
+    labels, commanded = ep.extras["expert_action"], ep.extras["action_commanded"]
+    assert labels.shape == ep.actions.shape and ep.info["expert_action_noise"] == 0.3
+    first_close = int(np.flatnonzero(labels[:, 6] < 0)[0])
+    assert not np.allclose(commanded[:first_close, :3], labels[:first_close, :3], atol=1e-3)  # perturbed approach
+    assert np.allclose(commanded[first_close:-1], labels[first_close:-1], atol=1e-6)  # the grasp and carry are not
+    plain = run_scripted_episode(pick, seed=3, perturbation_kind="none")
+    assert "expert_action" not in plain.extras

@@ -52,10 +52,14 @@ def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     lengths: dict[str, list[int]] = {"success": [], "near_success": []}
     kinds: dict[str, int] = {}
     t0 = time.perf_counter()
+    noise = float(cfg.get("action_noise", 0.0) or 0.0)
+    if noise and cfg.sim.kind != "maniskill":
+        raise ValueError(f"action_noise: the noisy expert (DART) exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
+    extra = {"action_noise": noise} if noise else {}
     with progress() as bar:
         job = bar.add_task(f"collect {cfg.task}", total=total, status="")
         for ep in collect_sans(robot, cfg.success, cfg.near_success, seed=cfg.seed,
-                               near_success_mix=dict(cfg.near_success_mix), stats=stats):
+                               near_success_mix=dict(cfg.near_success_mix), stats=stats, **extra):
             store.append(ep)
             lengths[ep.outcome].append(len(ep))
             if ep.outcome == "near_success":

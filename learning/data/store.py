@@ -455,6 +455,10 @@ class EpisodeStore:
     def step_table(self, index: int, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self._data_path(index), columns=columns)
 
+    def step_columns(self, index: int) -> list[str]:
+        """The per-step column names of episode ``index`` (from the file's schema; no data is read)."""
+        return list(pq.read_schema(self._data_path(index)).names)
+
 
 def _count(values) -> dict[str, int]:
     out: dict[str, int] = {}

@@ -34,6 +34,9 @@ class WindowSpec:
     stride: int = 1  # step between window starts
     camera: str | None = None  # None: the first camera of each episode
     pad_end: bool = True  # allow windows that run past the episode end (padded by holding still)
+    # The per-step column the chunks come from: "action" (what the arm executed) or an extras column such as
+    # "extras.expert_action" (a noisy expert's noise-free labels, `robot.sim.expert.ExpertSource`).
+    action_column: str = "action"
 
     def __post_init__(self) -> None:
         if self.chunk < 1 or self.n_cond < 1 or self.stride < 1:
@@ -61,8 +64,11 @@ class WindowDataset:
                 image_shape = frames.shape[1:]
             elif frames.shape[1:] != image_shape:
                 raise WindowError(f"episode {ei}: image size {frames.shape[1:3]} differs from {image_shape[:2]} of the other episodes; resize or select one rig")
-            t = store.step_table(ei, ["action", "next.reward"])
-            actions = np.asarray(t.column("action").to_pylist(), np.float32)
+            if spec.action_column not in store.step_columns(ei):
+                raise WindowError(f"episode {ei}: no column {spec.action_column!r} (it has the executed 'action'; "
+                                  f"noise-free expert labels exist only in episodes collected with action_noise > 0)")
+            t = store.step_table(ei, [spec.action_column, "next.reward"])
+            actions = np.asarray(t.column(spec.action_column).to_pylist(), np.float32)
             rewards = np.asarray(t.column("next.reward").to_pylist(), np.float32)
             T = len(frames)
             if T < 2:

@@ -86,6 +86,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         state_mean: Sequence[float] | None = None,  # per feature (set from the data by SFT)
         state_std: Sequence[float] | None = None,
         fused_token: bool = False,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
+        patch_tokens: bool = True,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -100,13 +101,20 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
 
         if keypoints and not 0 <= keypoint_level <= len(conv_channels):
             raise ValueError(f"keypoint_level: {keypoint_level} is outside 0..{len(conv_channels)} (0 = input, i = after conv i)")
+        if not patch_tokens and not keypoints:
+            raise ValueError("patch_tokens: without patch tokens the image enters through the keypoints; set keypoints > 0")
+        # Without patch tokens the image reaches the actions only through the keypoints' (x, y): a low-dimensional
+        # bottleneck (Levine et al. 2016) that cannot memorise a scene's look, only where things are. The convs
+        # past the keypoints' level are then not built.
+        n_convs = len(conv_channels) if patch_tokens else keypoint_level
         stages, c_in = [], 3 + 2 * bool(coord_channels)
-        for c in conv_channels:
+        for c in conv_channels[:n_convs]:
             stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()))
             c_in = c
         self.stages = nn.ModuleList(stages)
-        self.patch_proj = nn.Conv2d(c_in, d_model, 1)
-        self.image_pos = nn.Parameter(torch.randn(grid * grid, d_model) * 0.02)
+        if patch_tokens:
+            self.patch_proj = nn.Conv2d(c_in, d_model, 1)
+            self.image_pos = nn.Parameter(torch.randn(grid * grid, d_model) * 0.02)
         # Coordinate grids in [-1, 1]: the CoordConv input channels and the keypoints' expected positions.
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
@@ -193,8 +201,9 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                     aux = self.aux_head(kp.flatten(1))  # (B, aux_dim)
             if i < len(self.stages):
                 x = self.stages[i](x)
-        patches = self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos  # (B, P, d)
-        img = torch.cat([patches] + parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
+        if self.config.patch_tokens:
+            parts.insert(0, self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos)  # (B, P, d)
+        img = torch.cat(parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
         if self.state_dim:
             if states is None or states.shape != (B, self.state_dim):
                 raise PolicyInputError(f"states: this policy takes (B, {self.state_dim}) robot states "

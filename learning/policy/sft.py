@@ -41,6 +41,8 @@ from robot.state import DEFAULT_POLICY_STATE, check_state_features, state_matrix
 log = logging.getLogger(__name__)
 
 POLICY_KINDS = ("compact", "hf")
+# SFT targets: the step column each one reads (`WindowSpec.action_column`).
+ACTION_LABELS = {"action": "action", "expert_action": "extras.expert_action"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class CompactModelConfig:
     action_head: str = "categorical"  # categorical | gaussian (see CompactVLA)
     max_instruction_len: int = 24
     fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
+    patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
@@ -94,6 +97,8 @@ class SFTConfig:
     grad_clip: float = 1.0
     augment_shift: int = 0  # px of random shift augmentation (DrQ); 0 = off (it moves the cube against absolute targets)
     aux_weight: float = 1.0  # compact VLA: weight of the auxiliary gripper-position loss (0 = off), see aux_targets
+    action_labels: str = "action"  # "action" (executed) | "expert_action" (a noisy expert's noise-free labels)
+    label_sigma_bins: float = 0.0  # compact VLA: train on a Gaussian over neighbouring bins (this std, in bins); 0 = one-hot
     seed: int = 0
     log_every: int = 50
     val_every: int = 500
@@ -115,6 +120,12 @@ class SFTConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight: must be >= 0, got {self.aux_weight}")
+        if self.action_labels not in ACTION_LABELS:
+            raise ValueError(f"action_labels: {self.action_labels!r} is not one of {list(ACTION_LABELS)}")
+        if self.label_sigma_bins < 0:
+            raise ValueError(f"label_sigma_bins: must be >= 0, got {self.label_sigma_bins}")
+        if self.label_sigma_bins > 0 and self.policy != "compact":
+            raise ValueError(f"label_sigma_bins: Gaussian bin targets need the compact VLA's logits; policy={self.policy!r}")
         for name in ("val_episodes", "warmup_steps", "augment_shift", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -191,8 +202,9 @@ def aux_targets(ee_pose: np.ndarray, gripper: np.ndarray, actions: np.ndarray, t
 
 
 def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None,
-               state_features: tuple[str, ...] = DEFAULT_POLICY_STATE) -> Demos:
-    ds = WindowDataset(store, WindowSpec(chunk=chunk_length, n_cond=1, camera=camera), indices=indices)
+               state_features: tuple[str, ...] = DEFAULT_POLICY_STATE, action_labels: str = "action") -> Demos:
+    spec = WindowSpec(chunk=chunk_length, n_cond=1, camera=camera, action_column=ACTION_LABELS[action_labels])
+    ds = WindowDataset(store, spec, indices=indices)
     b = ds.batch(np.arange(len(ds)))
     task_of = dict(zip(ds.episode_indices, ds.tasks))
     cams = {json.dumps(json.loads(store.row(i)["info_json"]).get("camera"), sort_keys=True) for i in indices}
@@ -260,6 +272,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
         keypoint_level=m.keypoint_level, action_head=m.action_head, fused_token=m.fused_token,
+        patch_tokens=m.patch_tokens,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,
@@ -291,16 +304,29 @@ def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.nda
 
 
 def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray,
-                 aux: np.ndarray, states: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compact VLA with an aux head: (NLL, mean target probability, MSE of the normalised aux targets),
-    from one forward pass. The NLL is the same number `sft_loss` computes."""
+                 aux: np.ndarray | None, states: np.ndarray | None = None,
+                 label_sigma_bins: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compact VLA (one forward pass): (training loss on the action tokens, NLL, mean target probability, MSE
+    of the normalised aux targets; 0 without ``aux``). The NLL is the same number `sft_loss` computes.
+
+    With ``label_sigma_bins`` > 0 the action loss is the cross-entropy against a Gaussian over the bins around the
+    demonstrated one: neighbouring bins are neighbouring actions, which one-hot targets do not say, so a small
+    data set teaches a 256-way head to regress (the greedy action is still the argmax bin)."""
     imgs = policy._images(images, policy.image_hw)
     st = policy._states(_states_or_none(policy, states), imgs.shape[0])
     logits, pred = policy.logits_and_aux(imgs, policy.encode_instructions(instructions), st)
     tokens = policy.actions_to_tokens(chunks).to(logits.device)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
-    mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
-    return -logp.mean(), logp.detach().exp().mean(), mse
+    logp_all = torch.log_softmax(logits, dim=-1)  # (B, K * D, V)
+    logp = logp_all.gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
+    loss = -logp.mean()
+    if label_sigma_bins > 0:
+        bins = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
+        target = torch.softmax(-0.5 * ((bins - tokens[..., None]) / label_sigma_bins) ** 2, dim=-1)  # (B, K * D, V)
+        loss = -(target * logp_all).sum(-1).mean()
+    mse = torch.zeros((), device=logits.device)
+    if aux is not None and pred is not None:
+        mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
+    return loss, -logp.mean(), logp.detach().exp().mean(), mse
 
 
 @torch.no_grad()
@@ -391,8 +417,8 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
 
     train_idx, val_idx = select_episodes(store, cfg)
     t0 = time.perf_counter()
-    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features)
-    val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera, cfg.state_features) if val_idx else None
+    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels)
+    val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels) if val_idx else None
     log.info("SFT on %d episodes (%d windows), validating on %d episodes; data loaded in %.1f s",
              len(train_idx), len(train), len(val_idx), time.perf_counter() - t0)
 
@@ -437,10 +463,11 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             images = random_shift(train.images[b], cfg.augment_shift, rng)
             b, images = b[rows], images[rows]  # this rank's rows of the global batch (every rank draws all of it)
             instr = [train.instructions[i] for i in b]
-            if use_aux:
-                nll, acc, aux_mse = sft_aux_loss(policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std,
-                                                 train.states[b])
-                loss = nll + cfg.aux_weight * aux_mse
+            if use_aux or cfg.label_sigma_bins > 0:
+                action_loss, nll, acc, aux_mse = sft_aux_loss(
+                    policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std if use_aux else None,
+                    train.states[b], cfg.label_sigma_bins)
+                loss = action_loss + cfg.aux_weight * aux_mse
             else:
                 loss, acc = sft_loss(policy, images, instr, train.chunks[b], train.states[b])
                 nll = loss

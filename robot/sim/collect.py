@@ -49,16 +49,18 @@ def run_scripted_episode(
     perturbation_kind: str = "none",
     rng: np.random.Generator | None = None,
     runner: EpisodeRunner | None = None,
+    action_noise: float = 0.0,
 ) -> Episode | None:
     """One expert episode through the rig's episode runner and safety filter (`robot.sim.rollout`); None for a
-    trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done."""
+    trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done.
+    ``action_noise``: see `ExpertSource` (the noise-free labels go to ``extras["expert_action"]``)."""
     rng = rng or np.random.default_rng(seed)
     sim = robot.sim
     sim.reset(seed)
     if sim.success:
         return None
     pert = sample_perturbation(perturbation_kind, rng)
-    source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m)
+    source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m, action_noise=action_noise, rng=rng)
     runner = runner or sim_runner(robot, source_kind="scripted")
     perturbed = perturbation_kind != "none"
     res = run_sim_episode(runner, robot, source, seed, reset=lambda s: s,  # already reset (and checked) above
@@ -66,6 +68,9 @@ def run_scripted_episode(
     ep = res.episode
     if ep is None:
         raise RuntimeError(f"seed {seed}: the simulated rig recorded nothing ({res.end_reason}: {res.detail})")
+    if action_noise > 0:
+        ep.extras["expert_action"] = source.labels_for(ep.actions)
+        ep.info["expert_action_noise"] = float(action_noise)
     if perturbed and ep.outcome == "failure":
         ep.outcome = "near_success"
     return ep
@@ -80,6 +85,7 @@ def collect_sans(
     on_episode: Callable[[Episode, CollectStats], None] | None = None,
     max_attempts_factor: int = 5,
     stats: CollectStats | None = None,
+    action_noise: float = 0.0,
 ) -> Iterator[Episode]:
     """Yield successes and near-successes interleaved (so a cut-short run stays ~1:1); fills ``stats``."""
     mix = near_success_mix or {"place_offset": 2 / 3, "grasp_offset": 1 / 3}
@@ -103,7 +109,7 @@ def collect_sans(
             attempts_left -= 1
             s, next_seed = next_seed, next_seed + 1
             kind = "none" if want == "success" else str(rng.choice(kinds, p=probs))
-            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]))
+            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]), action_noise=action_noise)
             if ep is None:
                 stats.trivial_seeds += 1
                 continue

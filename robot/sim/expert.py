@@ -83,6 +83,15 @@ class ScriptedExpert:
     def phase(self) -> int:
         return self._i
 
+    def distance_to_waypoint(self, priv: dict) -> float:
+        """m from the TCP to the current waypoint (0 once the plan is done)."""
+        return 0.0 if self.done else float(np.linalg.norm(self.waypoints[self._i].target - priv["tcp"]))
+
+    @property
+    def reaching(self) -> bool:
+        """Moving toward a waypoint with the gripper open, before the first close (the approach)."""
+        return not self.done and all(w.gripper > 0 for w in self.waypoints[: self._i + 1])
+
     def act(self, priv: dict) -> np.ndarray:
         """7-d normalised action toward the current waypoint; holds still once the plan is done."""
         tcp = priv["tcp"]
@@ -165,17 +174,49 @@ _PLANNERS = {"PickCube-v1": _pick_cube, "PushCube-v1": _push_cube, "StackCube-v1
 
 class ExpertSource:
     """The scripted expert as an `robot.runner.ActionSource`: plans from the simulator's privileged state at
-    the episode start, then answers one action per step (a chunk of one). ``done``: the plan is finished."""
+    the episode start, then answers one action per step (a chunk of one). ``done``: the plan is finished.
 
-    def __init__(self, sim, perturbation: Perturbation | None = None, max_translation_m: float = 0.1) -> None:
+    ``action_noise`` > 0 perturbs each *executed* translation command of the approach (gripper open, before the
+    first close) with Gaussian noise of that std (normalised action units, fading within 4 cm of the waypoint;
+    DART, Laskey et al. 2017): the arm is pushed off the expert's path and the expert's next actions
+    bring it back, so the demonstrations contain the corrections a cloned policy needs once its own errors take it
+    off the path. The expert's own, noise-free action of every step is kept in ``labels`` (the episode records what
+    was executed; `collect` stores the labels as ``extras["expert_action"]``)."""
+
+    def __init__(self, sim, perturbation: Perturbation | None = None, max_translation_m: float = 0.1,
+                 action_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
+        if not (action_noise >= 0 and np.isfinite(action_noise)):
+            raise ValueError(f"action_noise: must be >= 0, got {action_noise}")
         self.sim = sim
         self.expert = ScriptedExpert(sim.config.task, perturbation, max_translation_m=max_translation_m)
+        self.action_noise = float(action_noise)
+        self.rng = rng or np.random.default_rng(0)
+        self.labels: list[np.ndarray] = []
 
     def reset(self, instruction: str) -> None:
         self.expert.plan(self.sim.privileged())
+        self.labels = []
 
     def next_chunk(self, obs) -> np.ndarray:
-        return self.expert.act(self.sim.privileged())[None]
+        a = self.expert.act(self.sim.privileged())
+        self.labels.append(a)
+        # Only while reaching with an open gripper: noise while the fingers close or the cube is carried would
+        # make the demonstrations fail (a cube knocked out of the grasp, a robot never static at the goal).
+        # The noise fades within 4 cm of the waypoint, so the expert still settles inside its tolerance and grasps.
+        if self.action_noise > 0 and self.expert.reaching:
+            scale = min(1.0, self.expert.distance_to_waypoint(self.sim.privileged()) / 0.04)
+            a = a.copy()
+            a[:3] = np.clip(a[:3] + self.rng.normal(0.0, self.action_noise * scale, 3), -1.0, 1.0)
+        return a[None]
+
+    def labels_for(self, actions: np.ndarray) -> np.ndarray:
+        """The expert's noise-free action for each of an episode's recorded steps, (T, 7) float32; steps the
+        expert was not asked about (the runner's closing hold) keep the recorded action."""
+        out = np.asarray(actions, dtype=np.float32).copy()
+        n = min(len(out), len(self.labels))
+        if n:
+            out[:n] = np.stack(self.labels[:n])
+        return out
 
     @property
     def done(self) -> bool:

@@ -137,3 +137,21 @@ def test_fused_token_is_in_the_graph_and_survives_save_load(images, tmp_path):
     assert not torch.equal(base, policy.act(images, INSTRUCTION, states=states))
     with pytest.raises(ValueError, match="fused_token"):
         tiny_compact(fused_token=True, keypoints=0)
+
+
+def test_without_patch_tokens_the_image_enters_only_through_the_keypoints(images, tmp_path):
+    """patch_tokens=False: no conv past the keypoints' level and no patch projection; the output depends on the
+    image only through the keypoints' coordinates, so an image that moves no keypoint changes no action."""
+    policy = tiny_compact(patch_tokens=False, keypoint_level=0)
+    names = {n for n, _ in policy.named_parameters()}
+    assert not any(n.startswith(("patch_proj", "image_pos", "stages")) for n in names)
+    logits = policy.logits(torch.from_numpy(images), policy.encode_instructions([INSTRUCTION] * 4))
+    assert logits.shape == (4, 8 * 7, 256)
+    with torch.no_grad():  # keypoint filters that ignore the colours: every keypoint sits at the centroid
+        policy.kp_conv.weight[:, :3].zero_()
+    other = np.random.default_rng(1).integers(0, 256, images.shape, dtype=np.uint8)
+    assert torch.equal(policy.act(images, INSTRUCTION), policy.act(other, INSTRUCTION))
+    policy.save_pretrained(tmp_path / "p")
+    assert load_policy(tmp_path / "p").config.patch_tokens is False
+    with pytest.raises(ValueError, match="patch_tokens"):
+        tiny_compact(patch_tokens=False, keypoints=0)

@@ -8,7 +8,8 @@ import torch
 
 from learning.cli import main as wvl
 from learning.policy import load_policy
-from learning.policy.sft import SFTConfig, aux_targets, load_demos, random_shift, select_episodes, sft_loss, train_sft
+from learning.policy.sft import (SFTConfig, aux_targets, load_demos, random_shift, select_episodes, sft_aux_loss, sft_loss,
+                                 train_sft)
 from tests.policy.conftest import INSTRUCTION, tiny_compact
 
 TINY_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "conv_channels": [8, 16], "max_instruction_len": 12}
@@ -125,3 +126,57 @@ def test_selection_warns_when_validation_leaves_almost_nothing_to_train_on(tiny_
     with caplog.at_level("WARNING", logger="learning.policy.sft"):
         select_episodes(tiny_store, tiny_cfg(tiny_store, tmp_path / "o"))  # 3 train, 1 val: fine
     assert "training on only" not in caplog.text
+
+
+def test_gaussian_bin_targets_reduce_to_the_nll_and_prefer_near_misses():
+    """label_sigma_bins: the cross-entropy against a Gaussian over the bins; a tiny std is the one-hot NLL, and with
+    a wider one a prediction one bin off costs less than one 50 bins off (one-hot targets price both alike)."""
+    policy = tiny_compact()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    chunks = rng.uniform(-0.5, 0.5, (4, 8, 7)).astype(np.float32)
+    loss, nll, _, mse = sft_aux_loss(policy, images, [INSTRUCTION] * 4, chunks, None, label_sigma_bins=1e-3)
+    assert loss.item() == pytest.approx(nll.item(), rel=1e-5) and mse.item() == 0.0
+    assert nll.item() == pytest.approx(sft_loss(policy, images, [INSTRUCTION] * 4, chunks)[0].item(), rel=1e-5)
+
+    target = policy.actions_to_tokens(chunks)
+
+    def loss_if_peaked_at(offset: int) -> float:
+        """The loss of a policy whose every token is certain of bin (demonstrated + offset)."""
+        peak = torch.nn.functional.one_hot((target + offset).clamp(0, 255), 256).float() * 20.0  # (B, N, V)
+        orig = policy.logits_and_aux
+        policy.logits_and_aux = lambda *a, **k: (peak, None)
+        try:
+            return sft_aux_loss(policy, images, [INSTRUCTION] * 4, chunks, None, label_sigma_bins=3.0)[0].item()
+        finally:
+            policy.logits_and_aux = orig
+
+    assert loss_if_peaked_at(0) < loss_if_peaked_at(1) < loss_if_peaked_at(50)
+    with pytest.raises(ValueError, match="label_sigma_bins"):
+        SFTConfig.from_dict({"store": "s", "out": "o", "label_sigma_bins": -1})
+    with pytest.raises(ValueError, match="label_sigma_bins"):
+        SFTConfig.from_dict({"store": "s", "out": "o", "label_sigma_bins": 2, "policy": "hf", "hf": {"path": "x"}})
+
+
+def test_expert_action_labels_come_from_the_extras_column(tmp_path):
+    """action_labels=expert_action trains on a noisy expert's noise-free labels (extras.expert_action), not on the
+    executed actions; a store without them is refused naming the column."""
+    from learning.data.store import EpisodeStore
+    from tests.factories import random_episode
+
+    store = EpisodeStore(tmp_path / "s")
+    labels = []
+    for i in range(2):
+        ep = random_episode(T=12, H=16, W=16, seed=i)
+        ep.extras["expert_action"] = np.clip(ep.actions * 0.5 + 0.1, -1, 1).astype(np.float32)
+        labels.append(ep.extras["expert_action"])
+        store.append(ep)
+    executed = load_demos(store, [0, 1], 8, None)
+    expert = load_demos(store, [0, 1], 8, None, action_labels="expert_action")
+    assert np.allclose(expert.chunks[0, :, :6], labels[0][:8, :6]) and not np.allclose(executed.chunks, expert.chunks)
+    plain = EpisodeStore(tmp_path / "plain")
+    plain.append(random_episode(T=12, H=16, W=16))
+    with pytest.raises(ValueError, match="extras.expert_action"):
+        load_demos(plain, [0], 8, None, action_labels="expert_action")
+    with pytest.raises(ValueError, match="action_labels"):
+        SFTConfig.from_dict({"store": "s", "out": "o", "action_labels": "teleop"})
