@@ -313,11 +313,12 @@ class LearnerServer:
                             break
                         try:
                             self._handle(frames)
-                        except Exception:  # a bug must not take the learner down for every robot
-                            log.exception("learner: unexpected error handling a message from peer %s; dropped it",
-                                          frames[0].bytes.hex() if frames else "?")
+                        except Exception as e:  # a bug must not take the learner down for every robot
+                            log.exception("learner: unexpected error handling a message from peer %s; answered ERROR %s",
+                                          frames[0].bytes.hex() if frames else "?", wire.ERR_INTERNAL)
                             with self._lock:
                                 self._counters.rejects += 1
+                            self._answer_internal_error(frames, e)
                 self._periodic()
         finally:
             self._shutdown()
@@ -427,6 +428,23 @@ class LearnerServer:
         sess.last_seen = time.monotonic()
         self._robots[sess.robot_id]["_last_seen"] = sess.last_seen
         handler(self, sess, msg)
+
+    def _answer_internal_error(self, frames: list[zmq.Frame], e: Exception) -> None:
+        """Every message gets a reply, even one that hit a bug here: ERROR internal (the robot keeps its episode and
+        retries with backoff), naming the transfer when the header said which."""
+        if len(frames) < 3:
+            return
+        try:
+            msg = wire.decode(frames[1:], max_payload=self.config.max_chunk_bytes)
+            detail = {k: v for k, v in msg.header.items() if k in ("id", "idx", "req")}
+            ref = msg.type
+        except wire.WireError:
+            detail, ref = {}, None
+        try:
+            self._send_error(frames[0].bytes, wire.ERR_INTERNAL, f"learner bug ({type(e).__name__}: {str(e)[:200]}); "
+                             "keep the episode and retry; the learner's log has the traceback", ref, **detail)
+        except Exception:  # pragma: no cover - the reply itself failed; the log line above stands
+            log.exception("learner: could not answer the failed message")
 
     def _reject(self, peer: bytes, code: str, message: str, ref: bytes | None = None, **detail: Any) -> None:
         with self._lock:
@@ -595,14 +613,16 @@ class LearnerServer:
                 return
             up = _Upload.resume(self.incoming, uid, size, sha, cs, n)
             self._uploads[uid] = up
-            self._bound_uploads()
+            self._bound_uploads(keep=uid)
         self._uploads.move_to_end(uid)
         up.touched = time.monotonic()
         self._send(sess.peer, wire.encode(wire.EP_READY, {"id": uid, "have": wire.pack_bitmap(up.have)}))
 
-    def _bound_uploads(self) -> None:
+    def _bound_uploads(self, keep: str) -> None:
         """Bound open uploads (LRU: closed, kept on disk) and partial uploads on disk (oldest deleted: a robot that
-        starts many uploads and finishes none must not fill the learner's disk; a robot resumes from scratch)."""
+        starts many uploads and finishes none must not fill the learner's disk; a robot resumes from scratch).
+        ``keep`` is the upload being started: never closed here (when every other open upload is being ingested, the
+        open count exceeds max_uploads until an ingest finishes -- ingests are bounded by the robots' own windows)."""
         parts = list(self.incoming.glob("*.part"))
         excess = len(parts) - self.config.max_partial_uploads
         if excess > 0:
@@ -613,7 +633,7 @@ class LearnerServer:
                 p.with_suffix(".state").unlink(missing_ok=True)
         while len(self._uploads) > self.config.max_uploads:
             for uid, up in self._uploads.items():
-                if not up.ingesting:
+                if not up.ingesting and uid != keep:
                     if up.n_have:
                         up.save_state()
                     up.close()

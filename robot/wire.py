@@ -96,9 +96,11 @@ ERR_BUSY = "busy"
 ERR_UNKNOWN_POLICY = "unknown_policy"
 ERR_LATE = "late"
 ERR_POLICY_FAILED = "policy_failed"
+ERR_INTERNAL = "internal"              # a bug on the answering side; keep the data and retry
 ERR_CODES = (ERR_MALFORMED, ERR_UNKNOWN_TYPE, ERR_VERSION, ERR_BAD_FIELD, ERR_TOO_LARGE, ERR_NO_SESSION, ERR_IDENTITY,
              ERR_DUPLICATE_ROBOT, ERR_UNKNOWN_TRANSFER, ERR_OUT_OF_RANGE, ERR_CRC, ERR_SHA256, ERR_INCOMPLETE,
-             ERR_BAD_EPISODE, ERR_DISK_FULL, ERR_STORE, ERR_BUSY, ERR_UNKNOWN_POLICY, ERR_LATE, ERR_POLICY_FAILED)
+             ERR_BAD_EPISODE, ERR_DISK_FULL, ERR_STORE, ERR_BUSY, ERR_UNKNOWN_POLICY, ERR_LATE, ERR_POLICY_FAILED,
+             ERR_INTERNAL)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # robot ids, policy versions, file names
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")

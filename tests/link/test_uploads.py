@@ -1,0 +1,117 @@
+"""Uploads the learner holds: open uploads beyond the LRU bound, partial uploads on disk (expiry, count and byte
+bounds). A raw DEALER plays the robot, so that each step of the conversation is explicit."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from typing import Callable
+
+import zmq
+
+from learning.server import ServerConfig
+from robot import wire
+from tests.factories import random_episode
+from tests.link.conftest import wait_for
+
+CHUNK = 4096
+
+
+class RawRobot:
+    """An allow-listed robot speaking the wire protocol by hand."""
+
+    def __init__(self, endpoint: str, robot_keys: wire.RobotKeys, robot_id: str = "robot-1") -> None:
+        self.ctx = zmq.Context()
+        self.s = self.ctx.socket(zmq.DEALER)
+        self.s.linger = 0
+        wire.configure_client(self.s, robot_keys)
+        self.s.connect(endpoint)
+        self.s.send_multipart(wire.encode(wire.HELLO, {"robot_id": robot_id, "schema": wire.schema_hash(), "wall_time": time.time()}))
+        assert self.recv().type == wire.WELCOME
+
+    def recv(self, timeout_s: float = 5.0, skip: tuple[bytes, ...] = (wire.POL_OFFER, wire.PONG)) -> wire.Message:
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.s.poll(int(left * 1000) + 1):
+                break
+            m = wire.decode(self.s.recv_multipart())
+            if m.type not in skip:
+                return m
+        raise AssertionError(f"no reply within {timeout_s} s")
+
+    def begin(self, uid: str, data: bytes, size: int | None = None) -> wire.Message:
+        size = len(data) if size is None else size
+        self.s.send_multipart(wire.encode(wire.EP_BEGIN, {"id": uid, "size": size, "sha256": hashlib.sha256(data).hexdigest(),
+                                                          "chunk_size": CHUNK, "n_chunks": wire.n_chunks(size, CHUNK)}))
+        return self.recv()
+
+    def chunks(self, uid: str, data: bytes, idx: range | None = None) -> None:
+        for i in idx if idx is not None else range(wire.n_chunks(len(data), CHUNK)):
+            part = data[i * CHUNK:(i + 1) * CHUNK]
+            self.s.send_multipart(wire.encode(wire.CHUNK, {"id": uid, "idx": i, "crc32": wire.crc32(part)}, part))
+            m = self.recv()
+            assert m.type == wire.ACK and m.header["idx"] == i, m
+
+    def end(self, uid: str) -> None:
+        self.s.send_multipart(wire.encode(wire.EP_END, {"id": uid}))
+
+    def close(self) -> None:
+        self.ctx.destroy(0)
+
+
+def _blocking_append(server) -> tuple[threading.Event, Callable]:
+    """Make the learner's store writes wait for ``release`` (so that uploads stay 'ingesting')."""
+    release = threading.Event()
+    real = server.store.append
+
+    def append(ep, *a, **kw):
+        assert release.wait(30), "test never released the store"
+        return real(ep, *a, **kw)
+
+    server.store.append = append
+    return release, real
+
+
+def test_ep_begin_is_answered_when_every_open_upload_is_ingesting(make_server, keys):
+    # Issue 18 #6: with max_uploads uploads ingesting, a new EP_BEGIN evicted itself (KeyError) and got no reply.
+    server = make_server(config=ServerConfig(stale_after_s=2.0, max_uploads=2))
+    release, _ = _blocking_append(server)
+    r = RawRobot(server.endpoint, keys.robot())
+    try:
+        eps = [random_episode(seed=60 + i) for i in range(3)]
+        blobs = [e.to_bytes() for e in eps]
+        for e, data in zip(eps[:2], blobs[:2]):
+            assert r.begin(e.uuid, data).type == wire.EP_READY
+            r.chunks(e.uuid, data)
+            r.end(e.uuid)  # both now ingesting (the first one blocked in the store, the second queued)
+        m = r.begin(eps[2].uuid, blobs[2])
+        assert m.type == wire.EP_READY and m.header["id"] == eps[2].uuid
+        r.chunks(eps[2].uuid, blobs[2])
+        release.set()
+        r.end(eps[2].uuid)
+        commits = {r.recv(20).header["id"] for _ in range(3)}
+        assert commits == {e.uuid for e in eps}
+        assert server.counters()["episodes_committed"] == 3
+    finally:
+        release.set()
+        r.close()
+
+
+def test_a_bug_in_a_handler_still_gets_an_error_reply(make_server, keys, monkeypatch):
+    from learning.server import LearnerServer
+
+    def broken(self, sess, msg):
+        raise RuntimeError("bug in EP_BEGIN")
+
+    monkeypatch.setitem(LearnerServer._handlers, wire.EP_BEGIN, broken)
+    server = make_server()
+    r = RawRobot(server.endpoint, keys.robot())
+    try:
+        uid = str(uuid.uuid4())
+        m = r.begin(uid, b"x" * 5000)
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_INTERNAL and m.header["id"] == uid
+        assert m.header["ref"] == "EP_BEGIN"
+    finally:
+        r.close()
