@@ -38,7 +38,7 @@ import zmq
 
 from learning.data.store import EpisodeStore, StoreError, VideoSettings
 from robot import wire
-from robot.episode import Episode, EpisodeFormatError, EpisodeValidationError
+from robot.episode import MAX_DECODED_BYTES, Episode, EpisodeFormatError, EpisodeValidationError
 from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact, sha256_file
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ OnEpisode = Callable[[int, dict[str, Any]], None]
 @dataclass(frozen=True)
 class ServerConfig:
     max_episode_bytes: int = wire.MAX_EPISODE_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES  # an episode's arrays, decoded, at most (zlib ones: see MAX_INFLATE_RATIO)
     max_chunk_bytes: int = 4 << 20        # largest CHUNK payload accepted (robots default to 1 MiB)
     policy_chunk_bytes: int = 1 << 20     # POL_CHUNK size
     max_uploads: int = 16                 # uploads with an open file at once; beyond, the least recent is closed (kept on disk)
@@ -69,6 +70,7 @@ class ServerConfig:
                 raise ValueError(f"server config field {name!r}: {why}, got {getattr(self, name)!r}")
 
         need(0 < self.max_episode_bytes <= wire.MAX_EPISODE_BYTES, "max_episode_bytes", f"must be in (0, {wire.MAX_EPISODE_BYTES}]")
+        need(0 < self.max_decoded_bytes <= MAX_DECODED_BYTES, "max_decoded_bytes", f"must be in (0, {MAX_DECODED_BYTES}]")
         need(wire.MIN_CHUNK_BYTES <= self.max_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "max_chunk_bytes",
              f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
         need(wire.MIN_CHUNK_BYTES <= self.policy_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "policy_chunk_bytes",
@@ -745,7 +747,7 @@ class LearnerServer:
             t0 = time.perf_counter()
             try:
                 data = path.read_bytes()
-                ep = Episode.from_bytes(data)
+                ep = Episode.from_bytes(data, max_decoded_bytes=self.config.max_decoded_bytes)
                 if ep.uuid != uid:
                     raise EpisodeFormatError(f"uuid: the bytes hold episode {ep.uuid}, EP_BEGIN said {uid}")
                 index = self.store.append(ep)
@@ -1073,6 +1075,7 @@ def main(cfg: Any, mode: str | None = None) -> int:
         keys = wire.LearnerKeys.load(kc.secret, kc.allow)
     lim = cfg.limits
     config = ServerConfig(max_episode_bytes=int(lim.max_episode_mb) << 20, max_chunk_bytes=int(lim.max_chunk_mb) << 20,
+                          max_decoded_bytes=int(lim.max_decoded_mb) << 20,
                           disk_reserve_bytes=int(lim.disk_reserve_mb) << 20, max_robots=int(lim.max_robots))
     server = LearnerServer(cfg.store, str(cfg.endpoint), keys, config=config,
                            video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf)), state_dir=cfg.state)

@@ -39,8 +39,15 @@ SOURCES = ("teleop", "policy", "scripted")
 ACTION_DIM = 7
 EE_POSE_DIM = 7
 # An episode bigger than this in serialised form is refused on read (a lying or corrupted header must not
-# make us allocate without bound). 8 GiB covers an hour of 640x480 RGB at 30 Hz from one camera.
+# make us allocate without bound). 8 GiB holds about 5 minutes of 640x480 RGB at 30 Hz from one camera (raw).
 MAX_SERIALISED_BYTES = 8 << 30
+# The arrays' declared (decoded) sizes are summed and checked against this before anything is inflated.
+MAX_DECODED_BYTES = 8 << 30
+# A zlib array may declare at most this many times its compressed size. `to_bytes("zlib")` (level 1) tops out at
+# ~229x (an all-black camera); a decompression bomb (level 9 zeros) reaches ~1000x. So no episode this code writes
+# is refused, and a forged one inflates to at most 256x what was received.
+MAX_INFLATE_RATIO = 256
+_INFLATE_STEP = 16 << 20  # zlib output is written into the array in pieces of this size (no second copy)
 _CODECS = ("raw", "zlib")
 
 
@@ -259,8 +266,13 @@ class Episode:
         return msgpack.packb(doc, use_bin_type=True)
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview) -> "Episode":
-        """Parse and validate; raises EpisodeFormatError (bytes) or EpisodeValidationError (content)."""
+    def from_bytes(cls, data: bytes | memoryview, *, max_decoded_bytes: int = MAX_DECODED_BYTES,
+                   max_inflate_ratio: int = MAX_INFLATE_RATIO) -> "Episode":
+        """Parse and validate; raises EpisodeFormatError (bytes) or EpisodeValidationError (content).
+
+        Memory is bounded by what the header declares, checked before anything is inflated: the arrays' declared
+        sizes must sum to at most ``max_decoded_bytes``, and each zlib array may declare at most ``max_inflate_ratio``
+        times its compressed size; inflation stops at the declared size."""
         if len(data) > MAX_SERIALISED_BYTES:
             raise EpisodeFormatError(f"episode is {len(data)} bytes, over the {MAX_SERIALISED_BYTES} byte limit")
         try:
@@ -277,7 +289,11 @@ class Episode:
         meta, packed = doc.get("meta"), doc.get("arrays")
         if not isinstance(meta, dict) or not isinstance(packed, dict):
             raise EpisodeFormatError("meta/arrays: missing or not maps")
-        arrays = {name: _decode_array(name, spec) for name, spec in packed.items()}
+        specs = {name: _array_spec(name, spec, max_inflate_ratio) for name, spec in packed.items()}
+        declared = sum(sp[3] for sp in specs.values())
+        if declared > max_decoded_bytes:
+            raise EpisodeFormatError(f"arrays: declare {declared} decoded bytes in all, over the {max_decoded_bytes} byte limit")
+        arrays = {name: _decode_array(name, *sp) for name, sp in specs.items()}
         groups: dict[str, dict[str, np.ndarray]] = {"images": {}, "depth": {}, "extras": {}}
         flat: dict[str, np.ndarray] = {}
         for name, arr in arrays.items():
@@ -299,7 +315,8 @@ class Episode:
         return cls(**kwargs, **flat, **groups)
 
 
-def _decode_array(name: str, spec: Any) -> np.ndarray:
+def _array_spec(name: str, spec: Any, max_inflate_ratio: int) -> tuple[np.dtype, tuple[int, ...], str, int, Any]:
+    """(dtype, shape, codec, declared decoded bytes, data) of one packed array, checked without inflating anything."""
     if not isinstance(spec, dict):
         raise EpisodeFormatError(f"arrays[{name!r}]: not a map")
     try:
@@ -312,21 +329,44 @@ def _decode_array(name: str, spec: Any) -> np.ndarray:
         raise EpisodeFormatError(f"arrays[{name!r}]: dtype {dtype} is not a plain numeric type")
     if any(s < 0 for s in shape):
         raise EpisodeFormatError(f"arrays[{name!r}]: negative dimension in {shape}")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if codec == "zlib":
-        try:
-            d = zlib.decompressobj()
-            data = d.decompress(data, nbytes + 1)
-        except zlib.error as e:
-            raise EpisodeFormatError(f"arrays[{name!r}]: zlib data corrupted ({e})") from e
-    elif codec != "raw":
+    if codec not in _CODECS:
         raise EpisodeFormatError(f"arrays[{name!r}]: unknown codec {codec!r}")
-    if not isinstance(data, (bytes, bytearray)) or len(data) != nbytes:
+    if not isinstance(data, (bytes, bytearray)):
+        raise EpisodeFormatError(f"arrays[{name!r}]: data is {type(data).__name__}, not bytes")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a lying shape cannot overflow into a small number
+    if codec == "zlib" and nbytes > max_inflate_ratio * len(data):
         raise EpisodeFormatError(
-            f"arrays[{name!r}]: {len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__} bytes "
-            f"for dtype {dtype} shape {shape} (expected {nbytes}; truncated?)"
+            f"arrays[{name!r}]: {len(data)} zlib bytes declare {nbytes} decoded bytes (shape {shape}), more than "
+            f"{max_inflate_ratio}x; refused as a decompression bomb"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    return dtype, shape, codec, nbytes, data
+
+
+def _decode_array(name: str, dtype: np.dtype, shape: tuple[int, ...], codec: str, nbytes: int, data: bytes) -> np.ndarray:
+    if codec == "raw":
+        if len(data) != nbytes:
+            raise EpisodeFormatError(f"arrays[{name!r}]: {len(data)} bytes for dtype {dtype} shape {shape} (expected {nbytes}; truncated?)")
+        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    out = np.empty(shape, dtype=dtype)
+    buf = memoryview(out.reshape(-1).view(np.uint8)) if nbytes else memoryview(bytearray())
+    d = zlib.decompressobj()
+    pos, src, prev = 0, data, -1
+    try:
+        while True:
+            piece = d.decompress(src, min(_INFLATE_STEP, nbytes - pos + 1))  # never more than declared (+1 to see excess)
+            if len(piece) > nbytes - pos:
+                raise EpisodeFormatError(f"arrays[{name!r}]: zlib data inflates past the declared {nbytes} bytes (dtype {dtype} shape {shape})")
+            buf[pos:pos + len(piece)] = piece
+            pos += len(piece)
+            src = d.unconsumed_tail
+            if d.eof or (not piece and len(src) == prev):  # end of stream, or no progress (truncated)
+                break
+            prev = len(src)
+    except zlib.error as e:
+        raise EpisodeFormatError(f"arrays[{name!r}]: zlib data corrupted ({e})") from e
+    if pos != nbytes:
+        raise EpisodeFormatError(f"arrays[{name!r}]: {pos} bytes for dtype {dtype} shape {shape} (expected {nbytes}; truncated?)")
+    return out
 
 
 class EpisodeRecorder:

@@ -90,3 +90,61 @@ def test_recorder_builds_a_valid_episode_and_refuses_changing_cameras():
     with pytest.raises(EpisodeValidationError, match="cameras"):
         rec.add_step(timestamp=1.0, images={"wrist": np.zeros((4, 4, 3), np.uint8)}, joints=np.zeros(7), ee_pose=np.zeros(7),
                      gripper=1.0, action=np.zeros(7))
+
+
+def _bomb(T: int = 100, H: int = 720, W: int = 1280, level: int = 9) -> bytes:
+    """A valid-looking episode whose all-black images are zlib-compressed (~1000x at level 9): ~260 KB on the wire,
+    276 MB once inflated (issue 18 #8: a 249,710-byte upload like this took a learner from 98 to 591 MB RSS)."""
+    import zlib
+
+    import msgpack
+
+    small = random_episode(T=T, H=1, W=1)
+    doc = msgpack.unpackb(small.to_bytes(), raw=False)
+    c = zlib.compressobj(level)
+    zero = bytes(H * W * 3)
+    data = b"".join(c.compress(zero) for _ in range(T)) + c.flush()
+    doc["arrays"]["images/front"] = {"dtype": "|u1", "shape": [T, H, W, 3], "codec": "zlib", "data": data}
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+def test_a_decompression_bomb_is_refused_before_inflating():
+    import tracemalloc
+
+    bomb = _bomb()
+    assert len(bomb) < 300_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(EpisodeFormatError, match=r"images/front.*decompression bomb"):
+            Episode.from_bytes(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"refusing the bomb allocated {peak >> 20} MiB"
+
+
+def test_declared_sizes_are_capped_before_inflating():
+    ep = random_episode(T=40, H=64, W=64)
+    data = ep.to_bytes("zlib")
+    decoded = sum(a.nbytes for a in [*ep.images.values(), ep.timestamps, ep.joints, ep.ee_pose, ep.gripper, ep.actions,
+                                       ep.rewards, ep.interventions, *ep.extras.values()])
+    assert Episode.from_bytes(data, max_decoded_bytes=decoded).equals(ep)
+    with pytest.raises(EpisodeFormatError, match=f"declare {decoded} decoded bytes in all, over the {decoded - 1} byte limit"):
+        Episode.from_bytes(data, max_decoded_bytes=decoded - 1)
+    # A header that declares more than the stream holds, or less: refused, never over-allocated past the declaration.
+    import msgpack
+
+    doc = msgpack.unpackb(data, raw=False)
+    doc["arrays"]["images/front"]["shape"] = [40, 64, 32, 3]
+    with pytest.raises(EpisodeFormatError, match="inflates past the declared"):
+        Episode.from_bytes(msgpack.packb(doc, use_bin_type=True))
+    doc["arrays"]["images/front"]["shape"] = [40, 64, 128, 3]
+    with pytest.raises(EpisodeFormatError, match="truncated"):
+        Episode.from_bytes(msgpack.packb(doc, use_bin_type=True))
+
+
+def test_our_own_zlib_output_is_never_taken_for_a_bomb():
+    # All-black frames are the most compressible thing a robot records: level 1 (what to_bytes uses) stays < 256x.
+    ep = random_episode(T=40, H=128, W=128)
+    ep.images["front"][:] = 0
+    assert Episode.from_bytes(ep.to_bytes("zlib")).equals(ep)

@@ -115,3 +115,20 @@ def test_a_bug_in_a_handler_still_gets_an_error_reply(make_server, keys, monkeyp
         assert m.header["ref"] == "EP_BEGIN"
     finally:
         r.close()
+
+
+def test_episodes_decoding_past_the_learners_limit_are_refused(make_server, keys):
+    # Issue 18 #8: the learner bounds what an upload may inflate to (serve.yaml limits.max_decoded_mb).
+    e = random_episode(T=40, H=64, W=64, seed=70)
+    data = e.to_bytes("zlib")  # ~150 kB on the wire, ~500 kB decoded
+    server = make_server(config=ServerConfig(stale_after_s=2.0, max_decoded_bytes=200_000))
+    r = RawRobot(server.endpoint, keys.robot())
+    try:
+        assert r.begin(e.uuid, data).type == wire.EP_READY
+        r.chunks(e.uuid, data)
+        r.end(e.uuid)
+        m = r.recv(10)
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_BAD_EPISODE and "over the 200000 byte limit" in m.header["message"]
+        assert len(server.store) == 0 and server.counters()["bad_episodes"] == 1
+    finally:
+        r.close()
