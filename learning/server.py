@@ -54,7 +54,8 @@ class ServerConfig:
     policy_chunk_bytes: int = 1 << 20     # POL_CHUNK size
     max_uploads: int = 16                 # uploads with an open file at once; beyond, the least recent is closed (kept on disk)
     max_partial_uploads: int = 256        # partial uploads kept on disk; beyond, the least recently touched is deleted
-    incoming_ttl_s: float = 7 * 24 * 3600.0  # partial uploads untouched this long are deleted at start-up
+    max_partial_bytes: int = 32 << 30     # declared bytes of all partial uploads on disk; beyond, idle ones are deleted
+    partial_ttl_s: float = 3600.0         # a partial upload untouched this long that no connected robot is sending is deleted
     disk_reserve_bytes: int = 256 << 20   # refuse an upload that would leave less free space than this
     max_robots: int = 256                 # sessions at once
     stale_after_s: float = 10.0           # a robot silent this long may be replaced by a new connection with its id
@@ -77,9 +78,11 @@ class ServerConfig:
              f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
         for name in ("max_uploads", "max_partial_uploads", "max_robots", "rcv_hwm", "state_every_chunks"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "must be an int >= 1")
-        for name in ("incoming_ttl_s", "stale_after_s", "max_clock_skew_s", "heartbeat_s", "warn_every_s"):
+        for name in ("partial_ttl_s", "stale_after_s", "max_clock_skew_s", "heartbeat_s", "warn_every_s"):
             need(getattr(self, name) > 0, name, "must be positive")
         need(self.disk_reserve_bytes >= 0, "disk_reserve_bytes", "must be >= 0")
+        need(self.max_partial_bytes >= self.max_episode_bytes, "max_partial_bytes",
+             f"must be >= max_episode_bytes ({self.max_episode_bytes}) so that the largest episode can be received")
 
 
 @dataclass
@@ -94,8 +97,9 @@ class _Session:
 class _Upload:
     """One episode being received: a sparse .part file, a bitmap of chunks held, an in-order SHA-256."""
 
-    def __init__(self, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int) -> None:
+    def __init__(self, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int, robot_id: str | None = None) -> None:
         self.uid, self.size, self.sha256, self.chunk_size, self.n = uid, size, sha256, chunk_size, n
+        self.robot_id = robot_id  # the robot that last sent EP_BEGIN or a chunk for it
         self.path, self.state_path = folder / f"{uid}.part", folder / f"{uid}.state"
         self.have = bytearray(n)
         self.n_have = 0
@@ -105,7 +109,7 @@ class _Upload:
         self.fd: int | None = None
         self.ingesting = False
         self.waiters: set[str] = set()  # robot ids to send COMMIT to
-        self.touched = time.monotonic()
+        self.touched = time.monotonic()  # last EP_BEGIN or chunk
 
     def matches(self, size: int, sha256: str, chunk_size: int) -> bool:
         return (self.size, self.sha256, self.chunk_size) == (size, sha256, chunk_size)
@@ -127,14 +131,14 @@ class _Upload:
         # robot resend everything), while a killed process keeps its page-cache writes.
         tmp = self.state_path.with_suffix(".state.tmp")
         tmp.write_text(json.dumps({"size": self.size, "sha256": self.sha256, "chunk_size": self.chunk_size, "n": self.n,
-                                   "have": wire.pack_bitmap(self.have).hex()}))
+                                   "have": wire.pack_bitmap(self.have).hex(), "robot": self.robot_id}))
         os.replace(tmp, self.state_path)
         self.dirty = 0
 
     @classmethod
-    def resume(cls, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int) -> "_Upload":
+    def resume(cls, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int, robot_id: str | None = None) -> "_Upload":
         """Reopen a partial upload left by an earlier run when it describes the same bytes; else start afresh."""
-        up = cls(folder, uid, size, sha256, chunk_size, n)
+        up = cls(folder, uid, size, sha256, chunk_size, n, robot_id)
         try:
             st = json.loads(up.state_path.read_text())
             if (st["size"], st["sha256"], st["chunk_size"], st["n"]) == (size, sha256, chunk_size, n) and up.path.exists():
@@ -265,6 +269,7 @@ class LearnerServer:
         self._uploads: collections.OrderedDict[str, _Upload] = collections.OrderedDict()
         self._warned: dict[tuple[bytes, str], tuple[float, int]] = {}
         self._last_flush = time.monotonic()
+        self._next_sweep = time.monotonic()
         self._control: queue.SimpleQueue = queue.SimpleQueue()    # (kind, data) from other threads
         self._ingest_q: queue.Queue = queue.Queue()
         self._sha = _HashWorker()
@@ -613,26 +618,23 @@ class LearnerServer:
                                  f"plus a {self.config.disk_reserve_bytes >> 20} MiB reserve; keep it and retry later", id=uid)
                 log.error("learner disk full: refused episode %s from %r (%d MiB free)", uid, sess.robot_id, free >> 20)
                 return
-            up = _Upload.resume(self.incoming, uid, size, sha, cs, n)
+            if not self._make_room(uid, size, sess.robot_id):
+                self._send_error(sess.peer, wire.ERR_BUSY, f"learner holds {self.config.max_partial_bytes >> 20} MiB of partial "
+                                 "uploads from robots still connected; keep the episode and retry later", ref=msg.type, id=uid)
+                log.warning("refused episode %s from %r: partial uploads would exceed max_partial_bytes", uid, sess.robot_id)
+                return
+            up = _Upload.resume(self.incoming, uid, size, sha, cs, n, sess.robot_id)
             self._uploads[uid] = up
             self._bound_uploads(keep=uid)
         self._uploads.move_to_end(uid)
+        up.robot_id = sess.robot_id
         up.touched = time.monotonic()
         self._send(sess.peer, wire.encode(wire.EP_READY, {"id": uid, "have": wire.pack_bitmap(up.have)}))
 
     def _bound_uploads(self, keep: str) -> None:
-        """Bound open uploads (LRU: closed, kept on disk) and partial uploads on disk (oldest deleted: a robot that
-        starts many uploads and finishes none must not fill the learner's disk; a robot resumes from scratch).
-        ``keep`` is the upload being started: never closed here (when every other open upload is being ingested, the
-        open count exceeds max_uploads until an ingest finishes -- ingests are bounded by the robots' own windows)."""
-        parts = list(self.incoming.glob("*.part"))
-        excess = len(parts) - self.config.max_partial_uploads
-        if excess > 0:
-            parts.sort(key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
-            for p in [p for p in parts if p.name.split(".")[0] not in self._uploads][:excess]:
-                log.warning("more than %d partial uploads on disk; deleting the oldest (%s)", self.config.max_partial_uploads, p.name)
-                p.unlink(missing_ok=True)
-                p.with_suffix(".state").unlink(missing_ok=True)
+        """Bound open uploads (LRU: closed, kept on disk; EP_BEGIN resumes them). ``keep`` is the upload being started:
+        never closed here (when every other open upload is being ingested, the open count exceeds max_uploads until
+        an ingest finishes -- ingests are bounded by the robots' own windows)."""
         while len(self._uploads) > self.config.max_uploads:
             for uid, up in self._uploads.items():
                 if not up.ingesting and uid != keep:
@@ -643,6 +645,76 @@ class LearnerServer:
                     break
             else:
                 return
+
+    # ------------------------------------------------------------------ partial uploads on disk
+    def _partials(self, asking: str | None = None) -> dict[str, tuple[int, float, bool]]:
+        """uid -> (declared bytes, seconds untouched, deletable) of every partial upload, open or only on disk.
+        Deletable: not being ingested, and not the upload a connected robot (other than ``asking``, the robot starting
+        a new one) is sending now -- a robot sends one episode at a time, so that is its most recently touched one."""
+        now, now_wall = time.monotonic(), time.time()
+        active: dict[str, tuple[float, str]] = {}
+        for uid, up in self._uploads.items():
+            if up.robot_id and up.robot_id != asking and self._live(up.robot_id, now):
+                if up.touched > active.get(up.robot_id, (-1.0, ""))[0]:
+                    active[up.robot_id] = (up.touched, uid)
+        protected = {uid for _, uid in active.values()}
+        out: dict[str, tuple[int, float, bool]] = {}
+        for uid, up in self._uploads.items():
+            out[uid] = (up.size, now - up.touched, not up.ingesting and uid not in protected)
+        for p in list(self.incoming.glob("*.part")) + list(self.incoming.glob("*.state")):
+            uid = p.name.split(".")[0]
+            if uid in out:
+                continue
+            size, mtime = 0, 0.0
+            for q in (p.with_suffix(".part"), p.with_suffix(".state")):
+                try:
+                    st = q.stat()
+                except FileNotFoundError:
+                    continue
+                mtime = max(mtime, st.st_mtime)
+                if q.suffix == ".part":
+                    size = st.st_size
+            try:  # the declared size (a .part is sparse until complete)
+                size = max(size, int(json.loads(p.with_suffix(".state").read_text())["size"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            out[uid] = (size, now_wall - mtime, True)
+        return out
+
+    def _live(self, rid: str, now: float) -> bool:
+        sess = self._sessions.get(self._by_robot.get(rid, b""))
+        return sess is not None and now - sess.last_seen < self.config.stale_after_s
+
+    def _delete_partial(self, uid: str, why: str) -> None:
+        log.warning("deleting the partial upload of episode %s (%s); its robot keeps the episode until COMMIT and sends "
+                    "it again", uid, why)
+        up = self._uploads.pop(uid, None)
+        if up is not None:
+            up.discard()
+        (self.incoming / f"{uid}.part").unlink(missing_ok=True)
+        (self.incoming / f"{uid}.state").unlink(missing_ok=True)
+
+    def _make_room(self, uid: str, size: int, robot_id: str) -> bool:
+        """Before ``robot_id`` starts uploading ``size`` bytes: delete the longest-untouched deletable partials while
+        there are more than max_partial_uploads or their declared bytes exceed max_partial_bytes. False when the
+        bytes still do not fit (the rest are being ingested or sent by connected robots): the robot retries later."""
+        parts = self._partials(asking=robot_id)
+        parts.pop(uid, None)
+        count, total = len(parts) + 1, sum(p[0] for p in parts.values()) + size
+        for other, (nbytes, untouched, deletable) in sorted(parts.items(), key=lambda kv: -kv[1][1]):
+            if count <= self.config.max_partial_uploads and total <= self.config.max_partial_bytes:
+                break
+            if deletable:
+                self._delete_partial(other, f"untouched {untouched:.0f} s; more than {self.config.max_partial_uploads} partial "
+                                            f"uploads or {self.config.max_partial_bytes >> 20} MiB of them")
+                count, total = count - 1, total - nbytes
+        return total <= self.config.max_partial_bytes
+
+    def _expire_partials(self) -> None:
+        """Delete partial uploads untouched for partial_ttl_s that no connected robot is sending (runs every few s)."""
+        for uid, (_, untouched, deletable) in self._partials().items():
+            if deletable and untouched > self.config.partial_ttl_s:
+                self._delete_partial(uid, f"untouched {untouched:.0f} s, over partial_ttl_s {self.config.partial_ttl_s:g} s")
 
     def _on_chunk(self, sess: _Session, msg: wire.Message) -> None:
         h, data = msg.header, msg.payload
@@ -687,6 +759,8 @@ class LearnerServer:
         up.have[idx] = 1
         up.n_have += 1
         up.dirty += 1
+        up.touched = time.monotonic()
+        up.robot_id = sess.robot_id
         while up.hashed < up.n and up.have[up.hashed]:  # in order: hash from memory; after a gap: read back
             i = up.hashed
             self._sha.feed(up, data if i == idx else os.pread(up.fd, up.chunk_len(i), i * up.chunk_size))
@@ -890,14 +964,17 @@ class LearnerServer:
         for up in list(self._uploads.values()):
             if up.dirty and now - up.touched > 1.0 and not up.ingesting:
                 up.save_state()
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(10.0, self.config.partial_ttl_s / 4)
+            self._expire_partials()
 
     def _cleanup_incoming(self) -> None:
-        """At start-up: drop partial uploads older than the TTL and leftovers of episodes already stored."""
+        """At start-up: drop partial uploads older than partial_ttl_s and leftovers of episodes already stored."""
         now = time.time()
         for p in list(self.incoming.glob("*.state")) + list(self.incoming.glob("*.part")) + list(self.incoming.glob("*.tmp")):
             uid = p.name.split(".")[0]
             try:
-                old = now - p.stat().st_mtime > self.config.incoming_ttl_s
+                old = now - p.stat().st_mtime > self.config.partial_ttl_s
             except FileNotFoundError:
                 continue
             if old or uid in self._committed or p.suffix == ".tmp":
@@ -1075,7 +1152,8 @@ def main(cfg: Any, mode: str | None = None) -> int:
         keys = wire.LearnerKeys.load(kc.secret, kc.allow)
     lim = cfg.limits
     config = ServerConfig(max_episode_bytes=int(lim.max_episode_mb) << 20, max_chunk_bytes=int(lim.max_chunk_mb) << 20,
-                          max_decoded_bytes=int(lim.max_decoded_mb) << 20,
+                          max_decoded_bytes=int(lim.max_decoded_mb) << 20, max_partial_bytes=int(lim.max_partial_mb) << 20,
+                          partial_ttl_s=float(lim.partial_ttl_s),
                           disk_reserve_bytes=int(lim.disk_reserve_mb) << 20, max_robots=int(lim.max_robots))
     server = LearnerServer(cfg.store, str(cfg.endpoint), keys, config=config,
                            video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf)), state_dir=cfg.state)

@@ -132,3 +132,59 @@ def test_episodes_decoding_past_the_learners_limit_are_refused(make_server, keys
         assert len(server.store) == 0 and server.counters()["bad_episodes"] == 1
     finally:
         r.close()
+
+
+def _partial_files(server) -> set[str]:
+    return {p.name for p in server.incoming.iterdir() if p.suffix in (".part", ".state")}
+
+
+def test_stalled_partial_uploads_expire_unless_a_connected_robot_is_sending_them(make_server, keys):
+    # Issue 18 #9: partials of robots that went away stayed in .link/incoming forever.
+    server = make_server(config=ServerConfig(stale_after_s=0.5, partial_ttl_s=1.0))
+    gone, live = RawRobot(server.endpoint, keys.robot("robot-1"), "robot-1"), RawRobot(server.endpoint, keys.robot("robot-2"), "robot-2")
+    try:
+        a, b = bytes(range(256)) * 64, bytes(range(255, -1, -1)) * 64  # 16 kB each, 4 chunks
+        ua, ub = str(uuid.uuid4()), str(uuid.uuid4())
+        for r, u, data in ((gone, ua, a), (live, ub, b)):
+            assert r.begin(u, data).type == wire.EP_READY
+            r.chunks(u, data, range(2))
+        gone.close()  # no BYE: its session just goes silent
+        wait_for(lambda: f"{ua}.part" in _partial_files(server), 5, "robot-1's partial on disk")
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:  # robot-2 stays connected (pings) but sends nothing more for 3 TTLs
+            live.s.send_multipart(wire.encode(wire.PING, {"t": 0.0}))
+            time.sleep(0.1)
+        files = _partial_files(server)
+        assert not any(f.startswith(ua) for f in files), files
+        assert f"{ub}.part" in files
+        live.chunks(ub, b, range(2, 4))  # and it finishes
+        live.end(ub)
+        m = live.recv(10)
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_BAD_EPISODE  # not an episode, but received whole
+    finally:
+        live.close()
+
+
+def test_partial_uploads_are_bounded_in_bytes(make_server, keys):
+    server = make_server(config=ServerConfig(stale_after_s=2.0, max_episode_bytes=100_000, max_partial_bytes=100_000))
+    r1, r2 = RawRobot(server.endpoint, keys.robot("robot-1"), "robot-1"), RawRobot(server.endpoint, keys.robot("robot-2"), "robot-2")
+    try:
+        data = [bytes([i]) * 60_000 for i in range(3)]
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        assert r1.begin(ids[0], data[0]).type == wire.EP_READY
+        r1.chunks(ids[0], data[0], range(1))
+        r1.s.send_multipart(wire.encode(wire.BYE))
+        wait_for(lambda: "robot-1" not in server._by_robot, 5, "robot-1's goodbye")
+        # robot-2's 60 kB do not fit next to robot-1's 60 kB: the departed robot's partial makes room.
+        assert r2.begin(ids[1], data[1]).type == wire.EP_READY
+        r2.chunks(ids[1], data[1], range(1))
+        assert not any(f.startswith(ids[0]) for f in _partial_files(server))
+        # robot-1 is back with another episode while robot-2 is still sending its own: no room, robot-2's is kept.
+        r1.s.send_multipart(wire.encode(wire.HELLO, {"robot_id": "robot-1", "schema": wire.schema_hash(), "wall_time": time.time()}))
+        assert r1.recv().type == wire.WELCOME
+        m = r1.begin(ids[2], data[2])
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_BUSY and m.header["id"] == ids[2]
+        assert f"{ids[1]}.part" in _partial_files(server)
+    finally:
+        r1.close()
+        r2.close()
