@@ -30,13 +30,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robot.arms.fake import KinematicArm  # noqa: E402
+from robot.arms.fake import KinematicArm, KinematicArmConfig  # noqa: E402
 from robot.cameras.fake import SyntheticCamera, SyntheticCameraConfig  # noqa: E402
 from robot.console import print_table  # noqa: E402
 from robot.control import MonotonicClock  # noqa: E402
 from robot.policy_source import PolicySource  # noqa: E402
 from robot.runner import EpisodeRunner, RunnerConfig  # noqa: E402
-from robot.safety import SafetyConfig, SafetyFilter  # noqa: E402
+from robot.safety import SafetyFilter  # noqa: E402
+from robot.sim.rollout import sim_safety_config  # noqa: E402
 
 K = 8
 
@@ -90,11 +91,19 @@ def build_policy(path: Path):
     return Policy()
 
 
+def bench_safety(overrides: dict | None = None):
+    """The filter every run here goes through: the simulated rig's limits (robot/conf/robot.yaml's safety block),
+    never `SafetyConfig`'s defaults (those are a real arm's: 0.02 m per step would clip the simulator's 0.1 m)."""
+    return sim_safety_config(overrides)
+
+
 def run(hz: float, seconds: float, spin_s: float, policy, rt_priority: int | None = None) -> dict:
     cam_prio = None if rt_priority is None else max(1, rt_priority - 1)  # readers just below the loop (no GIL inversion)
     cam = SyntheticCamera(SyntheticCameraConfig(name="front", width=64, height=64, fps=max(30.0, hz), rt_priority=cam_prio))
-    arm = KinematicArm()
-    runner = EpisodeRunner(arm, {"front": cam}, SafetyFilter(SafetyConfig(ramp_steps=1, startup_mode="ramp"), arm.limits),
+    # The dry rig stands in for the simulated one: the simulated rig's safety limits (robot/conf/robot.yaml), its frame.
+    safety = bench_safety()
+    arm = KinematicArm(KinematicArmConfig(pose_frame=safety.workspace_frame))
+    runner = EpisodeRunner(arm, {"front": cam}, SafetyFilter(safety, arm.limits),
                            RunnerConfig(hz=hz, max_steps=int(hz * seconds), replan_every=1, rt_priority=rt_priority), MonotonicClock(spin_s))
     runner.cameras.max_age_s = 2.0 / max(30.0, hz)
     runner.connect()
@@ -117,7 +126,7 @@ def run(hz: float, seconds: float, spin_s: float, policy, rt_priority: int | Non
 
 def run_maniskill(seconds: float) -> dict | None:
     try:
-        from robot.main import ExpertSource
+        from robot.sim.expert import ExpertSource
         from robot.sim.maniskill import ManiSkillConfig, SimRobot
     except ImportError as e:
         print(f"maniskill row skipped: {e}")
@@ -125,7 +134,7 @@ def run_maniskill(seconds: float) -> dict | None:
     robot = SimRobot(ManiSkillConfig(max_steps=int(10 * seconds)))
     robot.connect()
     robot.sim.reset(0)
-    runner = EpisodeRunner(robot.arm, dict(robot.cameras), SafetyFilter(SafetyConfig(ramp_steps=1, startup_mode="ramp"), robot.arm.limits),
+    runner = EpisodeRunner(robot.arm, dict(robot.cameras), SafetyFilter(bench_safety(robot.config.safety_overrides()), robot.arm.limits),
                            RunnerConfig(hz=10, max_steps=int(10 * seconds), settle_steps=10**6), MonotonicClock())
     try:
         res = runner.run(ExpertSource(robot.sim), robot.instruction)

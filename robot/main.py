@@ -87,10 +87,11 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
                    lambda i, stride=1: reset_unsolved(robot.sim, seed0 + i, stride),
                    lambda: robot.sim.success, robot.close, sim=robot.sim)
     if kind == "dry":
-        from robot.arms.fake import KinematicArm
+        from robot.arms.fake import KinematicArm, KinematicArmConfig
         from robot.cameras.fake import SyntheticCamera, SyntheticCameraConfig
 
-        arm = KinematicArm()
+        # The dry rig stands in for the simulated one (same safety block): its pose is in the box's frame.
+        arm = KinematicArm(KinematicArmConfig(pose_frame=rig_safety_config(cfg).workspace_frame))
         arm.connect()
         cam = SyntheticCamera(SyntheticCameraConfig(name="front", width=64, height=64, fps=30))
         return Rig(arm, {"front": cam}, cfg["instruction"] or "move the gripper", lambda i, stride=1: arm.reset(), None, lambda: None)
@@ -171,6 +172,15 @@ def _sim_safety_overrides(c: dict[str, Any]) -> dict[str, Any]:
     return LiberoConfig.safety_overrides()
 
 
+def rig_safety_config(c: dict[str, Any]) -> SafetyConfig:
+    """The rig's safety limits, one source per rig: rig=sim / dry: the ``safety`` block (the simulated rig's limits,
+    with the simulator's own box for LIBERO); rig=custom (a real arm): `SafetyConfig`'s defaults, the real arm's
+    conservative limits, with ``custom_safety``'s overrides."""
+    if c["rig"] == "custom":
+        return SafetyConfig.from_dict(dict(c.get("custom_safety") or {}))
+    return SafetyConfig.from_dict({**c["safety"], **_sim_safety_overrides(c)})
+
+
 def check_settings(c: dict[str, Any], mode: str) -> None:
     """Settings that would otherwise fail only after the simulator has started or the link has waited: checked
     before anything is built (the policy artifact, the link's key files). build_sink, which runs before the rig,
@@ -199,7 +209,7 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         raise ValueError(f"source: {c['source']!r} is not one of {SOURCES}")
     from teleop.mapping import TeleopMapping
 
-    safety_cfg = SafetyConfig.from_dict({**c["safety"], **_sim_safety_overrides(c)})
+    safety_cfg = rig_safety_config(c)
     mapping = TeleopMapping.from_dict(c["mapping"])
     check_settings(c, mode)
     teleop = mode == "collect" or c["source"] == "teleop"

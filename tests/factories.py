@@ -6,6 +6,11 @@ import numpy as np
 
 from robot.episode import Episode
 
+# SafetyConfig keys for tests on robot.arms.fake.KinematicArm (it starts at (0, 0, 0.3); 1.0 = 5 cm): a box around
+# its start and generic step limits. SafetyConfig's own defaults are a real arm's (a box in front of its base, 2 cm steps).
+KINEMATIC_SAFETY = dict(workspace_low=(-0.6, -0.6, 0.0), workspace_high=(0.6, 0.6, 0.7), workspace_margin_m=0.0,
+                        max_translation_m=0.05, startup_max_translation_m=0.02)
+
 
 def random_episode(T: int = 12, H: int = 32, W: int = 32, cams: tuple[str, ...] = ("front",), seed: int = 0,
                    outcome: str = "success", depth: bool = False, **meta) -> Episode:

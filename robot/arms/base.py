@@ -15,8 +15,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ArmState:
-    """Robot state at ``stamp`` (s). joints (J,) rad; ee_pose (7,) xyz m + quaternion xyzw in the base
-    frame; gripper opening 0 (closed) .. 1 (open)."""
+    """Robot state at ``stamp`` (s). joints (J,) rad; ee_pose (7,) xyz m + quaternion xyzw in the arm's
+    `ArmLimits.pose_frame` (the base frame, except ManiSkill's world frame); gripper opening 0 (closed) .. 1 (open)."""
 
     joints: np.ndarray
     ee_pose: np.ndarray
@@ -26,10 +26,12 @@ class ArmState:
 
 @dataclass(frozen=True)
 class ArmLimits:
-    """What a normalised action of 1.0 means on this arm, per control step."""
+    """What a normalised action of 1.0 means on this arm, per control step, and the frame its EE pose
+    (`ArmState.ee_pose`) is reported in: the safety filter's workspace box must be stated in that frame."""
 
     max_translation_m: float = 0.1
     max_rotation_rad: float = 0.1
+    pose_frame: str = "base"  # base: the arm's base frame | world: a simulator's world frame (ManiSkill)
 
 
 class Arm(abc.ABC):

@@ -34,13 +34,16 @@ class KinematicArmConfig:
     max_rotation_rad: float = 0.1
     gripper_speed: float = 0.5  # opening change per command
     command_latency_s: float = 0.0  # send_action blocks this long (a driver round trip)
+    # A kinematic stand-in has no physical base: it reports its pose in whatever frame the rig's safety box is
+    # stated in (the dry rig stands in for the simulated one: world).
+    pose_frame: str = "base"
 
 
 class KinematicArm(Arm):
     def __init__(self, config: KinematicArmConfig = KinematicArmConfig(), clock=time.monotonic) -> None:
         self.config = config
         self.name = config.name
-        self.limits = ArmLimits(config.max_translation_m, config.max_rotation_rad)
+        self.limits = ArmLimits(config.max_translation_m, config.max_rotation_rad, config.pose_frame)
         self._clock = clock
         self._connected = False
         self._lost = threading.Event()

@@ -208,8 +208,8 @@ class LiberoConfig:
     def safety_overrides() -> dict[str, Any]:
         """The safety filter's workspace box for LIBERO's scenes, in the arm's base frame (`LiberoSim.state`):
         the Panda starts at about (0.45, 0, 0.25) with the table top near z = 0; the box is its reach over the
-        table. (robot/conf/robot.yaml's box is ManiSkill's table.)"""
-        return {"workspace_low": [0.0, -0.5, -0.1], "workspace_high": [0.9, 0.5, 0.7]}
+        table. (robot/conf/robot.yaml's box is ManiSkill's table, in ManiSkill's world frame.)"""
+        return {"workspace_low": [0.0, -0.5, -0.1], "workspace_high": [0.9, 0.5, 0.7], "workspace_frame": "base"}
 
 
 class LiberoSim:

@@ -123,7 +123,8 @@ class ManiSkillConfig:
 
     @staticmethod
     def safety_overrides() -> dict[str, Any]:
-        """None: robot/conf/robot.yaml's safety block is ManiSkill's table (the simulated rig's limits)."""
+        """None: robot/conf/robot.yaml's safety block is ManiSkill's table (the simulated rig's limits, in the world
+        frame the TCP pose is reported in)."""
         return {}
 
     def camera_info(self) -> dict[str, Any]:
@@ -298,7 +299,8 @@ class SimArm(SimulatedArm):
     """The simulated Panda (pd_ee_delta_pose). `send_action` advances the simulator by one control period."""
 
     def __init__(self, sim: ManiSkillSim, name: str = "sim_panda") -> None:
-        super().__init__(sim, name, ArmLimits(max_translation_m=0.1, max_rotation_rad=0.1))
+        # The TCP pose (ManiSkillSim.state) is in ManiSkill's world frame: the Panda's base sits at x = -0.615 m.
+        super().__init__(sim, name, ArmLimits(max_translation_m=0.1, max_rotation_rad=0.1, pose_frame="world"))
 
 
 class SimCamera(SimulatedCamera):

@@ -19,13 +19,14 @@ stride N, so its replacements never collide with its own seeds). The seed actual
 
 **Safety**: the simulated rig's limits are ``robot/conf/robot.yaml``'s ``safety`` block (`sim_safety_config`),
 the same file `wvl robot` reads, with the simulator's own workspace box (``config.safety_overrides()``: LIBERO's
-scene differs from ManiSkill's table): SANS demos are recorded through the filter they are later deployed
-behind.
+scene differs from ManiSkill's table, and its box is in the arm's base frame where ManiSkill's is in the world
+frame): SANS demos are recorded through the filter they are later deployed behind.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,10 +43,15 @@ class SolvedSceneError(RuntimeError):
 
 
 def sim_safety_config(overrides: dict[str, Any] | None = None) -> SafetyConfig:
-    """The simulated rig's safety limits: ``robot/conf/robot.yaml`` ``safety`` (+ ``overrides``)."""
+    """The simulated rig's safety limits: ``robot/conf/robot.yaml`` ``safety`` (+ ``overrides``). The block must
+    name every `SafetyConfig` key: the dataclass defaults are the real arm's, never the simulated rig's."""
     import yaml
 
     d = dict((yaml.safe_load(ROBOT_CONF.read_text()) or {}).get("safety") or {})
+    missing = sorted({f.name for f in fields(SafetyConfig)} - set(d))
+    if missing:
+        raise ValueError(f"{ROBOT_CONF} safety: the simulated rig's block must set every key (the dataclass defaults are the "
+                         f"real arm's); missing {missing}")
     d.update(overrides or {})
     return SafetyConfig.from_dict(d)
 

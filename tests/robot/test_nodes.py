@@ -19,6 +19,7 @@ from robot.nodes.config import (NODE_CONFIGS, CollectorNodeConfig, PolicyNodeCon
                                 load_params_file, parameter_defaults)
 from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyConfig, SafetyFilter
+from tests.factories import KINEMATIC_SAFETY
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = {"camera_node": "CameraNodeConfig", "teleop_node": "TeleopNodeConfig", "collector_node": "CollectorNodeConfig",
@@ -238,7 +239,7 @@ def test_policy_node_loop_over_topics_without_ros():
             def next_chunk(self, obs):
                 return np.tile([0.1, 0, 0, 0, 0, 0, 1], (4, 1)).astype(np.float32)
 
-        runner = EpisodeRunner(arm, {"front": cam}, SafetyFilter(SafetyConfig(ramp_steps=1), arm.limits),
+        runner = EpisodeRunner(arm, {"front": cam}, SafetyFilter(SafetyConfig(ramp_steps=1, **KINEMATIC_SAFETY), arm.limits),
                                RunnerConfig(hz=20, max_steps=8, rig="ros2"), MonotonicClock())
         res = runner.run(Src(), "task")
     finally:

@@ -15,7 +15,7 @@ from robot.policy_source import PolicySource
 from robot.runner import EpisodeRunner, RunnerConfig, SourceStatus
 from robot.safety import SafetyConfig, SafetyFilter, SafetyFlag
 from robot.sinks import FolderSink, read_episode_file
-from tests.factories import random_episode
+from tests.factories import KINEMATIC_SAFETY, random_episode
 
 
 class ConstantSource:
@@ -35,7 +35,7 @@ class ConstantSource:
 def make_runner(cfg=RunnerConfig(hz=10, max_steps=20, source_kind="policy"), cams=None, safety=None):
     arm = KinematicArm()
     cams = cams or {"front": EpisodeReplayCamera(random_episode(T=6, H=16, W=16), loop=True)}
-    runner = EpisodeRunner(arm, cams, safety or SafetyFilter(SafetyConfig(ramp_steps=1), arm.limits), cfg, SimulatedClock())
+    runner = EpisodeRunner(arm, cams, safety or SafetyFilter(SafetyConfig(ramp_steps=1, **KINEMATIC_SAFETY), arm.limits), cfg, SimulatedClock())
     runner.connect()
     return runner, arm
 

@@ -24,7 +24,7 @@ from teleop.scripted import CompositeDevice, ScriptedDevice
 from teleop.session import SansSession, SessionConfig
 from teleop.source import TeleopSource
 from teleop.spacemouse import SPECS, SpaceMouseButtons, SpaceMouseDevice, SpaceMouseParser
-from tests.factories import random_episode
+from tests.factories import KINEMATIC_SAFETY, random_episode
 
 
 def test_key_decoder_handles_escape_sequences_split_across_reads():
@@ -184,7 +184,7 @@ class KinematicOperator(ScriptedDevice):
 
 def _session(tmp_path, device, arm, cfg):
     runner = EpisodeRunner(arm, {"front": EpisodeReplayCamera(random_episode(T=4, H=16, W=16), loop=True)},
-                           SafetyFilter(SafetyConfig(ramp_steps=1, startup_max_translation_m=0.05), arm.limits),
+                           SafetyFilter(SafetyConfig(**{**KINEMATIC_SAFETY, "startup_max_translation_m": 0.05}, ramp_steps=1), arm.limits),
                            RunnerConfig(hz=10, max_steps=30, settle_steps=1, source_kind="teleop"), SimulatedClock())
     runner.connect()
     sink = FolderSink(tmp_path / "outbox")
@@ -228,7 +228,7 @@ def test_teleop_source_status_and_estop_event():
     arm.connect()
     dev = ScriptedDevice([TeleopCommand(twist=[1, 0, 0, 0, 0, 0]), TeleopCommand(event=EpisodeEvent.ESTOP), TeleopCommand(twist=[1, 0, 0, 0, 0, 0])] * 3)
     dev.connect()
-    safety = SafetyFilter(SafetyConfig(ramp_steps=1, startup_max_translation_m=0.1, max_translation_m=0.1), arm.limits)
+    safety = SafetyFilter(SafetyConfig(**{**KINEMATIC_SAFETY, "startup_max_translation_m": 0.1, "max_translation_m": 0.1}, ramp_steps=1), arm.limits)
     runner = EpisodeRunner(arm, {"front": EpisodeReplayCamera(random_episode(T=3, H=8, W=8), loop=True)}, safety,
                            RunnerConfig(hz=10, max_steps=6, source_kind="teleop"), SimulatedClock())
     runner.connect()
