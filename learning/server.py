@@ -1156,7 +1156,8 @@ def main(cfg: Any, mode: str | None = None) -> int:
                           partial_ttl_s=float(lim.partial_ttl_s),
                           disk_reserve_bytes=int(lim.disk_reserve_mb) << 20, max_robots=int(lim.max_robots))
     server = LearnerServer(cfg.store, str(cfg.endpoint), keys, config=config,
-                           video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf)), state_dir=cfg.state)
+                           video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf),
+                                               lossless=bool(cfg.video.get("lossless", False))), state_dir=cfg.state)
     if cfg.policy:
         server.publish_policy(cfg.policy)
     stop = server._stop

@@ -7,6 +7,7 @@ import textwrap
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -156,3 +157,133 @@ def test_meta_episodes_reads_as_one_table_with_and_without_policy_versions(tmp_p
     assert t.num_rows == 2 and t.schema.field("policy_version").type == pa.string()
     assert t.schema.field("loop_iteration").type == pa.int64()
     assert t.column("policy_version").to_pylist() == [None, "loop-1"] and t.column("loop_iteration").to_pylist() == [None, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- issue 18
+# LeRobot cannot be imported here (it needs torchvision); these tests check the on-disk rules it applies when it opens
+# a v3 folder: tasks.parquet read with pandas (the task string is the index: `tasks.iloc[i].name`), and stats.json
+# cast to numpy with `count` shaped (1,) and every non-count image statistic shaped (3, 1, 1)
+# (lerobot/datasets/compute_stats.py `_assert_type_and_shape`).
+def test_tasks_parquet_keeps_the_task_as_the_pandas_index(tmp_path):
+    store = EpisodeStore(tmp_path / "s")
+    store.append(random_episode(seed=0))
+    e = random_episode(seed=1)
+    e.task = "push the cube"
+    store.append(e)
+    t = pq.read_table(tmp_path / "s/meta/tasks.parquet")
+    pandas_meta = json.loads(t.schema.metadata[b"pandas"])
+    assert pandas_meta["index_columns"] == ["task"]  # pd.read_parquet -> index named "task", one column task_index
+    assert [c["name"] for c in pandas_meta["columns"]] == ["task_index", "task"]
+    assert t.column_names == ["task_index", "task"] and t.schema.field("task_index").type == "int64"
+    assert t.column("task").to_pylist() == ["pick up the red cube", "push the cube"]
+    assert store.tasks() == ["pick up the red cube", "push the cube"]
+
+
+def test_our_reader_takes_old_and_pandas_written_tasks_files(tmp_path):
+    from learning.data.store import read_tasks
+
+    old = tmp_path / "old.parquet"  # what stores before issue 18 wrote: plain columns, no pandas index
+    pq.write_table(pa.table({"task_index": [0, 1], "task": ["a", "b"]}), old)
+    assert read_tasks(old) == ["a", "b"]
+    unnamed = tmp_path / "unnamed.parquet"  # pandas with an unnamed index, rows out of order
+    pq.write_table(pa.table({"task_index": [1, 0], "__index_level_0__": ["b", "a"]}), unnamed)
+    assert read_tasks(unnamed) == ["a", "b"]
+
+
+def test_stats_json_has_lerobot_image_stats(tmp_path):
+    store = EpisodeStore(tmp_path / "s")
+    eps = [random_episode(T=12, seed=0, cams=("front", "wrist")), random_episode(T=20, seed=1, cams=("front", "wrist"))]
+    for e in eps:
+        store.append(e)
+    stats = json.loads((tmp_path / "s/meta/stats.json").read_text())
+    info = json.loads((tmp_path / "s/meta/info.json").read_text())
+    for feat, spec in info["features"].items():
+        if feat in ("timestamp", "wvl.stamp", "frame_index", "episode_index", "index", "task_index", "intervention"):
+            continue
+        assert set(stats[feat]) >= {"mean", "std", "min", "max", "count"}, feat
+        for k, v in stats[feat].items():
+            v = np.asarray(v)
+            assert v.ndim >= 1 and (v.shape == (1,) if k == "count" else True), (feat, k, v.shape)
+            if "image" in feat and k != "count":
+                assert v.shape == (3, 1, 1), (feat, k, v.shape)
+            elif k != "count":
+                assert v.shape == tuple(spec["shape"]), (feat, k, v.shape)
+    for cam in ("front", "wrist"):
+        s = {k: np.asarray(v) for k, v in stats[f"observation.images.{cam}"].items()}
+        px = np.concatenate([e.images[cam].reshape(-1, 3) for e in eps]) / 255.0  # every frame sampled (< 100 each)
+        assert s["count"].tolist() == [32]
+        np.testing.assert_allclose(s["mean"][:, 0, 0], px.mean(0), atol=1e-9)
+        np.testing.assert_allclose(s["std"][:, 0, 0], px.std(0), atol=1e-9)
+        np.testing.assert_allclose(s["min"][:, 0, 0], px.min(0))
+        np.testing.assert_allclose(s["max"][:, 0, 0], px.max(0))
+        assert 0.0 <= s["min"].min() and s["max"].max() <= 1.0
+
+
+def test_image_stats_subsample_long_episodes_and_large_frames():
+    from learning.data.store import _image_sample_indices, _image_stats
+
+    assert len(_image_sample_indices(50)) == 50 and len(_image_sample_indices(1000)) == 177
+    assert len(_image_sample_indices(10**6)) == 10_000
+    frames = np.random.default_rng(0).integers(0, 256, (400, 300, 320, 3), dtype=np.uint8)
+    s = _image_stats(frames)
+    assert s["count"] == [len(_image_sample_indices(400))]
+    np.testing.assert_allclose(np.asarray(s["mean"])[:, 0, 0], 0.5, atol=0.01)
+
+
+def test_next_reward_is_lerobots_and_success_per_observation_is_kept(tmp_path):
+    store = EpisodeStore(tmp_path / "s", VideoSettings(lossless=True))
+    e = random_episode(T=10, seed=0)  # success flags: 0 ... 0 1 1
+    e.rewards[:] = [0, 0, 0, 1, 0, 0, 0, 0, 1, 1]
+    store.append(e)
+    t = store.step_table(0)
+    assert t.column("observation.success").to_pylist() == e.rewards.tolist()
+    assert t.column("next.reward").to_pylist() == [0, 0, 1, 0, 0, 0, 0, 1, 1, 1]  # reward after action t = flag at t+1
+    assert store.success(0).tolist() == e.rewards.tolist() and store.read(0).rewards.tolist() == e.rewards.tolist()
+    ds = WindowDataset(store, WindowSpec(chunk=4, n_cond=1))
+    assert ds[0]["rewards"].tolist() == e.rewards[1:5].tolist()  # the reward head's target: success of each next frame
+
+
+def test_stores_written_before_observation_success_still_read_success(tmp_path):
+    store = EpisodeStore(tmp_path / "s", VideoSettings(lossless=True))
+    e = random_episode(T=10, seed=0)
+    store.append(e)
+    path = tmp_path / "s/data/chunk-000/file-000.parquet"  # rewrite it as the old layout: per-observation next.reward
+    t = pq.read_table(path).drop(["observation.success"])
+    t = t.set_column(t.column_names.index("next.reward"), "next.reward", pa.array(e.rewards))
+    pq.write_table(t, path)
+    assert store.success(0).tolist() == e.rewards.tolist()
+    assert store.read(0).equals(e)
+    assert WindowDataset(store, WindowSpec(chunk=4, n_cond=1))[0]["rewards"].tolist() == e.rewards[1:5].tolist()
+
+
+def test_lossless_store_gives_back_the_canonical_bytes(tmp_path):
+    from robot.episode import Episode
+
+    assert VideoSettings(lossless=True).encoder_codec == "libx264rgb" and VideoSettings(lossless=True).encoder_crf == 0
+    assert not VideoSettings().is_lossless
+    e = random_episode(T=12, seed=3, cams=("wrist", "front"), depth=True)
+    e.info = {"seed": 3, "perturbation": {"kind": "place_offset", "dx": 0.04}, "attempt": 2}  # keys not sorted
+    e.extras = {"safety_clipped": np.zeros(12, bool), "loop_dt": np.full(12, 0.1), "joint_torque": np.ones((12, 7), np.float32)}
+    canonical = e.to_bytes()
+    store = EpisodeStore(tmp_path / "s", VideoSettings(codec="libx264", crf=30, lossless=True))
+    received = e.to_bytes("zlib")  # the robot may ship it compressed; the canonical form is the raw one
+    import hashlib
+
+    store.append(Episode.from_bytes(received), received_sha256=hashlib.sha256(received).hexdigest(), robot_id="robot-1")
+    assert store.read(0).to_bytes() == canonical
+    row = EpisodeStore(tmp_path / "s", create=False).row(0)
+    assert row["received_sha256"] == hashlib.sha256(received).hexdigest() and row["robot_id"] == "robot-1"
+
+
+def test_a_uuid_stored_from_other_bytes_is_a_conflict(tmp_path):
+    from learning.data.store import EpisodeConflictError
+
+    store = EpisodeStore(tmp_path / "s")
+    e = random_episode(seed=4)
+    assert store.append(e, received_sha256="a" * 64, robot_id="robot-2") == 0
+    assert store.append(e, received_sha256="a" * 64, robot_id="robot-1") == 0  # same bytes again: idempotent
+    with pytest.raises(EpisodeConflictError, match=f"episode {e.uuid} is stored already .*'robot-2'"):
+        store.append(e, received_sha256="b" * 64, robot_id="robot-1")
+    assert store.append(e) == 0  # a local append (no received bytes) stays idempotent
+    assert len(EpisodeStore(tmp_path / "s")) == 1
+    assert pq.read_table(tmp_path / "s/meta/episodes/chunk-000/file-000.parquet").schema.field("robot_id").type == "string"

@@ -3,8 +3,8 @@
 Layout (LeRobot v3: https://huggingface.co/docs/lerobot/lerobot-dataset-v3)::
 
     root/meta/info.json                          codebase_version "v3.0", features, fps, totals, path templates
-    root/meta/stats.json                         per-feature min/max/mean/std/count
-    root/meta/tasks.parquet                      task_index, task
+    root/meta/stats.json                         per-feature min/max/mean/std/count (images: per channel, (3, 1, 1), in [0, 1])
+    root/meta/tasks.parquet                      task_index, indexed by task (pandas index, as LeRobot reads it)
     root/meta/episodes/chunk-XXX/file-YYY.parquet  one row per episode (index, length, file pointers, SANS fields)
     root/data/chunk-XXX/file-YYY.parquet          per-step rows (state, action, reward, timestamps, ...)
     root/videos/observation.images.<cam>/chunk-XXX/file-YYY.mp4
@@ -17,7 +17,12 @@ episodes whose row file exists. ``info.json``/``stats.json``/``tasks.parquet`` a
 rewritten after each commit and rebuilt on open if a crash left them stale.
 
 SANS fields on each episode row: ``uuid``, ``outcome``, ``source``, ``policy_version``, ``loop_iteration``,
-``rig``, ``operator_note``, ``info_json``; per step: ``next.reward`` (per-frame success) and ``intervention``.
+``rig``, ``operator_note``, ``info_json``, and for episodes that came over the learner link ``received_sha256`` (of
+the bytes as received) and ``robot_id`` (the authenticated uploader). Per step: ``observation.success`` (1 where
+observation t shows the task in its success state: ``Episode.rewards``), ``next.reward`` (LeRobot's convention, the
+reward received after action t: the success flag of observation t+1, the last one repeated) and ``intervention``.
+Stores written before ``observation.success`` existed held the per-observation flag in ``next.reward``;
+`EpisodeStore.success` and `EpisodeStore.read` read either.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from learning.data.video import decode_video, encode_video
+from learning.data.video import CODECS as VIDEO_CODECS
+from learning.data.video import PIX_FMTS, decode_video, encode_video
 from robot.episode import Episode
 
 log = logging.getLogger(__name__)
@@ -56,8 +62,32 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoSettings:
+    """How camera frames are encoded. ``lossless=True`` overrides codec and crf with libx264rgb at crf 0 (bit-exact
+    RGB frames: a stored episode then re-serialises to the canonical bytes it came from, see `EpisodeStore.read`)."""
+
     codec: str = "libx264"
     crf: int = 12
+    lossless: bool = False
+
+    def __post_init__(self) -> None:
+        if self.codec not in VIDEO_CODECS:
+            raise ValueError(f"video.codec: {self.codec!r} is not one of {VIDEO_CODECS}")
+        if type(self.crf) is not int or not 0 <= self.crf <= 63:
+            raise ValueError(f"video.crf: must be an int in [0, 63], got {self.crf!r}")
+        if type(self.lossless) is not bool:
+            raise ValueError(f"video.lossless: must be true or false, got {self.lossless!r}")
+
+    @property
+    def encoder_codec(self) -> str:
+        return "libx264rgb" if self.lossless else self.codec
+
+    @property
+    def encoder_crf(self) -> int:
+        return 0 if self.lossless else self.crf
+
+    @property
+    def is_lossless(self) -> bool:
+        return self.encoder_codec == "libx264rgb" and self.encoder_crf == 0
 
 
 def image_key(cam: str) -> str:
@@ -105,7 +135,7 @@ def _commit_file(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-STATS_FEATURES = ("observation.state", "observation.ee_pose", "observation.gripper", "action", "next.reward")
+STATS_FEATURES = ("observation.state", "observation.ee_pose", "observation.gripper", "action", "next.reward", "observation.success")
 
 
 def _feature_stats(arr: np.ndarray) -> dict[str, list[float]]:
@@ -113,14 +143,50 @@ def _feature_stats(arr: np.ndarray) -> dict[str, list[float]]:
     return {"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "count": [len(a)]}
 
 
-def aggregate_stats(per_episode: list[dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
-    """Combine per-episode statistics into dataset statistics (exact for mean and std)."""
+def _image_sample_indices(T: int) -> np.ndarray:
+    """Frames LeRobot's stats sample from an episode of T frames: all of them below 100, else ~T**0.75 (100..10000),
+    evenly spaced."""
+    n = T if T < 100 else max(100, min(int(T**0.75), 10_000))
+    return np.round(np.linspace(0, T - 1, n)).astype(np.int64)
+
+
+def _image_stats(frames: np.ndarray) -> dict[str, Any]:
+    """Per-channel statistics of one camera as LeRobot writes them: pixels scaled to [0, 1], over a subsample of the
+    frames (`_image_sample_indices`; frames of 300 px or more strided down to ~150 px), mean/std/min/max shaped
+    (3, 1, 1), count = frames sampled. Computed in batches (exact integer sums), never the whole episode as floats."""
+    idx = _image_sample_indices(len(frames))
+    step = max(frames.shape[1:3]) // 150 if max(frames.shape[1:3]) >= 300 else 1
+    s = np.zeros(3, np.float64)
+    ss = np.zeros(3, np.float64)
+    lo, hi, npix = np.full(3, 255, np.int64), np.zeros(3, np.int64), 0
+    for b in range(0, len(idx), 64):
+        x = frames[idx[b:b + 64], ::step, ::step].reshape(-1, 3)  # (pixels, 3) uint8
+        xi = x.astype(np.int64)
+        s += xi.sum(0)
+        ss += (xi * xi).sum(0)
+        lo, hi, npix = np.minimum(lo, x.min(0)), np.maximum(hi, x.max(0)), npix + len(x)
+    mean = s / npix / 255.0
+    std = np.sqrt(np.maximum(ss / npix / 255.0**2 - mean**2, 0.0))
+
+    def c11(v: np.ndarray) -> list:
+        return np.asarray(v, np.float64).reshape(3, 1, 1).tolist()
+
+    return {"min": c11(lo / 255.0), "max": c11(hi / 255.0), "mean": c11(mean), "std": c11(std), "count": [len(idx)]}
+
+
+def aggregate_stats(per_episode: list[dict[str, dict[str, list]]]) -> dict[str, dict[str, list]]:
+    """Combine per-episode statistics into dataset statistics (exact for mean and std, count-weighted; any shape,
+    e.g. (D,) for vectors, (3, 1, 1) for images). A feature missing from some episodes (image statistics of episodes
+    stored before they existed) is aggregated over the episodes that have it."""
     out = {}
-    for feat in per_episode[0] if per_episode else []:
-        parts = [p[feat] for p in per_episode]
-        n = np.array([p["count"][0] for p in parts], dtype=np.float64)[:, None]
-        mean = np.array([p["mean"] for p in parts])
-        var = np.array([p["std"] for p in parts]) ** 2
+    feats: list[str] = []
+    for p in per_episode:
+        feats.extend(f for f in p if f not in feats)
+    for feat in feats:
+        parts = [p[feat] for p in per_episode if feat in p]
+        mean = np.array([p["mean"] for p in parts], dtype=np.float64)  # (E, *shape)
+        n = np.array([p["count"][0] for p in parts], dtype=np.float64).reshape((-1,) + (1,) * (mean.ndim - 1))
+        var = np.array([p["std"] for p in parts], dtype=np.float64) ** 2
         total = n.sum()
         m = (n * mean).sum(0) / total
         v = (n * (var + mean**2)).sum(0) / total - m**2
@@ -131,9 +197,53 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, list[float]]]]) -> dic
     return out
 
 
+def next_reward(success: np.ndarray) -> np.ndarray:
+    """LeRobot's ``next.reward`` from per-observation success flags: the reward received after action t is the flag
+    of observation t+1; the last step repeats its own (there is no observation after it). (T,) -> (T,)."""
+    success = np.asarray(success, np.float32)
+    return np.concatenate([success[1:], success[-1:]])
+
+
+def tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as LeRobot writes it with pandas (``DataFrame({"task_index": ...}, index=Index(tasks,
+    name="task")).to_parquet``): a column task_index, the task strings stored as column ``task`` and named as the
+    pandas index in the schema's pandas metadata, so ``pd.read_parquet(...)`` gives the task as the index."""
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+                            "metadata": {"encoding": "UTF-8"}}],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.3",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def read_tasks(path: str | os.PathLike) -> list[str]:
+    """The task strings of a meta/tasks.parquet in task_index order: ours (old: plain columns task_index, task; new:
+    task as the pandas index) or one pandas wrote with an unnamed index (``__index_level_0__``)."""
+    t = pq.read_table(path)
+    names = t.column_names
+    col = "task" if "task" in names else "__index_level_0__" if "__index_level_0__" in names else None
+    if col is None or "task_index" not in names:
+        raise StoreError(f"{path}: expected columns task_index and task (or a task index), found {names}")
+    order = np.argsort(np.asarray(t.column("task_index").to_pylist(), np.int64), kind="stable")
+    tasks = t.column(col).to_pylist()
+    return [tasks[i] for i in order]
+
+
 # Episode-row columns that may be None: typed explicitly, so every meta/episodes file has the same schema and
 # pyarrow / LeRobot can read the folder as one table (a None alone would make the column type `null`).
-NULLABLE_ROW_TYPES = {"policy_version": pa.string(), "loop_iteration": pa.int64(), "operator_note": pa.string(), "rig": pa.string()}
+NULLABLE_ROW_TYPES = {"policy_version": pa.string(), "loop_iteration": pa.int64(), "operator_note": pa.string(), "rig": pa.string(),
+                      "received_sha256": pa.string(), "robot_id": pa.string()}
+
+
+class EpisodeConflictError(StoreError):
+    """An episode uuid is stored already, from other bytes (another robot's episode, or a forgery): nothing written."""
 
 
 def _typed_row_table(row: dict) -> pa.Table:
@@ -225,17 +335,27 @@ class EpisodeStore:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def append(self, episode: Episode) -> int:
-        """Write one episode atomically; returns its index. Appending a UUID already stored returns its index
-        and writes nothing (idempotent: a resend after a lost acknowledgement does not duplicate)."""
+    def append(self, episode: Episode, *, received_sha256: str | None = None, robot_id: str | None = None) -> int:
+        """Write one episode atomically; returns its index. ``received_sha256`` (hex SHA-256 of the bytes the episode
+        was parsed from) and ``robot_id`` (who sent them) are recorded on its row when it came over the link.
+
+        Appending a UUID already stored returns its index and writes nothing (idempotent: a resend after a lost
+        acknowledgement does not duplicate) -- unless both rows know their received SHA-256 and they differ: then
+        EpisodeConflictError (another episode under that uuid; the stored one stays)."""
         with self._lock():
             self.refresh()
             existing = self.index_of(episode.uuid)
             if existing is not None:
+                stored = self._rows[existing].get("received_sha256")
+                if received_sha256 is not None and stored is not None and stored != received_sha256:
+                    raise EpisodeConflictError(
+                        f"episode {episode.uuid} is stored already (#{existing}, from {self._rows[existing].get('robot_id')!r}) "
+                        f"from other bytes (sha256 {stored[:12]}... != {received_sha256[:12]}...); nothing was written")
                 return existing
             index = len(self._rows)
             try:
                 row = self._write_episode_files(episode, index)
+                row["received_sha256"], row["robot_id"] = received_sha256, robot_id
                 final = self.root / EPISODES_PATH.format(**_chunk_file(index))
                 tmp = _tmp_path(final)
                 pq.write_table(_typed_row_table(row), tmp)
@@ -260,7 +380,8 @@ class EpisodeStore:
             "observation.ee_pose": list(ep.ee_pose),
             "observation.gripper": ep.gripper,
             "action": list(ep.actions),
-            "next.reward": ep.rewards,
+            "next.reward": next_reward(ep.rewards),
+            "observation.success": ep.rewards,
             "intervention": ep.interventions,
             "timestamp": (ep.timestamps - ep.timestamps[0]).astype(np.float32),
             "wvl.stamp": ep.timestamps,
@@ -297,8 +418,9 @@ class EpisodeStore:
             "rig": ep.rig,
             "operator_note": ep.operator_note,
             "fps": float(ep.fps),
-            "info_json": json.dumps(ep.info, sort_keys=True),
-            "extras_json": json.dumps(extras_spec, sort_keys=True),
+            # Key order kept (not sorted): Episode.to_bytes of the episode read back is then the canonical bytes.
+            "info_json": json.dumps(ep.info),
+            "extras_json": json.dumps(extras_spec),
             "cameras": ep.cameras,
             "depth_cameras": list(ep.depth),
             "image_shapes_json": json.dumps({c: list(v.shape[1:3]) for c, v in ep.images.items()}),
@@ -306,7 +428,8 @@ class EpisodeStore:
             "stats_json": json.dumps({
                 "observation.state": _feature_stats(ep.joints), "observation.ee_pose": _feature_stats(ep.ee_pose),
                 "observation.gripper": _feature_stats(ep.gripper), "action": _feature_stats(ep.actions),
-                "next.reward": _feature_stats(ep.rewards),
+                "next.reward": _feature_stats(next_reward(ep.rewards)), "observation.success": _feature_stats(ep.rewards),
+                **{image_key(cam): _image_stats(frames) for cam, frames in ep.images.items()},
             }),
         }
         duration = T / ep.fps
@@ -314,7 +437,7 @@ class EpisodeStore:
             key = image_key(cam)
             path = self.root / VIDEO_PATH.format(video_key=key, **cf)
             tmp = _tmp_path(path)
-            encode_video(frames, tmp, ep.fps, self.video.codec, self.video.crf)
+            encode_video(frames, tmp, ep.fps, self.video.encoder_codec, self.video.encoder_crf)
             _commit_file(tmp, path)
             row[f"videos/{key}/chunk_index"] = cf["chunk_index"]
             row[f"videos/{key}/file_index"] = cf["file_index"]
@@ -347,7 +470,7 @@ class EpisodeStore:
         tasks = self._tasks()
         tasks_path = self.root / "meta" / "tasks.parquet"
         tmp = _tmp_path(tasks_path)
-        pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}), tmp)
+        pq.write_table(tasks_table(tasks), tmp)
         _commit_file(tmp, tasks_path)
         first = rows[0] if rows else {}
         fps = first.get("fps", 10.0)
@@ -357,6 +480,7 @@ class EpisodeStore:
             "observation.gripper": {"dtype": "float32", "shape": [1], "names": None},
             "action": {"dtype": "float32", "shape": [7], "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]},
             "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+            "observation.success": {"dtype": "float32", "shape": [1], "names": None},
             "intervention": {"dtype": "bool", "shape": [1], "names": None},
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
             "wvl.stamp": {"dtype": "float64", "shape": [1], "names": None},
@@ -370,7 +494,7 @@ class EpisodeStore:
                 "dtype": "video",
                 "shape": [h, w, 3],
                 "names": ["height", "width", "channels"],
-                "info": {"video.fps": fps, "video.codec": self.video.codec, "video.pix_fmt": "yuv444p" if self.video.codec == "libx264" else None},
+                "info": {"video.fps": fps, "video.codec": self.video.encoder_codec, "video.pix_fmt": PIX_FMTS[self.video.encoder_codec]},
             }
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -389,8 +513,14 @@ class EpisodeStore:
         _atomic_write_bytes(self.root / "meta" / "info.json", json.dumps(info, indent=2).encode())
         _atomic_write_bytes(self.root / "meta" / "stats.json", json.dumps(self.stats(), indent=2).encode())
 
-    def stats(self, indices: list[int] | None = None) -> dict[str, dict[str, list[float]]]:
-        """Per-feature min/max/mean/std/count over the given (default: all) committed episodes."""
+    def tasks(self) -> list[str]:
+        """Task strings in task_index order (meta/tasks.parquet, old or new layout; the episode rows if it is missing)."""
+        path = self.root / "meta" / "tasks.parquet"
+        return read_tasks(path) if path.exists() else self._tasks()
+
+    def stats(self, indices: list[int] | None = None) -> dict[str, dict[str, list]]:
+        """Per-feature min/max/mean/std/count over the given (default: all) committed episodes (images: per channel,
+        nested (3, 1, 1) lists in [0, 1], count = frames sampled)."""
         rows = self._rows if indices is None else [self.row(i) for i in indices]
         return aggregate_stats([json.loads(r["stats_json"]) for r in rows])
 
@@ -405,7 +535,14 @@ class EpisodeStore:
 
     def read(self, index: int, images: bool = True) -> Episode:
         """The committed episode ``index`` as an Episode (images decoded from MP4 unless ``images=False``,
-        in which case each camera holds a (T, 1, 1, 3) placeholder)."""
+        in which case each camera holds a (T, 1, 1, 3) placeholder).
+
+        What comes back exactly: every per-step array (state, pose, gripper, actions, success flags, interventions,
+        timestamps, extras with their dtypes), depth, and the metadata including ``info`` with its key order. Images
+        are exact only when the video settings were lossless (`VideoSettings.is_lossless`); then
+        ``read(i).to_bytes()`` equals ``Episode.to_bytes()`` of the episode appended (the canonical, "raw" codec form),
+        whatever codec the bytes it arrived in used. Episodes stored before key order was kept have sorted ``info``
+        and extras keys."""
         row = self.row(index)
         path = self._data_path(index)
         try:
@@ -438,7 +575,7 @@ class EpisodeStore:
             task=row["tasks"][0], fps=row["fps"], timestamps=col("wvl.stamp", np.float64), images=imgs, depth=depth,
             joints=col("observation.state", np.float32), ee_pose=col("observation.ee_pose", np.float32),
             gripper=col("observation.gripper", np.float32), actions=col("action", np.float32),
-            rewards=col("next.reward", np.float32), interventions=col("intervention", bool), extras=extras,
+            rewards=col(_success_column(t.column_names), np.float32), interventions=col("intervention", bool), extras=extras,
             uuid=row["uuid"], rig=row["rig"], source=row["source"], outcome=row["outcome"],
             policy_version=row["policy_version"], loop_iteration=row["loop_iteration"],
             operator_note=row["operator_note"], info=json.loads(row["info_json"]),
@@ -458,6 +595,17 @@ class EpisodeStore:
     def step_columns(self, index: int) -> list[str]:
         """The per-step column names of episode ``index`` (from the file's schema; no data is read)."""
         return list(pq.read_schema(self._data_path(index)).names)
+
+    def success(self, index: int) -> np.ndarray:
+        """(T,) float32 per-observation success flags of episode ``index`` (``Episode.rewards``: 1 where observation t
+        shows the task in its success state) -- ``observation.success``, or ``next.reward`` in stores written before
+        that column existed (they held the per-observation flag there)."""
+        col = _success_column(self.step_columns(index))
+        return np.asarray(self.step_table(index, [col]).column(col).to_pylist(), np.float32)
+
+
+def _success_column(columns: list[str]) -> str:
+    return "observation.success" if "observation.success" in columns else "next.reward"
 
 
 def _count(values) -> dict[str, int]:

@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 CODECS = ("libx264", "libx264rgb", "libsvtav1")
+PIX_FMTS = {"libx264": "yuv444p", "libx264rgb": "rgb24", "libsvtav1": "yuv420p"}
 
 
 def encode_video(frames: np.ndarray, path: Path, fps: float, codec: str = "libx264", crf: int = 12, pix_fmt: str | None = None) -> None:
@@ -23,7 +24,7 @@ def encode_video(frames: np.ndarray, path: Path, fps: float, codec: str = "libx2
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"video frames: expected (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     T, H, W, _ = frames.shape
-    pix_fmt = pix_fmt or {"libx264": "yuv444p", "libx264rgb": "rgb24", "libsvtav1": "yuv420p"}[codec]
+    pix_fmt = pix_fmt or PIX_FMTS[codec]
     with av.open(str(path), mode="w", format="mp4") as container:
         rate = fractions.Fraction(fps).limit_denominator(1000)
         stream = container.add_stream(codec, rate=rate)

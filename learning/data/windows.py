@@ -67,9 +67,9 @@ class WindowDataset:
             if spec.action_column not in store.step_columns(ei):
                 raise WindowError(f"episode {ei}: no column {spec.action_column!r} (it has the executed 'action'; "
                                   f"noise-free expert labels exist only in episodes collected with action_noise > 0)")
-            t = store.step_table(ei, [spec.action_column, "next.reward"])
+            t = store.step_table(ei, [spec.action_column])
             actions = np.asarray(t.column(spec.action_column).to_pylist(), np.float32)
-            rewards = np.asarray(t.column("next.reward").to_pylist(), np.float32)
+            rewards = store.success(ei)  # per-observation success flags: the reward head's target at each next frame
             T = len(frames)
             if T < 2:
                 raise WindowError(f"episode {ei}: {T} frame(s); a window needs at least 2")

@@ -1,6 +1,6 @@
 """The independent success judge for visual alignment: a small CNN trained on REAL frames only.
 
-It reads one frame and says whether the task is in its success state there (the per-frame ``next.reward`` label
+It reads one frame and says whether the task is in its success state there (the per-frame ``observation.success`` label
 of the store). It never sees a generated frame while training, so when it reads success from a world model's
 video, the video *shows* success; an episode counts as successful when any frame's probability is above the
 reward threshold (0.9, the same rule as the reward head's).
@@ -68,7 +68,7 @@ def real_frames(stores: Sequence[EpisodeStore], indices: Sequence[Sequence[int]]
     for si, store in enumerate(stores):
         for ei in (range(len(store)) if indices is None else indices[si]):
             frames.append(store.frames(ei))
-            labels.append(np.asarray(store.step_table(ei, ["next.reward"]).column("next.reward").to_pylist(), np.float32))
+            labels.append(store.success(ei))
     if not frames:
         raise ValueError("success classifier: no episodes to train on")
     shapes = {f.shape[1:] for f in frames}
