@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from learning.data.store import EpisodeStore, StoreError, VideoSettings
+from learning.data.store import EpisodeConflictError, EpisodeStore, StoreError, VideoSettings
 from robot import wire
 from robot.episode import MAX_DECODED_BYTES, Episode, EpisodeFormatError, EpisodeValidationError
 from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact, sha256_file
@@ -226,6 +226,7 @@ class _Offer:
 class _Counters:
     episodes_committed: int = 0
     episodes_duplicate: int = 0
+    uuid_conflicts: int = 0       # uploads of a stored uuid with other bytes (refused; the stored episode stays)
     bytes_received: int = 0
     chunks_received: int = 0
     chunks_duplicate: int = 0
@@ -263,6 +264,9 @@ class LearnerServer:
         self._counters = _Counters()
         self._lock = threading.Lock()  # guards _counters, _robots, _offer for readers in other threads
         self._committed: dict[str, int] = {r["uuid"]: r["episode_index"] for r in self.store.rows}
+        # uuid -> (SHA-256 of the bytes it was stored from, robot that sent them); None for episodes not from the link
+        self._provenance: dict[str, tuple[str | None, str | None]] = {
+            r["uuid"]: (r.get("received_sha256"), r.get("robot_id")) for r in self.store.rows}
         self._sessions: dict[bytes, _Session] = {}
         self._by_robot: dict[str, bytes] = {}
         self._robots: dict[str, dict[str, Any]] = {}
@@ -584,6 +588,10 @@ class LearnerServer:
         h = msg.header
         uid, size, sha, cs, n = h["id"], h["size"], h["sha256"], h["chunk_size"], h["n_chunks"]
         if uid in self._committed:
+            stored = self._provenance.get(uid, (None, None))[0]
+            if stored is not None and stored != sha:
+                self._refuse_conflict(sess, uid, sha, msg.type)
+                return
             with self._lock:
                 self._counters.episodes_duplicate += 1
             self._send(sess.peer, wire.encode(wire.COMMIT, {"id": uid, "index": self._committed[uid], "duplicate": True}))
@@ -630,6 +638,18 @@ class LearnerServer:
         up.robot_id = sess.robot_id
         up.touched = time.monotonic()
         self._send(sess.peer, wire.encode(wire.EP_READY, {"id": uid, "have": wire.pack_bitmap(up.have)}))
+
+    def _refuse_conflict(self, sess: _Session, uid: str, sha: str, ref: bytes) -> None:
+        """A stored uuid offered with other bytes: never COMMIT it (the robot would delete its copy of a different
+        episode); ERROR uuid_conflict, the robot keeps it aside."""
+        stored, by = self._provenance.get(uid, (None, None))
+        with self._lock:
+            self._counters.uuid_conflicts += 1
+        self._warn(sess.peer, "uuid-conflict", "robot %r offered episode %s with sha256 %s..., but it is stored (#%d, from %r) "
+                   "with sha256 %s...; refused", sess.robot_id, uid, sha[:12], self._committed[uid], by, (stored or "?")[:12])
+        self._send_error(sess.peer, wire.ERR_CONFLICT, f"episode {uid} is stored already from other bytes (sha256 "
+                         f"{(stored or '?')[:12]}..., yours {sha[:12]}...); keep your copy and check where the uuid came from",
+                         ref=ref, id=uid)
 
     def _bound_uploads(self, keep: str) -> None:
         """Bound open uploads (LRU: closed, kept on disk; EP_BEGIN resumes them). ``keep`` is the upload being started:
@@ -774,10 +794,20 @@ class LearnerServer:
 
     def _on_ep_end(self, sess: _Session, msg: wire.Message) -> None:
         uid = msg.header["id"]
-        if uid in self._committed:
-            self._send(sess.peer, wire.encode(wire.COMMIT, {"id": uid, "index": self._committed[uid], "duplicate": True}))
-            return
         up = self._uploads.get(uid)
+        if uid in self._committed and (up is None or not up.ingesting):
+            stored, by = self._provenance.get(uid, (None, None))
+            if up is not None and stored is not None and up.sha256 != stored:
+                self._refuse_conflict(sess, uid, up.sha256, msg.type)
+            elif up is not None or stored is None or by == sess.robot_id:  # same bytes, or a resend by the uploader
+                self._send(sess.peer, wire.encode(wire.COMMIT, {"id": uid, "index": self._committed[uid], "duplicate": True}))
+            else:  # which bytes this robot holds is unknown here: EP_BEGIN says (its SHA-256 is checked there)
+                self._send_error(sess.peer, wire.ERR_UNKNOWN_TRANSFER, f"EP_END for stored episode {uid} without EP_BEGIN; "
+                                 "send EP_BEGIN again", ref=msg.type, id=uid)
+            if up is not None:  # a partial of a stored uuid is redundant either way
+                up.discard()
+                del self._uploads[uid]
+            return
         if up is None:
             self._reject(sess.peer, wire.ERR_UNKNOWN_TRANSFER, f"EP_END for episode {uid} without EP_BEGIN", ref=msg.type, id=uid)
             return
@@ -809,7 +839,7 @@ class LearnerServer:
         up.save_state()
         up.ingesting = True
         up.waiters.add(sess.robot_id)
-        self._ingest_q.put((uid, up.path, sess.robot_id))
+        self._ingest_q.put((uid, up.path, sess.robot_id, up.sha256))
 
     # ------------------------------------------------------------------ ingest thread
     def _ingest_loop(self) -> None:
@@ -817,14 +847,17 @@ class LearnerServer:
             job = self._ingest_q.get()
             if job is None:
                 return
-            uid, path, rid = job
+            uid, path, rid, sha = job
             t0 = time.perf_counter()
             try:
                 data = path.read_bytes()
                 ep = Episode.from_bytes(data, max_decoded_bytes=self.config.max_decoded_bytes)
                 if ep.uuid != uid:
                     raise EpisodeFormatError(f"uuid: the bytes hold episode {ep.uuid}, EP_BEGIN said {uid}")
-                index = self.store.append(ep)
+                index = self.store.append(ep, received_sha256=sha, robot_id=rid)
+            except EpisodeConflictError as e:
+                self._control.put(("ingested", (uid, None, wire.ERR_CONFLICT, str(e), rid, 0.0)))
+                continue
             except (EpisodeFormatError, EpisodeValidationError) as e:
                 self._control.put(("ingested", (uid, None, wire.ERR_BAD_EPISODE, f"episode {uid} is not valid: {e}", rid, 0.0)))
                 continue
@@ -845,14 +878,17 @@ class LearnerServer:
                     self.on_episode(index, row)
                 except Exception:
                     log.exception("on_episode callback failed for episode #%d (the episode is stored)", index)
-            self._control.put(("ingested", (uid, index, None, "", rid, time.perf_counter() - t0)))
+            self._control.put(("ingested", (uid, index, None, "", rid, time.perf_counter() - t0,
+                                            (row.get("received_sha256"), row.get("robot_id")))))
 
-    def _on_ingested(self, uid: str, index: int | None, code: str | None, message: str, rid: str, ingest_s: float) -> None:
+    def _on_ingested(self, uid: str, index: int | None, code: str | None, message: str, rid: str, ingest_s: float,
+                     provenance: tuple[str | None, str | None] = (None, None)) -> None:
         up = self._uploads.pop(uid, None)
         waiters = up.waiters if up is not None else set()
         if index is not None:
             duplicate = uid in self._committed
             self._committed[uid] = index
+            self._provenance[uid] = provenance
             if up is not None:
                 up.discard()
             with self._lock:
@@ -867,7 +903,13 @@ class LearnerServer:
                 if w in self._by_robot:
                     self._send(self._by_robot[w], wire.encode(wire.COMMIT, commit))
             return
-        if code == wire.ERR_BAD_EPISODE:
+        if code == wire.ERR_CONFLICT:
+            with self._lock:
+                self._counters.uuid_conflicts += 1
+            log.warning("%s (from %r; refused, the robot keeps its copy)", message, rid)
+            if up is not None:
+                up.discard()
+        elif code == wire.ERR_BAD_EPISODE:
             with self._lock:
                 self._counters.bad_episodes += 1
             log.error("%s; kept in %s", message, self.rejected_dir)

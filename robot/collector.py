@@ -7,7 +7,8 @@ is fresh (a stalled camera is detected, never silently repeated: after ``max_sta
 episode ends with reason ``camera_stalled`` and keeps its frames). Events drive the SANS protocol
 (`SansTally` asks for success / near-success about 1:1):
 
-- ``start``: begin recording (the operator reset the scene);
+- ``start``: begin recording (the operator reset the scene); while idle ``save_next`` starts too, so a
+  device without a start button (a two-button SpaceMouse: right button, a gamepad: start) can begin;
 - ``success`` / ``near_success`` / ``failure``: end and label the episode -> sink;
 - ``save_next`` / ``stop``: end the episode and wait for a label event;
 - ``rerecord``: discard the episode (recording or waiting for its label).
@@ -130,7 +131,7 @@ class StreamCollector:
         self._action = _Latest(a, stamp, self.clock())
 
     def on_event(self, name: str) -> None:
-        if name == "start" and self.state == "idle":
+        if name in ("start", "save_next") and self.state == "idle":
             self._begin()
         elif name in LABELS:
             if self.state == "recording":

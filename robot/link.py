@@ -5,7 +5,9 @@ Three classes, one job each (protocol: `robot/wire.py`; learner end: `learning/s
 - `Outbox(folder, endpoint, keys, robot_id=...)`: ``put(episode)`` writes the serialised episode to
   ``folder/<seq>-<uuid>-<sha256>.ep`` (temp file, fsync, atomic rename) and returns; a background thread
   ("wvl-outbox") uploads it in CRC32-checked chunks with a sliding window, ack and resend, and deletes the file
-  only after the learner's COMMIT (sent after its atomic write into the episode store). Files left by an earlier
+  only after the learner's COMMIT (sent after its atomic write into the episode store; an episode the learner can
+  never take is moved aside, to ``rejected/``, or to ``conflicts/`` when the learner holds other bytes under its
+  uuid -- never deleted). Files left by an earlier
   run are sent first, so the robot keeps collecting while the learner is away or restarting. The same connection
   brings policies down into the `PolicyInbox` and reports the running version back.
 - `PolicyInbox(folder, validate)`: downloads land in ``staging/``; each file is checked against the offer's SHA-256,
@@ -429,7 +431,7 @@ class Outbox:
         self._committed: set[str] = set()
         self._seq = itertools.count(time.time_ns())
         self._c: dict[str, Any] = dict.fromkeys(
-            ("episodes_put", "episodes_committed", "episodes_duplicate", "episodes_rejected", "bytes_sent", "chunks_sent",
+            ("episodes_put", "episodes_committed", "episodes_duplicate", "episodes_rejected", "uuid_conflicts", "bytes_sent", "chunks_sent",
              "resends", "rejects", "reconnects", "hellos", "policies_received", "policies_rejected", "policy_bytes_received",
              "policy_resends"), 0)
         self._c.update(connected=False, clock_offset_s=None, last_error=None)
@@ -549,9 +551,9 @@ class Outbox:
         if found:
             log.info("outbox %s: %d episodes from an earlier run wait for upload", self.folder, len(found))
 
-    def _quarantine(self, sp: _Spooled, why: str) -> None:
+    def _quarantine(self, sp: _Spooled, why: str, folder: str = "rejected", counter: str = "episodes_rejected") -> None:
         """Move an episode the learner can never take aside (never delete data that was not committed)."""
-        dest = self.folder / "rejected"
+        dest = self.folder / folder
         dest.mkdir(exist_ok=True)
         try:
             os.replace(sp.path, dest / sp.path.name)
@@ -559,7 +561,7 @@ class Outbox:
             log.error("cannot move %s aside (%s)", sp.path, e)
         with self._cond:
             self._pending.pop(sp.uid, None)
-            self._c["episodes_rejected"] += 1
+            self._c[counter] += 1
             self._cond.notify_all()
         log.error("episode %s moved to %s: %s", sp.uid, dest, why)
 
@@ -955,6 +957,13 @@ class Outbox:
             os.close(cur.fd)
             self._cur = None
             self._quarantine(cur.sp, f"the learner refused it: {text}")
+        elif code == wire.ERR_CONFLICT and mine:
+            # The learner stores another episode under this uuid (a forgery, or a uuid reused): this copy is not
+            # committed anywhere, so it is kept, aside, for a person to look at; retrying could never succeed.
+            os.close(cur.fd)
+            self._cur = None
+            self._quarantine(cur.sp, f"the learner holds other bytes under its uuid: {text}", folder="conflicts",
+                             counter="uuid_conflicts")
         elif mine and code in (wire.ERR_INCOMPLETE, wire.ERR_UNKNOWN_TRANSFER):
             self._restart_upload(text)
         elif mine:  # disk_full, store, too_large, busy, bad_field, ...: keep the episode, retry later

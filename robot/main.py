@@ -181,6 +181,19 @@ def rig_safety_config(c: dict[str, Any]) -> SafetyConfig:
     return SafetyConfig.from_dict({**c["safety"], **_sim_safety_overrides(c)})
 
 
+def episode_max_steps(max_steps: int | None, teleop_max_steps: Any, *, teleop: bool, sim_steps: int | None = None) -> int:
+    """Steps per episode: ``runner.max_steps`` when set; else a teleoperated episode (``collect``, ``source=teleop``)
+    gets ``runner.teleop_max_steps`` (a person needs 20-60 s per demonstration: 600 at 10 Hz), a rollout on the
+    simulated rig the simulator's episode length (what `wvl eval-policy` plays), any other rollout `RunnerConfig`'s."""
+    if max_steps is not None:
+        return int(max_steps)
+    if teleop:
+        if not isinstance(teleop_max_steps, int) or isinstance(teleop_max_steps, bool) or teleop_max_steps < 1:
+            raise ValueError(f"runner.teleop_max_steps: must be an int >= 1, got {teleop_max_steps!r}")
+        return teleop_max_steps
+    return int(sim_steps) if sim_steps is not None else RunnerConfig.max_steps
+
+
 def check_settings(c: dict[str, Any], mode: str) -> None:
     """Settings that would otherwise fail only after the simulator has started or the link has waited: checked
     before anything is built (the policy artifact, the link's key files). build_sink, which runs before the rig,
@@ -218,14 +231,17 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     rc = dict(c["runner"])
     hz = float(c["sim"]["control_hz"]) if c["rig"] == "sim" else float(rc.pop("hz", 10.0))
     rc.pop("hz", None)
+    teleop_steps = rc.pop("teleop_max_steps", None)
+    if teleop and rc["max_steps"] is None:
+        rc["max_steps"] = episode_max_steps(rc["max_steps"], teleop_steps, teleop=True)
     # Bad runner values fail here, before anything starts (max_steps=null is resolved once the rig exists).
     RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **{**rc, "max_steps": 1 if rc["max_steps"] is None else rc["max_steps"]})
 
     # deploy builds its own outbox (with the policy inbox on the same connection)
     sink, close_sink = (None, lambda: None) if mode == "deploy" else build_sink(c)
     rig = build_rig(c)
-    if rc["max_steps"] is None:  # the simulator's episode length (what `wvl eval-policy` plays), else the runner's
-        rc["max_steps"] = rig.sim.config.max_steps if rig.sim is not None else RunnerConfig.max_steps
+    if rc["max_steps"] is None:
+        rc["max_steps"] = episode_max_steps(None, teleop_steps, teleop=False, sim_steps=rig.sim.config.max_steps if rig.sim is not None else None)
     runner_cfg = RunnerConfig(hz=hz, source_kind=source_kind, rig=c["rig_name"], **rc)
     cams = CameraGroup(rig.cameras, **c["camera_group"])
     try:

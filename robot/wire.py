@@ -19,7 +19,8 @@ sees well-formed values. Anything else raises `WireError` with a machine-readabl
 The conversation (R = robot, L = learner):
 
     R HELLO{robot_id, schema, wall_time, running_policy}  ->  L WELCOME{wall_time} (+ POL_OFFER if any)
-    R EP_BEGIN{id, size, sha256, chunk_size, n_chunks}    ->  L EP_READY{id, have} | COMMIT (already stored)
+    R EP_BEGIN{id, size, sha256, chunk_size, n_chunks}    ->  L EP_READY{id, have} | COMMIT (already stored, same
+                                                              sha256) | ERROR{uuid_conflict} (stored, other bytes)
     R CHUNK{id, idx, crc32} + bytes   (window of W)       ->  L ACK{id, idx} | ERROR{crc}
     R EP_END{id}                                          ->  L COMMIT{id, index} after the store's atomic write
     L POL_OFFER{version, sha256, size, files, ...}        ->  R POL_GET{version, sha256, idx} (window)
@@ -97,10 +98,11 @@ ERR_UNKNOWN_POLICY = "unknown_policy"
 ERR_LATE = "late"
 ERR_POLICY_FAILED = "policy_failed"
 ERR_INTERNAL = "internal"              # a bug on the answering side; keep the data and retry
+ERR_CONFLICT = "uuid_conflict"         # that episode uuid is stored from other bytes; never delete your copy
 ERR_CODES = (ERR_MALFORMED, ERR_UNKNOWN_TYPE, ERR_VERSION, ERR_BAD_FIELD, ERR_TOO_LARGE, ERR_NO_SESSION, ERR_IDENTITY,
              ERR_DUPLICATE_ROBOT, ERR_UNKNOWN_TRANSFER, ERR_OUT_OF_RANGE, ERR_CRC, ERR_SHA256, ERR_INCOMPLETE,
              ERR_BAD_EPISODE, ERR_DISK_FULL, ERR_STORE, ERR_BUSY, ERR_UNKNOWN_POLICY, ERR_LATE, ERR_POLICY_FAILED,
-             ERR_INTERNAL)
+             ERR_INTERNAL, ERR_CONFLICT)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # robot ids, policy versions, file names
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -90,6 +90,16 @@ class CompositeDevice(TeleopDevice):
             if hasattr(d, "on_episode_start"):
                 d.on_episode_start()
 
+    def start_now(self) -> None:
+        for d in (self.motion, *self.others):
+            if hasattr(d, "start_now"):
+                d.start_now()
+
+    def label_now(self) -> None:
+        for d in (self.motion, *self.others):
+            if hasattr(d, "label_now"):
+                d.label_now()
+
 
 class ExpertOperator(TeleopDevice):
     """A scripted operator for the ManiSkill robot (``robot.sim.maniskill.ManiSkillSim``).
@@ -97,9 +107,10 @@ class ExpertOperator(TeleopDevice):
     Each episode it plans with the privileged object poses (`robot.sim.expert.ScriptedExpert`), aiming off
     by a sampled near-success perturbation when the session asked for a near-success, and converts the
     expert's actions into stick deflections through the same `TeleopMapping` a person's device goes
-    through. The first reading of an episode is a hand at rest (zero deflection). When the plan is done
-    (or ``label_now()`` is called), it presses the label key matching what happened: success if the
-    simulator says so, near_success if it was aiming off, failure otherwise.
+    through. Asked to start (``start_now()``, the session waits for start before every episode) it presses
+    start on its next reading. The first reading of an episode is a hand at rest (zero deflection). When the
+    plan is done (or ``label_now()`` is called), it presses the label key matching what happened: success if
+    the simulator says so, near_success if it was aiming off, failure otherwise.
     """
 
     name = "operator"
@@ -117,6 +128,7 @@ class ExpertOperator(TeleopDevice):
         self._step = 0
         self._labelled = False
         self._label_asked = False
+        self._start_asked = False
         self._connected = False
 
     def connect(self) -> None:
@@ -128,6 +140,10 @@ class ExpertOperator(TeleopDevice):
     @property
     def is_connected(self) -> bool:
         return self._connected
+
+    def start_now(self) -> None:
+        """The session waits for start (the scene is reset): press it on the next read."""
+        self._start_asked = True
 
     def on_prompt(self, requested: str) -> None:
         self.requested = requested
@@ -151,6 +167,9 @@ class ExpertOperator(TeleopDevice):
         return EpisodeEvent.NEAR_SUCCESS if self.perturbation is not None and self.perturbation.kind != "none" else EpisodeEvent.FAILURE
 
     def read(self) -> TeleopCommand:
+        if self._start_asked:
+            self._start_asked = False
+            return TeleopCommand(event=EpisodeEvent.START)
         if self.expert is None:
             return TeleopCommand()
         self._step += 1

@@ -6,7 +6,10 @@ Protocol (the paper's SANS data: success and near-success about 1:1):
    behind its target - and says so. For a near-success the operator is told to do the task *almost*
    right and miss by a small margin (grasp 1-2 cm off the object, or put it down just outside the goal).
 2. The scene is reset (``reset_scene(i)``: the simulator reseeds; on a real rig the operator resets the
-   scene), then the episode runs through `robot.runner.EpisodeRunner` (safety filter, fixed rate).
+   scene), then the session waits for the operator's *start* (keyboard ``g``, or the device's *next* button:
+   ``save_next``); only then does the episode run through `robot.runner.EpisodeRunner` (safety filter,
+   fixed rate). ``stop`` while waiting ends the session; a device without a person (the scripted operator)
+   presses start itself when asked (``start_now()``).
 3. The episode ends on a label key (success / near-success / failure), save-next, stop, max steps,
    success (simulated robot) or a device failure. Without a label yet, the session prompts for one.
    ``rerecord`` discards the episode and the same demonstration is asked for again.
@@ -46,6 +49,7 @@ class SessionConfig:
     near_success: int = 10  # episodes labelled near_success to collect (1:1 by default, as the paper)
     max_attempts: int = 100  # episodes run in total (kept + discarded + other labels) before giving up
     label_timeout_s: float = 60.0  # waiting for the operator's label key; then saved as "unlabeled"
+    start_timeout_s: float = 600.0  # waiting for the operator's start key before an episode; then the session ends
     operator_note: str = ""
 
     def __post_init__(self) -> None:
@@ -55,6 +59,8 @@ class SessionConfig:
             raise ValueError(f"session.max_attempts: must be >= 1, got {self.max_attempts}")
         if self.label_timeout_s <= 0:
             raise ValueError(f"session.label_timeout_s: must be > 0, got {self.label_timeout_s}")
+        if not self.start_timeout_s > 0:
+            raise ValueError(f"session.start_timeout_s: must be > 0, got {self.start_timeout_s}")
 
 
 @dataclass
@@ -109,6 +115,29 @@ class SansSession:
             time.sleep(0.02)
         return None
 
+    def _wait_start(self) -> str:
+        """Poll the device until the operator starts the episode: "start" (start or save_next), "stop", "lost"
+        (the device disconnected) or "timeout"."""
+        console.print("[bold green]reset the scene, then press START to record[/] (keyboard g or n, SpaceMouse right "
+                      "button, gamepad start; stop ends the session)")
+        if hasattr(self.device, "start_now"):
+            self.device.start_now()
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if not self.device.is_connected:
+                return "lost"
+            ev = self.device.read().event
+            if ev in (EpisodeEvent.START, EpisodeEvent.SAVE_NEXT):
+                return "start"
+            if ev == EpisodeEvent.STOP:
+                return "stop"
+            if ev == EpisodeEvent.ESTOP:
+                self.runner.safety.estop("operator e-stop while waiting to start")
+            elif ev is not None:
+                console.print(f"  ({ev.value} ignored: waiting for start)")
+            time.sleep(0.02)
+        return "timeout"
+
     # ------------------------------------------------------------------ main loop
     def run(self) -> SessionSummary:
         s, c = self.summary, self.config
@@ -127,6 +156,12 @@ class SansSession:
             if hasattr(self.device, "on_prompt"):
                 self.device.on_prompt(want)
             self.reset_scene(s.attempts - 1)
+            started = self._wait_start()
+            if started != "start":
+                s.attempts -= 1  # nothing was recorded
+                s.stop_reason = {"stop": "operator stopped the session", "lost": "teleop device lost while waiting for start",
+                                 "timeout": f"no start within session.start_timeout_s ({c.start_timeout_s:g} s)"}[started]
+                break
             result = self.runner.run(self.source, self.instruction, success=self.success,
                                      info={"sans": {"requested": want}}, operator_note=c.operator_note)
             if result.episode is None:

@@ -117,11 +117,11 @@ def test_store_failure_on_the_learner_is_retried(make_server, make_outbox, monke
     real_append = server.store.append
     calls = []
 
-    def flaky(ep):
+    def flaky(ep, **provenance):
         calls.append(ep.uuid)
         if len(calls) == 1:
             raise StoreError("could not append: No space left on device") from OSError(errno.ENOSPC, "No space left on device")
-        return real_append(ep)
+        return real_append(ep, **provenance)
 
     monkeypatch.setattr(server.store, "append", flaky)
     ob = make_outbox(server.endpoint)

@@ -9,6 +9,7 @@ import uuid
 import zmq
 
 from robot import wire
+from tests.link.conftest import wait_for
 from tests.link.policy_fixtures import make_policy
 
 
@@ -102,3 +103,65 @@ def test_plaintext_is_explicit_and_warns(make_server, make_outbox, caplog, tmp_p
     with pytest.raises(TypeError, match="keys"):
         wire.configure_client(ctx.socket(zmq.DEALER), None)
     ctx.destroy(0)
+
+
+def test_a_robot_cannot_displace_another_robots_episode(make_server, make_outbox, tmp_path):
+    # Issue 18 #7: robot-2 uploaded a forged episode under robot-1's uuid first; robot-1 then got COMMIT duplicate and
+    # deleted the only copy of its real episode.
+    import copy
+
+    from learning.data.store import EpisodeStore
+    from tests.factories import random_episode
+
+    server = make_server()
+    genuine = random_episode(seed=40, outcome="success")
+    forged = copy.deepcopy(genuine)
+    forged.outcome, forged.rewards[:] = "failure", 0.0
+    forger = make_outbox(server.endpoint, robot="robot-2")
+    forger.put(forged)
+    assert forger.wait_committed([genuine.uuid], 20) and forger.counters()["episodes_committed"] == 1
+    forger.put(forged)  # the same bytes again: an idempotent duplicate
+    assert wait_for(lambda: forger.counters()["episodes_duplicate"] == 1, 20, "the duplicate COMMIT")
+
+    robot = make_outbox(server.endpoint, robot="robot-1")
+    robot.put(genuine)
+    assert robot.wait_committed([genuine.uuid], 20)  # settled: not committed, set aside
+    c = robot.counters()
+    assert c["uuid_conflicts"] == 1 and c["episodes_committed"] == 0 and c["episodes_duplicate"] == 0
+    assert c["last_error"].startswith(wire.ERR_CONFLICT)
+    (kept,) = (robot.folder / "conflicts").glob("*.ep")
+    assert kept.read_bytes() == genuine.to_bytes()  # the robot keeps its copy
+    store = EpisodeStore(server.store.root, create=False)
+    row = store.row(store.index_of(genuine.uuid))
+    assert len(store) == 1 and row["robot_id"] == "robot-2"
+    assert row["received_sha256"] == hashlib.sha256(forged.to_bytes()).hexdigest()
+    assert server.counters()["uuid_conflicts"] == 1
+
+
+def test_ep_end_for_a_stored_uuid_does_not_commit_another_robots_bytes(make_server, keys):
+    # The robot that did not upload it must show its SHA-256 (EP_BEGIN) before it is told "stored".
+    from tests.factories import random_episode
+    from tests.link.test_uploads import RawRobot
+
+    server = make_server()
+    e = random_episode(seed=41)
+    r2 = RawRobot(server.endpoint, keys.robot("robot-2"), "robot-2")
+    r1 = RawRobot(server.endpoint, keys.robot("robot-1"), "robot-1")
+    try:
+        data = e.to_bytes()
+        assert r2.begin(e.uuid, data).type == wire.EP_READY
+        r2.chunks(e.uuid, data)
+        r2.end(e.uuid)
+        assert r2.recv(20).type == wire.COMMIT
+        r2.end(e.uuid)  # the uploader asking again (a lost COMMIT): stored
+        assert r2.recv().type == wire.COMMIT
+        r1.end(e.uuid)
+        m = r1.recv()
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_UNKNOWN_TRANSFER
+        m = r1.begin(e.uuid, e.to_bytes("zlib"))  # other bytes
+        assert m.type == wire.ERROR and m.header["code"] == wire.ERR_CONFLICT
+        m = r1.begin(e.uuid, data)  # the very same bytes: a duplicate
+        assert m.type == wire.COMMIT and m.header["duplicate"]
+    finally:
+        r1.close()
+        r2.close()

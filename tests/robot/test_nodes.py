@@ -167,6 +167,18 @@ def test_stream_collector_builds_labelled_sans_episodes():
     assert "targets reached" in prompts[-1]
 
 
+def test_stream_collector_starts_on_next_from_a_device_without_a_start_button():
+    T, clock, saved = rosmsg.default_types(), Clock(), []
+    col = StreamCollector(CollectorConfig(task="pick", success=1, near_success=1), saved.append, clock=clock)
+    col.on_event("success")  # idle: a label starts nothing
+    assert col.state == "idle" and not feed(col, clock, T)
+    col.on_event("save_next")  # two-button SpaceMouse right button / gamepad start
+    assert col.state == "recording" and feed(col, clock, T)
+    col.on_event("save_next")
+    col.on_event("save_next")  # awaiting its label: a second press does not start another episode
+    assert col.state == "awaiting_label"
+
+
 def test_stream_collector_stalled_camera_ends_the_episode_and_shutdown_keeps_it():
     T, clock, saved = rosmsg.default_types(), Clock(), []
     col = StreamCollector(CollectorConfig(task="pick", max_stale_ticks=3), saved.append, clock=clock)

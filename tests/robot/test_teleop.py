@@ -158,7 +158,11 @@ class KinematicOperator(ScriptedDevice):
 
     def __init__(self, arm, fumble_first=False):
         super().__init__([])
-        self.arm, self.requested, self.fumble, self._label_asked = arm, "success", fumble_first, False
+        self.arm, self.requested, self.fumble, self._label_asked, self._start_asked = arm, "success", fumble_first, False, False
+        self.starts = 0
+
+    def start_now(self):
+        self._start_asked = True
 
     def on_prompt(self, requested):
         self.requested = requested
@@ -171,6 +175,9 @@ class KinematicOperator(ScriptedDevice):
         self._label_asked = True
 
     def read(self):
+        if self._start_asked:
+            self._start_asked, self.starts = False, self.starts + 1
+            return TeleopCommand(event=EpisodeEvent.START)
         if self.fumble:
             self.fumble = False
             return TeleopCommand(event=EpisodeEvent.RERECORD)
@@ -200,6 +207,7 @@ def test_scripted_session_produces_labelled_episodes_with_the_right_outcomes(tmp
     session, sink = _session(tmp_path, dev, arm, SessionConfig(success=2, near_success=2, label_timeout_s=2))
     s = session.run()
     assert s.stop_reason == "targets reached" and s.discarded == 1 and s.attempts == 5
+    assert dev.starts == 5  # every episode waited for start
     assert dict(s.counts) == {"success": 2, "near_success": 2}
     eps = [read_episode_file(p) for p in sink.written]
     assert [e.outcome for e in eps] == ["success", "near_success", "success", "near_success"]  # 1:1 as it goes
@@ -215,7 +223,8 @@ def test_scripted_session_produces_labelled_episodes_with_the_right_outcomes(tmp
 
 def test_teleop_device_lost_mid_episode_keeps_the_episode_unlabeled(tmp_path):
     arm = KinematicArm()
-    dev = ScriptedDevice(lambda i: TeleopCommand(twist=[0.5, 0, 0, 0, 0, 0]), disconnect_after=6)
+    dev = ScriptedDevice(lambda i: TeleopCommand(event=EpisodeEvent.START) if i == 0 else TeleopCommand(twist=[0.5, 0, 0, 0, 0, 0]),
+                         disconnect_after=7)
     session, sink = _session(tmp_path, dev, arm, SessionConfig(success=1, near_success=1, label_timeout_s=0.2))
     s = session.run()
     assert s.counts["unlabeled"] == 1 and "teleop_lost" in s.stop_reason
@@ -237,3 +246,63 @@ def test_teleop_source_status_and_estop_event():
     assert ep.actions[0, 0] == pytest.approx(1.0)  # 0.5 m/s at 10 Hz = 5 cm = the full limit
     assert safety.estopped and not ep.actions[1:6, :6].any()  # latched after the e-stop key
     assert ep.info["safety"]["estop"] == 5
+
+
+# ---------------------------------------------------------------------------------------------- issue 18: 17, 18
+def test_session_records_only_after_the_operator_presses_start(tmp_path):
+    """Reads before *start* (the operator still resetting the scene, a stray label key) move and record nothing;
+    the episode starts with the first reading after start."""
+    arm = KinematicArm()
+    script = ([TeleopCommand(twist=[0, 0, 1, 0, 0, 0])] * 3 + [TeleopCommand(event=EpisodeEvent.SUCCESS), TeleopCommand(event=EpisodeEvent.START)]
+              + [TeleopCommand(twist=[1, 0, 0, 0, 0, 0])] * 4)
+    dev = ScriptedDevice(script, disconnect_after=len(script))
+    session, sink = _session(tmp_path, dev, arm, SessionConfig(success=1, near_success=1, label_timeout_s=0.2))
+    s = session.run()
+    assert s.counts["unlabeled"] == 1 and "teleop_lost" in s.stop_reason
+    ep = read_episode_file(sink.written[0])
+    np.testing.assert_allclose(ep.ee_pose[:, 2], 0.3, atol=1e-6)  # the z pushes before start were never executed
+    assert ep.actions[0, 0] > 0 and not ep.actions[:, 2].any()
+
+
+def test_stop_or_silence_while_waiting_for_start_ends_the_session_without_an_episode(tmp_path):
+    arm = KinematicArm()
+    dev = ScriptedDevice([TeleopCommand(), TeleopCommand(event=EpisodeEvent.STOP)])
+    session, sink = _session(tmp_path, dev, arm, SessionConfig(success=1, near_success=1))
+    s = session.run()
+    assert s.stop_reason == "operator stopped the session" and s.attempts == 0 and not sink.written
+    dev = ScriptedDevice([])  # at rest: never starts
+    session, sink = _session(tmp_path, dev, arm, SessionConfig(success=1, near_success=1, start_timeout_s=0.1))
+    s = session.run()
+    assert "start_timeout_s" in s.stop_reason and not sink.written and arm.sent == []
+
+
+def test_the_scripted_operator_presses_start_when_asked():
+    from robot.arms.base import ArmLimits
+    from teleop.scripted import ExpertOperator
+
+    op = ExpertOperator(None, TeleopMapping(), 10.0, ArmLimits())
+    op.connect()
+    assert op.read().event is None
+    op.start_now()
+    assert op.read().event == EpisodeEvent.START and op.read().event is None
+    both = CompositeDevice(op, ScriptedDevice([]))
+    both.connect()
+    both.start_now()
+    assert both.read().event == EpisodeEvent.START
+
+
+def test_teleop_episodes_get_their_own_longer_default_length():
+    from omegaconf import OmegaConf
+
+    from learning.cli import compose
+    from robot.main import episode_max_steps
+
+    c = OmegaConf.to_container(compose("robot/robot", []), resolve=True)
+    runner, hz = c["runner"], c["sim"]["control_hz"]
+    assert runner["max_steps"] is None
+    steps = episode_max_steps(runner["max_steps"], runner["teleop_max_steps"], teleop=True, sim_steps=40)
+    assert steps / hz >= 60  # a person needs 20-60 s per demonstration
+    assert episode_max_steps(None, runner["teleop_max_steps"], teleop=False, sim_steps=40) == 40  # rollouts: the simulator's
+    assert episode_max_steps(50, runner["teleop_max_steps"], teleop=True) == 50  # an explicit runner.max_steps wins
+    with pytest.raises(ValueError, match="teleop_max_steps"):
+        episode_max_steps(None, 0, teleop=True)
