@@ -9,7 +9,12 @@ SHA-256, an ingest thread parses the bytes (`Episode.from_bytes` validates every
 `EpisodeStore` (atomic, idempotent by UUID), calls ``on_episode(index, row)`` and only then is COMMIT sent.
 
 Bounded everywhere: frame sizes (ZMQ_MAXMSGSIZE + `wire.decode`), per-peer receive queue (RCVHWM), open
-uploads (LRU, partial files kept on disk), sessions, and warnings per peer (rate limited).
+uploads (LRU, partial files kept on disk), partial uploads on disk (count, declared bytes, partial_ttl_s), what an
+episode may decode to (max_decoded_bytes, checked before inflating), sessions, and warnings per peer (rate limited).
+Every message gets a reply, an ERROR with a code when refused (ERROR internal when a handler hit a bug).
+
+Each stored episode records the SHA-256 of the bytes received and the robot that sent them; a stored uuid offered
+again is a duplicate (COMMIT duplicate=true) only with the same SHA-256, else ERROR uuid_conflict.
 
     server = LearnerServer("data/store", "tcp://127.0.0.1:5555", LearnerKeys.load(...), on_episode=cb).start()
     server.publish_policy("artifacts/loop-1")
