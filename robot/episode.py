@@ -3,7 +3,9 @@
 One episode = metadata + T steps. Step t holds what the robot saw at t (images, state) and the action it
 then commanded. Conventions, fixed here once:
 
-- ``timestamps``   (T,)        float64 seconds, strictly increasing (monotonic clock of the recorder).
+- ``timestamps``   (T,)        float64 seconds, strictly increasing (monotonic clock of the recorder; a
+                               simulated rig's clock starts at 0). ``info["start_unix_s"]`` (set by
+                               `EpisodeRecorder`): the wall-clock time (Unix seconds) of the first step.
 - ``images[cam]``  (T, H, W, 3) uint8 RGB, one array per camera name.
 - ``depth[cam]``   (T, H, W)   uint16 millimetres, optional, aligned to ``images[cam]``.
 - ``joints``       (T, J)      float32 joint positions (rad / m for fingers).
@@ -24,6 +26,7 @@ disk and the learner link ships it as is.
 from __future__ import annotations
 
 import math
+import time
 import uuid as uuid_lib
 import zlib
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ MAX_DECODED_BYTES = 8 << 30
 MAX_INFLATE_RATIO = 256
 _INFLATE_STEP = 16 << 20  # zlib output is written into the array in pieces of this size (no second copy)
 _CODECS = ("raw", "zlib")
+START_UNIX_KEY = "start_unix_s"  # info key: wall-clock time (Unix s) of the first step
 
 
 class EpisodeValidationError(ValueError):
@@ -375,6 +379,7 @@ class EpisodeRecorder:
     def __init__(self, task: str, fps: float, **meta: Any) -> None:
         self.task, self.fps, self.meta = task, fps, meta
         self._steps: list[dict[str, Any]] = []
+        self.start_unix_s: float | None = None  # wall-clock time of the first step (timestamps are a loop clock's)
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -393,6 +398,8 @@ class EpisodeRecorder:
         depth: dict[str, np.ndarray] | None = None,
         extras: dict[str, Any] | None = None,
     ) -> None:
+        if not self._steps:
+            self.start_unix_s = time.time()
         if self._steps:
             cams, extra_keys = set(self._steps[0]["images"]), set(self._steps[0]["extras"])
             if set(images) != cams:
@@ -411,6 +418,10 @@ class EpisodeRecorder:
         first = s[0]
         kwargs = dict(self.meta)
         kwargs.update(meta)
+        info = dict(kwargs.get("info") or {})
+        if self.start_unix_s is not None:
+            info.setdefault(START_UNIX_KEY, round(self.start_unix_s, 6))
+        kwargs["info"] = info
         return Episode(
             task=self.task,
             fps=self.fps,

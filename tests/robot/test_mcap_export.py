@@ -64,3 +64,67 @@ def test_export_cli_from_a_store(tmp_path):
     assert main(["export-mcap", f"store={tmp_path / 'store'}", "episodes=[7]", f"out={tmp_path / 'mcap'}"]) == 2
     assert main(["export-mcap", f"store={tmp_path / 'store'}", "episodes=all", f"out={tmp_path / 'mcap'}"]) == 2
     assert main(["export-mcap", f"store={tmp_path / 'store'}", "bogus=1"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- issue 18 #5
+def _read(path):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    out: dict[str, list] = {}
+    with open(path, "rb") as f:
+        for _, channel, message, decoded in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            out.setdefault(channel.topic, []).append((channel, message.log_time, decoded))
+    return out
+
+
+def _recorded_episode(rig="sim-maniskill"):
+    """An episode as the robot records it: EpisodeRecorder on a loop clock that starts at 0 (simulated time)."""
+    from robot.episode import EpisodeRecorder
+
+    rec = EpisodeRecorder("pick", 10.0, rig=rig, source="scripted")
+    for t in range(4):
+        rec.add_step(timestamp=0.1 * t, images={"front": np.zeros((8, 8, 3), np.uint8)}, joints=np.zeros(9), ee_pose=np.zeros(7),
+                     gripper=1.0, action=np.zeros(7))
+    return rec.finish("failure", info={"seed": 3})
+
+
+def test_log_times_are_the_wall_clock_time_the_episode_was_recorded(tmp_path):
+    import time
+
+    before = time.time()
+    ep = _recorded_episode()
+    start = ep.info["start_unix_s"]
+    assert before - 1 <= start <= time.time() + 1 and ep.info["seed"] == 3
+    topics = _read(export_episode_mcap(ep, tmp_path / "ep.mcap").path)
+    want = [int(round((start + x) * 1e9)) for x in ep.timestamps]
+    assert [t for _, t, _ in topics["/joint_states"]] == want  # not 1970
+    assert [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, _, m in topics["/ee_pose"]] == pytest.approx(start + ep.timestamps, abs=1e-6)
+    assert topics["/ee_pose"][0][2].header.frame_id == "world"  # ManiSkill reports the TCP in its world frame
+    wall = random_episode(T=3, H=8, W=8)
+    wall.timestamps = wall.timestamps + 1.7e9  # recorded on a wall clock already: kept as it is
+    topics = _read(export_episode_mcap(wall, tmp_path / "wall.mcap").path)
+    assert [t for _, t, _ in topics["/joint_states"]] == [int(round(x * 1e9)) for x in wall.timestamps]
+
+
+def test_every_channel_offers_rosbag2_qos_profiles(tmp_path):
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2.metadata import parse_qos
+
+    s = export_episode_mcap(random_episode(T=3, H=8, W=8), tmp_path / "ep.mcap")
+    topics = _read(s.path)
+    for topic, msgs in topics.items():
+        (qos,) = parse_qos(msgs[0][0].metadata["offered_qos_profiles"])
+        assert (qos.history.name, qos.depth, qos.reliability.name, qos.durability.name) == ("KEEP_LAST", 10, "RELIABLE", "VOLATILE"), topic
+    with AnyReader([Path(s.path)], default_typestore=rosmsg.default_types().typestore) as r:
+        assert all(c.ext.offered_qos_profiles and c.ext.offered_qos_profiles[0].reliability.name == "RELIABLE" for c in r.connections)
+
+
+def test_joint_names_are_the_robots(tmp_path):
+    names = lambda ep: rosmsg.joint_state_from_msg(_read(export_episode_mcap(ep, tmp_path / f"{ep.uuid}.mcap").path)["/joint_states"][0][2])[0]  # noqa: E731
+    assert list(names(_recorded_episode("sim-maniskill"))) == [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
+    assert list(names(_recorded_episode("sim-libero")))[0] == "panda_joint1"
+    own = random_episode(T=2, H=8, W=8, rig="real")
+    own.info["joint_names"] = [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
+    assert list(names(own))[0] == "fr3_joint1"  # the episode's own names first
+    assert list(names(random_episode(T=2, H=8, W=8, rig="real")))[0] == "joint_0"  # unknown rig: generic
