@@ -87,6 +87,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         state_std: Sequence[float] | None = None,
         fused_token: bool = False,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
         patch_tokens: bool = True,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
+        trunk: str = "transformer",  # "transformer" over tokens | "mlp" over [state, keypoints, instruction], see below
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -101,6 +102,10 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
 
         if keypoints and not 0 <= keypoint_level <= len(conv_channels):
             raise ValueError(f"keypoint_level: {keypoint_level} is outside 0..{len(conv_channels)} (0 = input, i = after conv i)")
+        if trunk not in ("transformer", "mlp"):
+            raise ValueError(f"trunk: {trunk!r} is not 'transformer' or 'mlp'")
+        if trunk == "mlp" and (patch_tokens or not keypoints):
+            raise ValueError("trunk: 'mlp' reads the keypoints and the state, not patch tokens; set patch_tokens=false, keypoints > 0")
         if not patch_tokens and not keypoints:
             raise ValueError("patch_tokens: without patch tokens the image enters through the keypoints; set keypoints > 0")
         # Without patch tokens the image reaches the actions only through the keypoints' (x, y): a low-dimensional
@@ -125,8 +130,9 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             c_kp = (3 + 2 * bool(coord_channels)) if keypoint_level == 0 else conv_channels[keypoint_level - 1]
             # At the input level a 3x3 filter on the colours: a keypoint can become "the centre of the red blob".
             self.kp_conv = nn.Conv2d(c_kp, keypoints, 3 if keypoint_level == 0 else 1, padding=1 if keypoint_level == 0 else 0)
-            self.kp_proj = nn.Linear(2, d_model)
-            self.kp_emb = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
+            if trunk == "transformer":  # keypoint tokens
+                self.kp_proj = nn.Linear(2, d_model)
+                self.kp_emb = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
         if aux_dim:
             if not keypoints:
                 raise ValueError("aux_dim: the auxiliary head reads the keypoints; set keypoints > 0")
@@ -134,9 +140,10 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             # point) from the keypoint coordinates: the keypoints track what the actions depend on. Not in the ONNX graph.
             self.aux_head = nn.Sequential(nn.Linear(2 * keypoints, 128), nn.GELU(), nn.Linear(128, aux_dim))
         self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
-        self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
-        self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
-        self.type_emb = nn.Parameter(torch.zeros(3, d_model))  # text, image, action query
+        if trunk == "transformer":
+            self.text_pos = nn.Parameter(torch.randn(max_instruction_len, d_model) * 0.02)
+            self.queries = nn.Parameter(torch.randn(chunk_length, d_model) * 0.02)
+            self.type_emb = nn.Parameter(torch.zeros(3, d_model))  # text, image, action query
         self.state_dim = len(state_features)
         if self.state_dim:
             from robot.state import check_state_features
@@ -145,9 +152,12 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             for name, v in (("state_mean", state_mean), ("state_std", state_std)):
                 if v is not None and len(v) != self.state_dim:
                     raise ValueError(f"{name}: {len(v)} values for {self.state_dim} state features {list(state_features)}")
-            self.state_proj = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
-            self.state_type = nn.Parameter(torch.zeros(d_model))
+            if trunk == "transformer":  # the state token
+                self.state_proj = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+                self.state_type = nn.Parameter(torch.zeros(d_model))
         if fused_token:
+            if trunk == "mlp":
+                raise ValueError("fused_token: the mlp trunk already fuses the state and the keypoints; set fused_token=false")
             if not keypoints:
                 raise ValueError("fused_token: it reads the keypoints; set keypoints > 0")
             # The ManiSkill baselines' fusion: image features and robot state concatenated into one MLP. Reaching
@@ -155,8 +165,19 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             # the state directly instead of through attention between separate tokens.
             self.fused_proj = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints, 2 * d_model), nn.GELU(),
                                             nn.Linear(2 * d_model, d_model))
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        per_token = 2 if action_head == "gaussian" else n_bins
+        if trunk == "mlp":
+            # The ManiSkill / Levine et al. BC network: one MLP from [normalised state, keypoint (x, y), mean word
+            # embedding] straight to all K * D action tokens. Reaching is a near-linear function of (object -
+            # gripper) positions; an MLP fits it from these coordinates in a few hundred steps, where the
+            # transformer's queries had to learn to route them through attention first (bench/results/sft_recipes.md).
+            width = mlp_ratio * d_model
+            self.mlp_trunk = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints + d_model, width), nn.GELU(),
+                                           nn.Dropout(dropout), nn.Linear(width, width), nn.GELU(), nn.Dropout(dropout))
+            self.blocks = nn.ModuleList()  # no transformer blocks (FSDP wraps the policy as one unit)
+        else:
+            self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
+            self.ln_f = nn.LayerNorm(d_model)
         if action_head not in ("categorical", "gaussian"):
             raise ValueError(f"action_head: {action_head!r} is not 'categorical' or 'gaussian'")
         # "gaussian": each token's logits are -(c_i - mu)^2 / (2 sigma^2) over the bin centres c_i -- still an
@@ -164,7 +185,10 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         # argmax is the bin nearest mu, not whichever single bin holds the most mass. With free logits, a
         # saturated +-1 action (one bin) out-votes a continuous value spread over many bins whenever the policy
         # is unsure, and the greedy policy overshoots. mu beyond [-1, 1] puts the mass on the end bin.
-        self.head = nn.Linear(d_model, action_dim * (2 if action_head == "gaussian" else n_bins))
+        if trunk == "mlp":
+            self.head = nn.Linear(mlp_ratio * d_model, chunk_length * action_dim * per_token)
+        else:
+            self.head = nn.Linear(d_model, action_dim * per_token)
         self.register_buffer("bin_centres", torch.linspace(-1, 1, n_bins), persistent=False)
         self.apply(self.init_weights)
         self.register_buffer("pixel_mean", torch.tensor(list(image_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -196,19 +220,27 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
                 # Spatial softmax (Levine et al. 2016): each keypoint channel -> its expected (x, y) position.
                 attn = torch.softmax(self.kp_conv(x).flatten(2), dim=-1)  # (B, n_kp, h*w)
                 kp = attn @ self.kp_grid  # (B, n_kp, 2) in [-1, 1]
-                parts.append(self.kp_proj(kp) + self.kp_emb)  # (B, n_kp, d)
+                if self.config.trunk == "transformer":
+                    parts.append(self.kp_proj(kp) + self.kp_emb)  # (B, n_kp, d)
                 if self.config.aux_dim:
                     aux = self.aux_head(kp.flatten(1))  # (B, aux_dim)
             if i < len(self.stages):
                 x = self.stages[i](x)
-        if self.config.patch_tokens:
-            parts.insert(0, self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos)  # (B, P, d)
-        img = torch.cat(parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
+        z = None
         if self.state_dim:
             if states is None or states.shape != (B, self.state_dim):
                 raise PolicyInputError(f"states: this policy takes (B, {self.state_dim}) robot states "
                                        f"{list(self.config.state_features)}, got {None if states is None else tuple(states.shape)}")
             z = (states.to(torch.float32) - self.state_mean_t) / self.state_std_t  # (B, S)
+        if self.config.trunk == "mlp":
+            words = (instruction_tokens != 0).to(torch.float32)[..., None]  # (B, L, 1)
+            txt = (self.word_emb(instruction_tokens) * words).sum(1) / words.sum(1).clamp_min(1.0)  # (B, d) mean word
+            f = torch.cat(([z] if self.state_dim else []) + [kp.flatten(1), txt], dim=1)  # (B, S + 2 n_kp + d)
+            return self._action_logits(self.head(self.mlp_trunk(f)).view(B, self.chunk_length, -1)), aux
+        if self.config.patch_tokens:
+            parts.insert(0, self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos)  # (B, P, d)
+        img = torch.cat(parts, dim=1) + self.type_emb[1]  # (B, P + n_kp, d)
+        if self.state_dim:
             img = torch.cat([img, (self.state_proj(z) + self.state_type)[:, None]], dim=1)  # (B, P + n_kp + 1, d)
         if self.config.fused_token:
             f = kp.flatten(1) if not self.state_dim else torch.cat([z, kp.flatten(1)], dim=1)  # (B, S + 2 n_kp)
@@ -222,14 +254,17 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         bias = torch.zeros(B, 1, 1, S, device=h.device).masked_fill(pad[:, None, None, :], float("-inf"))
         for block in self.blocks:
             h = block(h, bias)
-        out = self.head(self.ln_f(h[:, -self.chunk_length:]))  # (B, K, D * V) or (B, K, D * 2)
+        return self._action_logits(self.head(self.ln_f(h[:, -self.chunk_length:]))), aux
+
+    def _action_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The head's output (B, K, D * V) or (B, K, D * 2) -> logits (B, K * D, V), step-major."""
+        B = out.shape[0]
         N = self.chunk_length * self.action_dim
         if self.config.action_head == "gaussian":
             mu, log_sigma = out.view(B, N, 2).unbind(-1)  # (B, N) each
             sigma = torch.exp(log_sigma.clamp(-7.0, 2.0))[..., None]
-            logits = -0.5 * ((self.bin_centres - mu[..., None]) / sigma) ** 2  # (B, N, V)
-            return logits, aux
-        return out.view(B, N, self.n_bins), aux  # (B, N, V), step-major
+            return -0.5 * ((self.bin_centres - mu[..., None]) / sigma) ** 2  # (B, N, V)
+        return out.view(B, N, self.n_bins)
 
     def greedy_chunk(self, images: torch.Tensor, instruction_tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         """The deployed graph: (B, H, W, 3) uint8 + (B, L) int64 [+ (B, S) float32] -> (B, K, D) float32 argmax actions."""

@@ -60,6 +60,7 @@ class CompactModelConfig:
     max_instruction_len: int = 24
     fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
     patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
+    trunk: str = "transformer"  # transformer | mlp (see CompactVLA)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
@@ -272,7 +273,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
         keypoint_level=m.keypoint_level, action_head=m.action_head, fused_token=m.fused_token,
-        patch_tokens=m.patch_tokens,
+        patch_tokens=m.patch_tokens, trunk=m.trunk,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,

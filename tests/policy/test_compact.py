@@ -155,3 +155,25 @@ def test_without_patch_tokens_the_image_enters_only_through_the_keypoints(images
     assert load_policy(tmp_path / "p").config.patch_tokens is False
     with pytest.raises(ValueError, match="patch_tokens"):
         tiny_compact(patch_tokens=False, keypoints=0)
+
+
+def test_mlp_trunk_reads_state_keypoints_and_instruction(images, tmp_path):
+    """trunk=mlp: no transformer, no tokens; every input still reaches the actions, and save/load round-trips."""
+    features = ["ee_x", "ee_y", "ee_z", "gripper"]
+    policy = tiny_compact(trunk="mlp", patch_tokens=False, keypoint_level=0, state_features=features,
+                          state_mean=[0.0] * 4, state_std=[0.1] * 4)
+    names = {n.split(".")[0] for n, _ in policy.named_parameters()}
+    assert not names & {"blocks", "queries", "kp_proj", "state_proj", "text_pos", "patch_proj"}
+    with torch.no_grad():  # an untrained MLP is quiet; make it loud enough to move the argmax
+        policy.head.weight.mul_(50.0)
+    states = np.full((4, 4), 0.05, np.float32)
+    base = policy.act(images, INSTRUCTION, states=states)
+    assert not torch.equal(base, policy.act(images, INSTRUCTION, states=-states))
+    assert not torch.equal(base, policy.act(images, OTHER, states=states))
+    policy.save_pretrained(tmp_path / "m")
+    assert torch.equal(load_policy(tmp_path / "m").act(images, INSTRUCTION, states=states), base)
+    for bad in ({"patch_tokens": True}, {"patch_tokens": False, "keypoints": 0}, {"patch_tokens": False, "fused_token": True}):
+        with pytest.raises(ValueError, match="trunk|fused_token|patch_tokens"):
+            tiny_compact(trunk="mlp", **bad)
+    with pytest.raises(ValueError, match="trunk"):
+        tiny_compact(trunk="rnn")

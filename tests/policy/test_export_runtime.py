@@ -329,3 +329,12 @@ def test_policies_check_their_state_input():
         tiny_compact().act(img, INSTRUCTION, states=np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="unknown state feature"):
         tiny_compact(state_features=["ee_yaw"])
+
+
+def test_mlp_trunk_policy_exports_and_agrees(tmp_path):
+    """trunk=mlp (keypoints + state + instruction -> one MLP -> all action tokens) is the same kind of artifact."""
+    p = tiny_compact(seed=5, trunk="mlp", patch_tokens=False, keypoint_level=0, state_features=list(STATE),
+                     state_mean=[0.0, 0.0, 0.2, 0.5], state_std=[0.05, 0.05, 0.05, 0.5])
+    m = export_policy(p, tmp_path / "m", version="m1", check_inputs=4)
+    assert m.extra["onnx_check"]["max_abs_diff"] <= 1e-6
+    assert validate_artifact(tmp_path / "m", RIG).policy_version == "m1"
