@@ -88,6 +88,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         fused_token: bool = False,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
         patch_tokens: bool = True,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
         trunk: str = "transformer",  # "transformer" over tokens | "mlp" over [state, keypoints, instruction], see below
+        aux_features: bool = False,  # the aux head's predictions (gradient stopped) are also inputs of the fused token / mlp
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -106,6 +107,10 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             raise ValueError(f"trunk: {trunk!r} is not 'transformer' or 'mlp'")
         if trunk == "mlp" and (patch_tokens or not keypoints):
             raise ValueError("trunk: 'mlp' reads the keypoints and the state, not patch tokens; set patch_tokens=false, keypoints > 0")
+        if aux_features and not aux_dim:
+            raise ValueError("aux_features: they are the aux head's predictions; set aux_dim > 0")
+        if aux_features and trunk == "transformer" and not fused_token:
+            raise ValueError("aux_features: the transformer reads them through the fused token; set fused_token=true")
         if not patch_tokens and not keypoints:
             raise ValueError("patch_tokens: without patch tokens the image enters through the keypoints; set keypoints > 0")
         # Without patch tokens the image reaches the actions only through the keypoints' (x, y): a low-dimensional
@@ -163,7 +168,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             # The ManiSkill baselines' fusion: image features and robot state concatenated into one MLP. Reaching
             # needs (object - gripper) position differences; here one layer can form them from the keypoints and
             # the state directly instead of through attention between separate tokens.
-            self.fused_proj = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints, 2 * d_model), nn.GELU(),
+            self.fused_proj = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints + aux_dim * aux_features, 2 * d_model), nn.GELU(),
                                             nn.Linear(2 * d_model, d_model))
         per_token = 2 if action_head == "gaussian" else n_bins
         if trunk == "mlp":
@@ -172,7 +177,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             # gripper) positions; an MLP fits it from these coordinates in a few hundred steps, where the
             # transformer's queries had to learn to route them through attention first (bench/results/sft_recipes.md).
             width = mlp_ratio * d_model
-            self.mlp_trunk = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints + d_model, width), nn.GELU(),
+            self.mlp_trunk = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints + aux_dim * aux_features + d_model, width), nn.GELU(),
                                            nn.Dropout(dropout), nn.Linear(width, width), nn.GELU(), nn.Dropout(dropout))
             self.blocks = nn.ModuleList()  # no transformer blocks (FSDP wraps the policy as one unit)
         else:
@@ -235,7 +240,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         if self.config.trunk == "mlp":
             words = (instruction_tokens != 0).to(torch.float32)[..., None]  # (B, L, 1)
             txt = (self.word_emb(instruction_tokens) * words).sum(1) / words.sum(1).clamp_min(1.0)  # (B, d) mean word
-            f = torch.cat(([z] if self.state_dim else []) + [kp.flatten(1), txt], dim=1)  # (B, S + 2 n_kp + d)
+            f = torch.cat(([z] if self.state_dim else []) + [kp.flatten(1)] + self._aux_inputs(aux) + [txt], dim=1)  # (B, S + 2 n_kp [+ aux] + d)
             return self._action_logits(self.head(self.mlp_trunk(f)).view(B, self.chunk_length, -1)), aux
         if self.config.patch_tokens:
             parts.insert(0, self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos)  # (B, P, d)
@@ -243,7 +248,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         if self.state_dim:
             img = torch.cat([img, (self.state_proj(z) + self.state_type)[:, None]], dim=1)  # (B, P + n_kp + 1, d)
         if self.config.fused_token:
-            f = kp.flatten(1) if not self.state_dim else torch.cat([z, kp.flatten(1)], dim=1)  # (B, S + 2 n_kp)
+            f = torch.cat(([z] if self.state_dim else []) + [kp.flatten(1)] + self._aux_inputs(aux), dim=1)  # (B, S + 2 n_kp [+ aux])
             img = torch.cat([img, self.fused_proj(f)[:, None]], dim=1)  # (B, ... + 1, d)
         txt = self.word_emb(instruction_tokens) + self.text_pos[:L] + self.type_emb[0]  # (B, L, d)
         qry = (self.queries + self.type_emb[2]).unsqueeze(0).expand(B, -1, -1)  # (B, K, d)
@@ -255,6 +260,13 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         for block in self.blocks:
             h = block(h, bias)
         return self._action_logits(self.head(self.ln_f(h[:, -self.chunk_length:]))), aux
+
+    def _aux_inputs(self, aux: torch.Tensor | None) -> list[torch.Tensor]:
+        """With ``aux_features``: the aux head's predictions as inputs to the actions, gradient stopped. The aux head
+        regresses where the object and the gripper are (SFT's MSE); the action loss alone did not teach the trunk to
+        read the object's position out of the keypoints (its chunks were shrunk toward zero, bench/results/
+        sft_recipes.md), while a small network on the aux predictions fits the reaching actions."""
+        return [aux.detach()] if self.config.aux_features else []
 
     def _action_logits(self, out: torch.Tensor) -> torch.Tensor:
         """The head's output (B, K, D * V) or (B, K, D * 2) -> logits (B, K * D, V), step-major."""

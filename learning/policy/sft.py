@@ -61,6 +61,7 @@ class CompactModelConfig:
     fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
     patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
     trunk: str = "transformer"  # transformer | mlp (see CompactVLA)
+    aux_features: bool = False  # the aux head's predictions feed the fused token / mlp (see CompactVLA; needs aux_weight > 0)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
@@ -99,6 +100,8 @@ class SFTConfig:
     augment_shift: int = 0  # px of random shift augmentation (DrQ); 0 = off (it moves the cube against absolute targets)
     aux_weight: float = 1.0  # compact VLA: weight of the auxiliary gripper-position loss (0 = off), see aux_targets
     action_labels: str = "action"  # "action" (executed) | "expert_action" (a noisy expert's noise-free labels)
+    mean_action_weight: float = 0.0  # compact VLA: weight of an MSE between the expected action (under the bin
+    # distribution) and the demonstrated one: an ordinal signal that punishes a chunk shrunk toward zero; 0 = off
     label_sigma_bins: float = 0.0  # compact VLA: train on a Gaussian over neighbouring bins (this std, in bins); 0 = one-hot
     seed: int = 0
     log_every: int = 50
@@ -123,6 +126,10 @@ class SFTConfig:
             raise ValueError(f"aux_weight: must be >= 0, got {self.aux_weight}")
         if self.action_labels not in ACTION_LABELS:
             raise ValueError(f"action_labels: {self.action_labels!r} is not one of {list(ACTION_LABELS)}")
+        if self.mean_action_weight < 0:
+            raise ValueError(f"mean_action_weight: must be >= 0, got {self.mean_action_weight}")
+        if self.mean_action_weight > 0 and self.policy != "compact":
+            raise ValueError(f"mean_action_weight: the expected action needs the compact VLA's logits; policy={self.policy!r}")
         if self.label_sigma_bins < 0:
             raise ValueError(f"label_sigma_bins: must be >= 0, got {self.label_sigma_bins}")
         if self.label_sigma_bins > 0 and self.policy != "compact":
@@ -273,7 +280,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
         keypoint_level=m.keypoint_level, action_head=m.action_head, fused_token=m.fused_token,
-        patch_tokens=m.patch_tokens, trunk=m.trunk,
+        patch_tokens=m.patch_tokens, trunk=m.trunk, aux_features=m.aux_features,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,
@@ -306,7 +313,7 @@ def sft_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.nda
 
 def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np.ndarray,
                  aux: np.ndarray | None, states: np.ndarray | None = None,
-                 label_sigma_bins: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 label_sigma_bins: float = 0.0, mean_action_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The compact VLA (one forward pass): (training loss on the action tokens, NLL, mean target probability, MSE
     of the normalised aux targets; 0 without ``aux``). The NLL is the same number `sft_loss` computes.
 
@@ -324,6 +331,12 @@ def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np
         bins = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
         target = torch.softmax(-0.5 * ((bins - tokens[..., None]) / label_sigma_bins) ** 2, dim=-1)  # (B, K * D, V)
         loss = -(target * logp_all).sum(-1).mean()
+    if mean_action_weight > 0:
+        # The expected action under each token's distribution against the demonstrated one: one-hot targets say
+        # nothing about how far off a wrong bin is; this term does, and grows with the distance.
+        expected = (logp_all.exp() * policy.bin_centres).sum(-1)  # (B, K * D)
+        demo = torch.as_tensor(np.asarray(chunks), dtype=torch.float32, device=logits.device).reshape(expected.shape)
+        loss = loss + mean_action_weight * torch.mean((expected - demo) ** 2)
     mse = torch.zeros((), device=logits.device)
     if aux is not None and pred is not None:
         mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
@@ -464,10 +477,10 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
             images = random_shift(train.images[b], cfg.augment_shift, rng)
             b, images = b[rows], images[rows]  # this rank's rows of the global batch (every rank draws all of it)
             instr = [train.instructions[i] for i in b]
-            if use_aux or cfg.label_sigma_bins > 0:
+            if use_aux or cfg.label_sigma_bins > 0 or cfg.mean_action_weight > 0:
                 action_loss, nll, acc, aux_mse = sft_aux_loss(
                     policy, images, instr, train.chunks[b], (train.aux[b] - aux_mean) / aux_std if use_aux else None,
-                    train.states[b], cfg.label_sigma_bins)
+                    train.states[b], cfg.label_sigma_bins, cfg.mean_action_weight)
                 loss = action_loss + cfg.aux_weight * aux_mse
             else:
                 loss, acc = sft_loss(policy, images, instr, train.chunks[b], train.states[b])

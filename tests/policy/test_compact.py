@@ -177,3 +177,24 @@ def test_mlp_trunk_reads_state_keypoints_and_instruction(images, tmp_path):
             tiny_compact(trunk="mlp", **bad)
     with pytest.raises(ValueError, match="trunk"):
         tiny_compact(trunk="rnn")
+
+
+@pytest.mark.parametrize("trunk", ["mlp", "transformer"])
+def test_aux_features_feed_the_actions_with_the_gradient_stopped(images, trunk):
+    """aux_features: the aux head's predictions are inputs of the actions (so a changed aux head changes the
+    chunk), but the action loss does not train the aux head (its gradient is stopped there)."""
+    kw = dict(trunk="mlp", fused_token=False) if trunk == "mlp" else dict(fused_token=True)
+    policy = tiny_compact(patch_tokens=False, keypoint_level=0, aux_dim=10, aux_features=True, **kw)
+    words = policy.encode_instructions([INSTRUCTION] * 4)
+    logits, aux = policy.logits_and_aux(torch.from_numpy(images), words)
+    assert aux.shape == (4, 10)
+    logits.logsumexp(-1).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in policy.aux_head.parameters())
+    with torch.no_grad():
+        base = policy.logits(torch.from_numpy(images), words)
+        policy.aux_head[-1].bias.add_(5.0)
+        assert not torch.allclose(base, policy.logits(torch.from_numpy(images), words))
+    with pytest.raises(ValueError, match="aux_features"):
+        tiny_compact(aux_features=True)  # no aux head
+    with pytest.raises(ValueError, match="aux_features"):
+        tiny_compact(aux_dim=10, aux_features=True, fused_token=False)  # the transformer reads them via the fused token

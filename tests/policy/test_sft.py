@@ -180,3 +180,27 @@ def test_expert_action_labels_come_from_the_extras_column(tmp_path):
         load_demos(plain, [0], 8, None, action_labels="expert_action")
     with pytest.raises(ValueError, match="action_labels"):
         SFTConfig.from_dict({"store": "s", "out": "o", "action_labels": "teleop"})
+
+
+def test_mean_action_weight_punishes_a_chunk_shrunk_toward_zero():
+    """mean_action_weight: an MSE on the expected action under the bins; a distribution centred on half the
+    demonstrated action costs more with it, the exact one costs (almost) nothing more."""
+    policy = tiny_compact()
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    chunks = rng.uniform(-0.8, 0.8, (2, 8, 7)).astype(np.float32)
+    orig = policy.logits_and_aux
+
+    def loss(chunk_centre: np.ndarray, weight: float) -> float:
+        peak = torch.nn.functional.one_hot(policy.actions_to_tokens(chunk_centre), 256).float() * 30.0
+        policy.logits_and_aux = lambda *a, **k: (peak, None)
+        try:
+            return sft_aux_loss(policy, images, [INSTRUCTION] * 2, chunks, None, mean_action_weight=weight)[0].item()
+        finally:
+            policy.logits_and_aux = orig
+
+    extra_exact = loss(chunks, 10.0) - loss(chunks, 0.0)
+    extra_shrunk = loss(0.5 * chunks, 10.0) - loss(0.5 * chunks, 0.0)
+    assert extra_exact < 1e-3 < extra_shrunk
+    with pytest.raises(ValueError, match="mean_action_weight"):
+        SFTConfig.from_dict({"store": "s", "out": "o", "mean_action_weight": -1})
