@@ -89,6 +89,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         patch_tokens: bool = True,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
         trunk: str = "transformer",  # "transformer" over tokens | "mlp" over [state, keypoints, instruction], see below
         aux_features: bool = False,  # the aux head's predictions (gradient stopped) are also inputs of the fused token / mlp
+        trunk_keypoints: bool = True,  # trunk=mlp reads the keypoints; False = only [state, aux predictions, instruction]
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -107,6 +108,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             raise ValueError(f"trunk: {trunk!r} is not 'transformer' or 'mlp'")
         if trunk == "mlp" and (patch_tokens or not keypoints):
             raise ValueError("trunk: 'mlp' reads the keypoints and the state, not patch tokens; set patch_tokens=false, keypoints > 0")
+        if not trunk_keypoints and not (trunk == "mlp" and aux_features):
+            raise ValueError("trunk_keypoints: false leaves the mlp trunk the aux predictions alone; set trunk=mlp, aux_features=true")
         if aux_features and not aux_dim:
             raise ValueError("aux_features: they are the aux head's predictions; set aux_dim > 0")
         if aux_features and trunk == "transformer" and not fused_token:
@@ -177,7 +180,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             # gripper) positions; an MLP fits it from these coordinates in a few hundred steps, where the
             # transformer's queries had to learn to route them through attention first (bench/results/sft_recipes.md).
             width = mlp_ratio * d_model
-            self.mlp_trunk = nn.Sequential(nn.Linear(self.state_dim + 2 * keypoints + aux_dim * aux_features + d_model, width), nn.GELU(),
+            n_in = self.state_dim + 2 * keypoints * trunk_keypoints + aux_dim * aux_features + d_model
+            self.mlp_trunk = nn.Sequential(nn.Linear(n_in, width), nn.GELU(),
                                            nn.Dropout(dropout), nn.Linear(width, width), nn.GELU(), nn.Dropout(dropout))
             self.blocks = nn.ModuleList()  # no transformer blocks (FSDP wraps the policy as one unit)
         else:
@@ -240,7 +244,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         if self.config.trunk == "mlp":
             words = (instruction_tokens != 0).to(torch.float32)[..., None]  # (B, L, 1)
             txt = (self.word_emb(instruction_tokens) * words).sum(1) / words.sum(1).clamp_min(1.0)  # (B, d) mean word
-            f = torch.cat(([z] if self.state_dim else []) + [kp.flatten(1)] + self._aux_inputs(aux) + [txt], dim=1)  # (B, S + 2 n_kp [+ aux] + d)
+            kps = [kp.flatten(1)] if self.config.trunk_keypoints else []
+            f = torch.cat(([z] if self.state_dim else []) + kps + self._aux_inputs(aux) + [txt], dim=1)  # (B, S [+ 2 n_kp] [+ aux] + d)
             return self._action_logits(self.head(self.mlp_trunk(f)).view(B, self.chunk_length, -1)), aux
         if self.config.patch_tokens:
             parts.insert(0, self.patch_proj(x).flatten(2).transpose(1, 2) + self.image_pos)  # (B, P, d)

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 POLICY_KINDS = ("compact", "hf")
 # SFT targets: the step column each one reads (`WindowSpec.action_column`).
-ACTION_LABELS = {"action": "action", "expert_action": "extras.expert_action"}
+ACTION_LABELS = {"action": "action", "commanded": "extras.action_commanded", "expert_action": "extras.expert_action"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class CompactModelConfig:
     fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
     patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
     trunk: str = "transformer"  # transformer | mlp (see CompactVLA)
+    trunk_keypoints: bool = True  # trunk=mlp reads the keypoints; false = only state + aux predictions (see CompactVLA)
     aux_features: bool = False  # the aux head's predictions feed the fused token / mlp (see CompactVLA; needs aux_weight > 0)
 
     def __post_init__(self) -> None:
@@ -99,7 +100,7 @@ class SFTConfig:
     grad_clip: float = 1.0
     augment_shift: int = 0  # px of random shift augmentation (DrQ); 0 = off (it moves the cube against absolute targets)
     aux_weight: float = 1.0  # compact VLA: weight of the auxiliary gripper-position loss (0 = off), see aux_targets
-    action_labels: str = "action"  # "action" (executed) | "expert_action" (a noisy expert's noise-free labels)
+    action_labels: str = "action"  # "action" (executed) | "commanded" (before the safety filter) | "expert_action" (a noisy expert's noise-free labels)
     mean_action_weight: float = 0.0  # compact VLA: weight of an MSE between the expected action (under the bin
     # distribution) and the demonstrated one: an ordinal signal that punishes a chunk shrunk toward zero; 0 = off
     label_sigma_bins: float = 0.0  # compact VLA: train on a Gaussian over neighbouring bins (this std, in bins); 0 = one-hot
@@ -281,6 +282,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
         keypoint_level=m.keypoint_level, action_head=m.action_head, fused_token=m.fused_token,
         patch_tokens=m.patch_tokens, trunk=m.trunk, aux_features=m.aux_features,
+        trunk_keypoints=m.trunk_keypoints,
         max_instruction_len=m.max_instruction_len,
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,

@@ -198,3 +198,18 @@ def test_aux_features_feed_the_actions_with_the_gradient_stopped(images, trunk):
         tiny_compact(aux_features=True)  # no aux head
     with pytest.raises(ValueError, match="aux_features"):
         tiny_compact(aux_dim=10, aux_features=True, fused_token=False)  # the transformer reads them via the fused token
+
+
+def test_mlp_trunk_without_keypoints_reads_state_and_aux_predictions(images):
+    """trunk_keypoints=false: the mlp trunk sees [state, aux predictions, instruction] only (a perception head and a
+    controller); the image still reaches the actions, through the aux head."""
+    policy = tiny_compact(trunk="mlp", patch_tokens=False, fused_token=False, keypoint_level=0, aux_dim=10,
+                          aux_features=True, trunk_keypoints=False)
+    assert policy.mlp_trunk[0].in_features == 10 + policy.config.d_model
+    with torch.no_grad():
+        policy.head.weight.mul_(50.0)
+        policy.aux_head[-1].weight.mul_(50.0)
+    other = np.random.default_rng(3).integers(0, 256, images.shape, dtype=np.uint8)
+    assert not torch.equal(policy.act(images, INSTRUCTION), policy.act(other, INSTRUCTION))
+    with pytest.raises(ValueError, match="trunk_keypoints"):
+        tiny_compact(trunk_keypoints=False)
