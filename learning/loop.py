@@ -7,7 +7,7 @@
                     (d) the robot process runs N evaluation episodes with it (policy runtime + safety filter)
                     (e) it ships the rollouts back over the link, labelled by the simulator's success flag
                     (f) record: real success with its 95% CI, imagined success, world-model alignment on the
-                        fresh rollouts *before* refinement, wall time per phase
+                        fresh rollouts *before* refinement (overall, per real class, balanced), wall time per phase
 
 The robot side is its own process (`wvl robot deploy`), exactly as on a rig: on the simulated robot `wvl loop`
 starts it; on a real rig (`robot=external`) the loop runs the learner side only and waits for the robot's
@@ -447,8 +447,10 @@ def judge_world_model(c: dict[str, Any], policy, wm: Path, rollouts: EpisodeStor
         real = rollouts.frames(sel[j])
         side_by_side(real, videos[j], out / "videos" / f"episode-{sel[j]:04d}-real_{rollouts.row(sel[j])['outcome']}"
                      f"-imagined_{'success' if per_start[j] else 'failure'}.mp4", fps=rollouts.row(sel[j])["fps"])
+    # alignment per real class (success / near_success / failure) and its balanced accuracy: a policy that never
+    # succeeds gives rollouts whose alignment only measures false positives, and "alignment" says so in its note
     return {"imagined_success": rate, "reward_alignment": metrics.get("reward_alignment"),
-            "visual_alignment": metrics.get("visual_alignment"), "judged_episodes": n,
+            "visual_alignment": metrics.get("visual_alignment"), "alignment": metrics["alignment"], "judged_episodes": n,
             "imagined_vs_real_agreement": float(np.mean([per_start[j] == (rollouts.row(sel[j])["outcome"] == "success") for j in range(n)]))}
 
 

@@ -6,6 +6,11 @@ report.json schema::
     {"iterations": [{"iteration": k, "policy_version": str, "success_rate": float, "episodes": n, "successes": s,
                      "ci95": [lo, hi], "imagined_success": float | null, "grpo_imagined_success": float | null,
                      "reward_alignment": float | null, "visual_alignment": float | null,
+                     "alignment": {"episodes": n, "counts": {class: n}, "real_successes": s, "note": str | null,
+                                   "reward": {"overall": float | null, "balanced_accuracy": float | null,
+                                              "per_class": {"success" | "near_success" | "failure" [| "unlabeled"]:
+                                                            {"n": n, "aligned": int | null, "alignment": float | null}}},
+                                   "visual": {...}},   # learning.eval.alignment; null alignment with n = 0: no episode
                      "seconds": {"refine_wm": s, "grpo": s, "export": s, "deploy_eval": s, "wm_eval": s}, ...}],
      "config": {...}, "comparisons": [{"iteration": k, "vs": 0, "difference": d, "ci95": [lo, hi]}],
      "started": iso, "finished": iso | null}
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from learning.data.video import encode_video
+from learning.eval.alignment import CLASS_SHORT, LABELLED, format_class_cell
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,24 @@ class LoopReport:
 
     COLUMNS = ["iter", "policy", "real success [95% CI]", "n", "imagined", "GRPO imag.", "reward al.", "visual al.", "s"]
 
+    CLASS_COLUMNS = ["iter", "judged", "reward al. S", "reward al. NS", "reward al. F", "reward bal. acc.",
+                     "visual al. S", "visual al. NS", "visual al. F", "visual bal. acc."]
+
+    def class_rows(self) -> list[list[str]]:
+        """Alignment per real class of the judged rollouts (n/a (n=0) where there is none) and balanced accuracy."""
+        rows = []
+        for r in self.iterations:
+            al = r.get("alignment")
+            if not al:
+                continue
+            judged = " / ".join(f"{CLASS_SHORT[c]} {n}" for c, n in al["counts"].items())
+            cells = [str(r["iteration"]), judged]
+            for judge in ("reward", "visual"):
+                cells += [format_class_cell(al[judge]["per_class"][c]) for c in LABELLED]
+                cells.append(_fmt(al[judge]["balanced_accuracy"]) if al[judge]["balanced_accuracy"] is not None else "n/a")
+            rows.append(cells)
+        return rows
+
     def write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / ".report.json.tmp"
@@ -92,7 +116,17 @@ class LoopReport:
                   "(run through the ONNX policy runtime and the safety filter); *imagined success* = the same policy (greedy) "
                   "from the same first frames inside the world model used for that iteration; *GRPO imag.* = mean "
                   "imagined success of the sampled rollouts in the last GRPO step; *reward/visual al.* = that world "
-                  "model replaying the real rollouts' actions, before it is refined on them; *s* = wall seconds of the iteration."]
+                  "model replaying the real rollouts' actions, before it is refined on them (over all judged rollouts); "
+                  "*s* = wall seconds of the iteration."]
+        class_rows = self.class_rows()
+        if class_rows:
+            lines += ["", "World-model alignment per real class of the judged rollouts (S = success, NS = near-success, "
+                      "F = failure; n/a (n=0) = no rollout of that class; balanced accuracy = mean over the classes present):", ""]
+            lines += ["| " + " | ".join(self.CLASS_COLUMNS) + " |", "|" + "---|" * len(self.CLASS_COLUMNS)]
+            lines += ["| " + " | ".join(r) + " |" for r in class_rows]
+            no_success = [r for r in self.iterations if (r.get("alignment") or {}).get("note")]
+            if no_success:
+                lines += [""] + [f"- iteration {r['iteration']}: {r['alignment']['note']}." for r in no_success]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         per_phase = [(r["iteration"], r.get("seconds", {})) for r in self.iterations]

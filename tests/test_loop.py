@@ -36,11 +36,18 @@ def test_quick_loop_runs_end_to_end_and_reports_what_happened(tmp_path):
         assert read_artifact(out / "artifacts" / it["policy_version"]).policy_version == it["policy_version"]
         assert set(it["seconds"]) >= {"export", "deploy_eval", "wm_eval"}
         assert it["reward_alignment"] is not None and 0.0 <= it["imagined_success"] <= 1.0
+        al = it["alignment"]  # per real class of the judged rollouts; an empty class is null with n = 0
+        assert sum(al["counts"].values()) == it["judged_episodes"] and al["real_successes"] <= it["successes"]
+        if it["judged_episodes"] == it["episodes"]:
+            assert al["real_successes"] == it["successes"]
+        assert all((s["n"] == 0) == (s["alignment"] is None) for s in al["reward"]["per_class"].values())
+        assert (al["note"] is None) == (al["real_successes"] > 0)
     assert set(its[1]["seconds"]) >= {"refine_wm", "grpo"} and its[1]["grpo_imagined_success"] is not None
     # the robot really ran each version through its runtime, swapped between episodes
     robot_log = (out / "robot" / "robot.log").read_text()
     assert "policy loop-0 -> 3 evaluation episodes" in robot_log and "policy loop-1 -> 3 evaluation episodes" in robot_log
     assert (out / "report.md").exists() and (out / "success.png").exists()
+    assert "reward al. S | reward al. NS | reward al. F | reward bal. acc." in (out / "report.md").read_text()
     assert list((out / "iter-1" / "videos").glob("*.mp4"))
     # the learner only accepted the robot's CURVE key (keys made for this run)
     assert (out / "keys" / "robot-1.key").exists() and (out / "keys" / "learner.key_secret").exists()

@@ -14,8 +14,10 @@ windows are), and we compare with reality:
 - PSNR / SSIM of generated frames 1..T-1 against the real ones (mean over frames, then over episodes);
 
 overall and per real outcome (success / near_success / failure), with episode counts, plus side-by-side
-``real | generated`` MP4s. A model without a reward head (ablation) has ``reward_alignment = null``: its outcome
-is judged from its frames only (visual alignment).
+``real | generated`` MP4s. Both alignments are also given per real class with their balanced accuracy
+(``alignment``, from `learning.eval.alignment.alignment_by_class`: a class with no episode is null with n = 0,
+and a set with no real success says that its alignment only measures false positives). A model without a reward
+head (ablation) has ``reward_alignment = null``: its outcome is judged from its frames only (visual alignment).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
 from learning.data.video import encode_video
+from learning.eval.alignment import CLASS_SHORT, LABELLED, alignment_by_class, format_class_cell
 from learning.eval.success_classifier import SuccessClassifier, real_frames, train_success_classifier
 from learning.eval.video_metrics import psnr, ssim
 from learning.world_model.env import WorldModelEnv
@@ -52,13 +55,13 @@ def replay_actions(actions: np.ndarray, n_chunks: int, K: int) -> np.ndarray:
     return out.reshape(n_chunks, K, -1)
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frame quality and the classifier's accuracy on the real frames (alignment: `alignment_by_class`)."""
     def mean(key: str) -> float | None:
         vals = [r[key] for r in rows if r[key] is not None]
         return float(np.mean(vals)) if vals else None
 
-    return {"episodes": len(rows), "reward_alignment": mean("reward_aligned"), "visual_alignment": mean("visual_aligned"),
-            "psnr": mean("psnr"), "ssim": mean("ssim"), "classifier_real_accuracy": mean("classifier_real_correct")}
+    return {"episodes": len(rows), "psnr": mean("psnr"), "ssim": mean("ssim"), "classifier_real_accuracy": mean("classifier_real_correct")}
 
 
 def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeStore | str | Path,
@@ -133,9 +136,18 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                     side = np.concatenate([frames_real[1:], g], 2)  # (T-1, H, 2W, 3): real | generated
                     encode_video(side, video_dir / f"episode{ei:04d}_{meta['outcome']}.mp4", fps=float(meta.get("fps") or 10.0))
             bar.update(job, advance=len(ids), status=f"reward alignment {np.mean([r['reward_aligned'] or 0 for r in rows]):.2f}")
+    al = alignment_by_class(rows)
+    if al["note"]:
+        log.warning("world-model evaluation: %s", al["note"])
+    present = sorted({r["outcome"] for r in rows})
     result: dict[str, Any] = {
-        **_summary(rows),
-        "per_outcome": {o: _summary([r for r in rows if r["outcome"] == o]) for o in sorted({r["outcome"] for r in rows})},
+        **_quality(rows),
+        "reward_alignment": al["reward"]["overall"], "visual_alignment": al["visual"]["overall"],
+        "reward_balanced_accuracy": al["reward"]["balanced_accuracy"], "visual_balanced_accuracy": al["visual"]["balanced_accuracy"],
+        "alignment": al,
+        "per_outcome": {o: {**_quality([r for r in rows if r["outcome"] == o]),
+                            "reward_alignment": al["reward"]["per_class"][o]["alignment"],
+                            "visual_alignment": al["visual"]["per_class"][o]["alignment"]} for o in present},
         "counts": {o: sum(r["outcome"] == o for r in rows) for o in sorted({r["outcome"] for r in rows})},
         "store": str(store.root), "num_inference_steps": num_inference_steps, "reward_from": reward_from, "reward_threshold": reward_threshold,
         "classifier_threshold": clf_th,
@@ -179,9 +191,29 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    rows = [("all", result["episodes"], f(result["reward_alignment"]), f(result["visual_alignment"]), f(result["psnr"]), f(result["ssim"]))]
-    rows += [(o, s["episodes"], f(s["reward_alignment"]), f(s["visual_alignment"]), f(s["psnr"]), f(s["ssim"])) for o, s in result["per_outcome"].items()]
     print_table(f"world model {c['checkpoint']} on {c['store']} -> {out / 'wm_eval.json'}",
-                ["outcome", "episodes", "reward alignment", "visual alignment", "PSNR dB", "SSIM"], rows)
+                ["outcome", "episodes", "reward alignment", "visual alignment", "PSNR dB", "SSIM"], wm_eval_table_rows(result))
     print(f"classifier accuracy on the real held-out episodes: {f(result['classifier_real_accuracy'])}")
+    if result["alignment"]["note"]:
+        print(f"note: {result['alignment']['note']}")
     return 0
+
+
+def wm_eval_table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The console table of ``wvl eval-wm``: all episodes, each real class (n/a where it has no episode), the
+    balanced accuracy (mean over the classes present)."""
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    al = result["alignment"]
+    rows = [("all", str(result["episodes"]), pct(al["reward"]["overall"]), pct(al["visual"]["overall"]), f(result["psnr"]), f(result["ssim"]))]
+    for o in al["reward"]["per_class"]:
+        q = result["per_outcome"].get(o, {})
+        rows.append((o, str(al["counts"][o]), format_class_cell(al["reward"]["per_class"][o]), format_class_cell(al["visual"]["per_class"][o]),
+                     f(q.get("psnr")), f(q.get("ssim"))))
+    present = "/".join(CLASS_SHORT[o] for o in LABELLED if al["counts"][o]) or "none"
+    rows.append((f"balanced accuracy ({present})", "", pct(al["reward"]["balanced_accuracy"]), pct(al["visual"]["balanced_accuracy"]), "", ""))
+    return rows

@@ -101,6 +101,11 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     assert res["counts"] == {"failure": 2, "near_success": 2, "success": 2} and res["episodes"] == 6
     assert 0.0 <= res["reward_alignment"] <= 1.0 and 0.0 <= res["ssim"] <= 1.0 and res["psnr"] > 0
     assert set(res["per_outcome"]) == {"success", "near_success", "failure"}
+    al = res["alignment"]  # per real class, from learning.eval.alignment (its own tests: tests/test_alignment.py)
+    assert al["counts"] == res["counts"] and al["real_successes"] == 2 and al["note"] is None
+    assert res["reward_balanced_accuracy"] == al["reward"]["balanced_accuracy"] and al["reward"]["overall"] == res["reward_alignment"]
+    for o in ("success", "near_success", "failure"):
+        assert res["per_outcome"][o]["reward_alignment"] == al["reward"]["per_class"][o]["alignment"]
     assert len(list((out / "videos").glob("*.mp4"))) == 2
     assert (out / "classifier" / "config.json").exists()
     # the reward decision is the env's done rule on the head's probabilities
@@ -115,6 +120,7 @@ def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
     clf = train_success_classifier([sans], steps=5)
     res = evaluate_world_model(tmp_path / "nohead", sans, [0, 1, 2], classifier=clf)
     assert res["reward_alignment"] is None and res["reward_head"] is False
+    assert res["reward_balanced_accuracy"] is None and all(v["alignment"] is None for v in res["alignment"]["reward"]["per_class"].values())
     assert 0.0 <= res["visual_alignment"] <= 1.0 and res["episodes"] == 3
 
 
