@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from learning.rl.grpo_math import approx_kl, clipped_token_loss, group_advantages
+from learning.rl.grpo_math import LOSS_NORMS, approx_kl, clipped_token_loss, group_advantages, trajectory_token_weights
 
 
 def test_group_advantages_on_a_hand_computed_group():
@@ -43,3 +43,30 @@ def test_approx_kl_is_non_negative_and_zero_at_equality():
     a = torch.randn(100)
     assert torch.all(approx_kl(a, a) == 0)
     assert torch.all(approx_kl(a + torch.randn(100), a) >= 0)
+
+
+def test_the_three_loss_normalisations_on_a_short_success_and_a_long_failure():
+    """Two trajectories at ratio 1 (per-token loss -A): a success of 1 token (A = +1) and a failure of 3 (A = -1),
+    T_max = 3. Per-token losses: [-1 | +1, +1, +1].
+    token:      (-1 + 3) / 4               = 0.5    d/dlogp = [-1/4 | 1/4, 1/4, 1/4]  (the failure out-votes)
+    trajectory: (-1/1 + 3/3) / 2            = 0      d/dlogp = [-1/2 | 1/6, 1/6, 1/6]  (each rollout weighs the same)
+    constant:   (-1/3 + 3/3) / 2            = 1/3    d/dlogp = [-1/6 | 1/6, 1/6, 1/6]  (every token weighs the same)
+    """
+    traj = torch.tensor([0, 1, 1, 1])  # 4 decisions of 1 token each
+    lengths = torch.tensor([1, 3])
+    adv = torch.tensor([1.0, -1.0, -1.0, -1.0])
+    mask = torch.ones(4, 1)
+    expected = {"token": (0.5, [-1 / 4, 1 / 4, 1 / 4, 1 / 4]),
+                "trajectory": (0.0, [-1 / 2, 1 / 6, 1 / 6, 1 / 6]),
+                "constant": (1 / 3, [-1 / 6, 1 / 6, 1 / 6, 1 / 6])}
+    assert set(LOSS_NORMS) == set(expected)
+    for norm, (value, grad) in expected.items():
+        weights = trajectory_token_weights(LOSS_NORMS[norm](lengths, max_tokens=3))[traj][:, None]  # (4, 1)
+        logp = torch.log(torch.full((4, 1), 0.5)).requires_grad_(True)
+        loss, _ = clipped_token_loss(logp, logp.detach(), adv, mask, weights=weights)
+        loss.backward()
+        assert math.isclose(loss.item(), value, abs_tol=1e-6), norm
+        torch.testing.assert_close(logp.grad[:, 0], torch.tensor(grad), atol=1e-6, rtol=0, msg=norm)
+    # the token normalisation is the default token mean
+    default, _ = clipped_token_loss(torch.zeros(4, 1), torch.zeros(4, 1), adv, mask)
+    assert math.isclose(default.item(), 0.5, abs_tol=1e-6)
