@@ -11,11 +11,17 @@ One GRPO step, top to bottom (SimpleVLA-RL's recipe on World-VLA-Loop's imagined
 3. trajectory reward R = 1 if it succeeded, else 0; advantages are group-relative,
    A = (R - mean_group R) / std_group R; groups whose members all agree carry no signal and are dropped;
 4. every decision (chunk) of a trajectory gets its trajectory's advantage; minimise the PPO-clip loss on the
-   tokens (asymmetric clip 0.2 / 0.28), optionally + ``kl_coef`` * KL(policy || SFT policy) (0 by default);
-   ``epochs`` passes over the batch in minibatches.
+   tokens (asymmetric clip 0.2 / 0.28), optionally + ``kl_coef`` * KL(policy || SFT policy) (0 by default),
+   normalised as ``loss_norm`` says (default ``trajectory``: each rollout weighs the same, whatever its length;
+   learning/rl/grpo_math.py); ``epochs`` passes over the batch in about-equal minibatches of at most
+   ``minibatch`` decisions (a batch smaller than that is one minibatch, still ``epochs`` optimizer steps).
 
 Logged per step: imagined success, informative-group fraction, loss, clip fraction, approx KL, entropy,
-advantage statistics, seconds spent imagining vs updating.
+advantage statistics, optimizer steps, seconds spent imagining vs updating, and how far the *greedy* policy (the
+one exported) has moved from the starting policy on a fixed probe set of start frames
+(``probe/greedy_token_change``: share of greedy action tokens that differ; ``probe/greedy_action_delta``: mean
+|a - a_start| of the greedy chunk) - GRPO shapes the sampling distribution at ``temperature``, and nothing else
+says whether its argmax moved.
 
 On several ranks (torchrun, learning/distributed.py) the same step is computed, not an approximation of it: each
 rank imagines ``starts_per_step / world_size`` whole groups (a group is never split, so its statistics are
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 
 from learning.distributed import Dist, current, distributed_session, wrap_policy
-from learning.rl.grpo_math import clipped_token_loss, group_advantages, kl_to_reference
+from learning.rl.grpo_math import LOSS_NORMS, clipped_token_loss, group_advantages, kl_to_reference, trajectory_token_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +64,13 @@ class GRPOConfig:
     clip_high: float = 0.28
     kl_coef: float = 0.0  # optional KL to the SFT policy
     epochs: int = 1  # passes over each batch of rollouts
-    minibatch: int = 64  # decisions per gradient step
+    minibatch: int = 64  # at most this many decisions per gradient step (the batch is split into about-equal parts)
+    # token | trajectory | constant (learning/rl/grpo_math.py LOSS_NORMS). trajectory: a success stops early and
+    # plays few tokens, a failure plays every chunk; a token mean lets the failures' length out-vote the success.
+    loss_norm: str = "trajectory"
     max_grad_norm: float = 1.0
     num_inference_steps: int = 2  # world-model denoising steps per imagined chunk (few-step Euler)
+    probe_starts: int = 32  # start frames on which the greedy policy's drift is measured every step (0 = none)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +87,10 @@ class GRPOConfig:
             raise ValueError(f"grpo.clip_low/clip_high: need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}/{self.clip_high}")
         if self.lr <= 0 or self.kl_coef < 0:
             raise ValueError(f"grpo.lr must be > 0 and grpo.kl_coef >= 0, got {self.lr}/{self.kl_coef}")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ValueError(f"grpo.loss_norm: {self.loss_norm!r} is not one of {sorted(LOSS_NORMS)}")
+        if self.probe_starts < 0:
+            raise ValueError(f"grpo.probe_starts: must be >= 0, got {self.probe_starts}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GRPOConfig":
@@ -215,44 +229,66 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
     kept = dist.all_sum(kept) > 0
     sel = np.flatnonzero(kept)  # kept decisions, numbered as in the 1-process run
     if len(sel) == 0:  # every group agreed: nothing to learn from this batch
-        stats.update(loss=0.0, clip_fraction=0.0, approx_kl=0.0, entropy=float("nan"), updated=0.0, adv_abs_mean=0.0)
+        stats.update(loss=0.0, clip_fraction=0.0, approx_kl=0.0, entropy=float("nan"), updated=0.0, adv_abs_mean=0.0,
+                     optimizer_steps=0.0)
         return stats
     local_of = np.full(n_global, -1)
     local_of[pos] = np.arange(len(pos))  # global decision -> this rank's row (-1: another rank's)
+
+    # The weight of every token in the batch's loss L = 1/n * sum_i 1/D_i * sum_{t in traj i} l_t over the n kept
+    # trajectories (grpo_math LOSS_NORMS: D_i per cfg.loss_norm). Trajectories are whole on a rank, but the token
+    # mean's D_i is a mean over all of them: the kept lengths of every rank are gathered.
+    n_tokens = ro.tokens.shape[1]  # L = K * D tokens per decision
+    keep_traj = informative.repeat_interleave(cfg.group_size).numpy()  # (n_traj,)
+    lengths = np.bincount(ro.traj, minlength=len(ro.success))[keep_traj] * n_tokens  # (n_kept,) T_i, tokens played
+    all_lengths, counts = dist.all_gather_rows(lengths[:, None])  # (n_kept_global, 1)
+    divisors = LOSS_NORMS[cfg.loss_norm](torch.as_tensor(all_lengths[:, 0]), cfg.horizon_chunks * n_tokens)
+    mine = int(counts[:dist.rank].sum())
+    traj_weight = torch.zeros(len(ro.success))
+    traj_weight[torch.as_tensor(keep_traj)] = trajectory_token_weights(divisors)[mine:mine + len(lengths)].float()
+    token_weight = traj_weight[torch.as_tensor(ro.traj)]  # (N,) weight of each token of a decision in the batch's loss
+
     policy.train()
     totals = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0, "kl_ref": 0.0}
     n_mb = 0
     for _ in range(cfg.epochs):
         order = rng.permutation(sel)
-        for start in range(0, len(order), cfg.minibatch):
-            mb_global = order[start:start + cfg.minibatch]
+        # about-equal minibatches of at most cfg.minibatch decisions: 70 decisions with minibatch 64 are 35 + 35, not
+        # 64 + a 6-decision step; fewer than cfg.minibatch are one minibatch (and still cfg.epochs steps).
+        for mb_global in np.array_split(order, math.ceil(len(order) / cfg.minibatch)):
             mb = local_of[mb_global]
             mb = mb[mb >= 0]  # the decisions of this minibatch that this rank holds
             # A rank holding none still runs the (sharded) network on one row, weighted 0: every rank takes part in
             # every all-gather and gradient reduction.
             w = dist.share(len(mb), len(mb_global))
-            if len(mb) == 0:
+            holds = len(mb) > 0
+            if not holds:
                 mb = np.zeros(1, np.int64)
             images = ro.images[mb]
             tokens = ro.tokens[mb]
             st = None if ro.states is None else ro.states[mb]
             new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)  # (b, L)
             mask = torch.ones_like(new_logp)
+            # The minibatch's loss estimates the whole batch's: its tokens' weights x (kept decisions / minibatch size)
+            # (for the token mean: the minibatch's token mean). Each rank sums the tokens it holds.
+            scale = len(sel) / len(mb_global) if holds else 0.0
+            weights = (token_weight[mb] * scale)[:, None].to(new_logp.device) * mask  # (b, L)
             loss, s = clipped_token_loss(new_logp, ro.old_logp[mb].to(new_logp.device), adv[mb].to(new_logp.device), mask,
-                                         cfg.clip_low, cfg.clip_high)
+                                         cfg.clip_low, cfg.clip_high, weights)
             if cfg.kl_coef > 0 and ref_policy is not None:
                 with torch.no_grad():
                     ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)
-                kl = kl_to_reference(new_logp, ref_logp).mean()
+                kl = (kl_to_reference(new_logp, ref_logp) * weights).sum()  # the same normalisation as the PG term
                 loss = loss + cfg.kl_coef * kl
-                totals["kl_ref"] += float(kl) * w
+                totals["kl_ref"] += float(kl) * dist.world_size
             optimizer.zero_grad(set_to_none=True)
-            (loss * w if dist.world_size > 1 else loss).backward()  # rank-averaged gradient = the minibatch mean's
+            # the ranks' partial sums add up to the minibatch's loss; gradients are rank-averaged, hence x world_size
+            (loss * dist.world_size if dist.world_size > 1 else loss).backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
                 ent = policy.entropy(images, instruction, temperature=cfg.temperature, states=st).mean()
-            totals["loss"] += float(loss.detach()) * w
+            totals["loss"] += float(loss.detach()) * dist.world_size  # (the sums below are divided by world_size)
             totals["clip_fraction"] += float(s["clip_fraction"]) * w
             totals["approx_kl"] += float(s["approx_kl"]) * w
             totals["entropy"] += float(ent) * w
@@ -261,8 +297,41 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
     summed = dist.all_sum([totals[k] for k in totals]) / dist.world_size  # w sums to world_size per minibatch
     stats.update({k: float(v) / n_mb for k, v in zip(totals, summed)})
     stats["updated"] = 1.0
+    stats["optimizer_steps"] = float(n_mb)
     stats["adv_abs_mean"] = float(tot[6] / tot[7])
     return stats
+
+
+@dataclass
+class GreedyProbe:
+    """A fixed probe set of start frames (+ robot states) and the starting policy's greedy chunk on each, taken once
+    before GRPO; ``drift`` says how far the current greedy policy (the one exported and deployed) has moved from it.
+    Only the starting policy's outputs are kept, not a second model."""
+
+    frames: np.ndarray  # (P, H, W, 3) uint8
+    states: np.ndarray | None  # (P, S) for a state-input policy
+    tokens: torch.Tensor  # (P, N) the starting policy's greedy tokens (CPU)
+    chunks: torch.Tensor  # (P, K, D) ... and their actions, in [-1, 1]
+
+    @classmethod
+    @torch.no_grad()
+    def take(cls, policy, frames: np.ndarray, instruction: str, states: np.ndarray | None = None) -> "GreedyProbe":
+        chunks, tokens, _ = policy.sample(frames, instruction, temperature=0.0, states=states)  # greedy: draws nothing
+        return cls(frames, states, tokens.cpu(), chunks.cpu())
+
+    @torch.no_grad()
+    def drift(self, policy, instruction: str) -> dict[str, float]:
+        """-> probe/greedy_token_change: share of the probe's greedy action tokens that differ from the starting
+        policy's; probe/greedy_action_delta: mean |a - a_start| over the probe's greedy chunks (action units)."""
+        chunks, tokens, _ = policy.sample(self.frames, instruction, temperature=0.0, states=self.states)
+        return {"probe/greedy_token_change": float((tokens.cpu() != self.tokens).float().mean()),
+                "probe/greedy_action_delta": float((chunks.cpu() - self.chunks).abs().mean())}
+
+
+def probe_indices(n_starts: int, n_probe: int) -> np.ndarray:
+    """Up to ``n_probe`` start indices spread evenly over ``n_starts`` (drawn without the run's generator, so the
+    probe does not change the run's start frames or samples)."""
+    return np.unique(np.linspace(0, n_starts - 1, min(n_probe, n_starts)).round().astype(np.int64))
 
 
 @dataclass
@@ -297,6 +366,11 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
         wrap_policy(dist, ref_policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     policy.eval()
+    probe = None
+    if cfg.probe_starts > 0:  # after wrapping: the same (e.g. bf16) forward as every later measurement; every rank
+        idx = probe_indices(len(start_frames), cfg.probe_starts)  # measures the same probe set, in lockstep
+        probe = GreedyProbe.take(policy, start_frames[idx], instruction,
+                                 None if start_states is None else np.asarray(start_states)[idx])
     history = []
     log_path = out / "grpo_log.jsonl"
     with open(log_path, "w") if dist.is_main else open(os.devnull, "w") as logf:  # rank 0 writes
@@ -308,12 +382,17 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
             t1 = time.perf_counter()
             stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng, dist)
             stats.update(step=step, imagine_s=t1 - t0, update_s=time.perf_counter() - t1)
+            if probe is not None:
+                stats.update(probe.drift(policy, instruction))
             history.append(stats)
             logf.write(json.dumps(stats) + "\n")
             logf.flush()
-            log.info("grpo step %d: imagined success %.2f, informative %.2f, clip %.3f, kl %.4f, entropy %.3f",
+            log.info("grpo step %d: imagined success %.2f, informative %.2f, clip %.3f, kl %.4f, entropy %.3f, "
+                     "greedy tokens changed %.3f (|da| %.4f)",
                      step, stats["imagined_success"], stats["informative_groups"], stats["clip_fraction"], stats["approx_kl"],
-                     stats["entropy"] if not math.isnan(stats["entropy"]) else float("nan"))
+                     stats["entropy"] if not math.isnan(stats["entropy"]) else float("nan"),
+                     stats.get("probe/greedy_token_change", float("nan")),
+                     stats.get("probe/greedy_action_delta", float("nan")))
             if on_step:
                 on_step(step, stats)
     folder = out / "policy"
@@ -363,8 +442,10 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
     res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states, reckoner=reckoner)
     if not dist.is_main:
         return 0
-    keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy"]
-    print_table(f"GRPO in imagination ({len(start_frames)} start frames)", keys,
-                [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
+    keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy",
+            "probe/greedy_token_change", "probe/greedy_action_delta"]
+    keys = [k for k in keys if all(k in h for h in res.history)]  # (no probe columns with grpo.probe_starts=0)
+    print_table(f"GRPO in imagination ({len(start_frames)} start frames; probe: the greedy policy vs the starting one)",
+                keys, [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
     print(f"policy: {res.policy_folder}")
     return 0
