@@ -100,3 +100,99 @@ def test_imagination_gives_a_state_policy_its_dead_reckoned_state():
     ro.success[:] = [1, 0, 0, 1]  # informative groups, so the update really runs on the stored states
     stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-4), ro, instr, cfg)
     assert stats["updated"] == 1.0 and np.isfinite(stats["loss"])
+
+
+@pytest.mark.parametrize("success, moves", [([1, 0, 0, 0], True), ([0, 0, 0, 0], False)])
+def test_the_probe_sees_the_greedy_policy_move_only_when_an_advantage_moved_it(success, moves):
+    from learning.rl.grpo import GreedyProbe
+
+    policy = tiny_compact()
+    ro, instr = _rollouts(policy, success)
+    probe = GreedyProbe.take(policy, np.random.default_rng(1).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8), instr)
+    assert probe.drift(policy, instr) == {"probe/greedy_token_change": 0.0, "probe/greedy_action_delta": 0.0}
+    cfg = GRPOConfig(group_size=4, lr=1e-2, epochs=4, minibatch=4)
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0), ro, instr, cfg)
+    drift = probe.drift(policy, instr)
+    if moves:  # a non-zero advantage and a large learning rate: the argmax of some probe tokens changed
+        assert stats["updated"] == 1.0
+        assert drift["probe/greedy_token_change"] > 0 and drift["probe/greedy_action_delta"] > 0
+    else:  # all advantages 0: no step, the greedy policy is the starting one
+        assert stats["updated"] == 0.0
+        assert drift == {"probe/greedy_token_change": 0.0, "probe/greedy_action_delta": 0.0}
+
+
+def test_a_batch_smaller_than_a_minibatch_is_one_minibatch_every_epoch_and_minibatches_are_about_equal():
+    policy = tiny_compact()
+    sizes = []
+    token_log_probs = policy.token_log_probs
+
+    def recording(images, *a, **kw):
+        sizes.append(len(images))
+        return token_log_probs(images, *a, **kw)
+
+    policy.token_log_probs = recording
+    ro, instr = _rollouts(policy, [1, 0, 0, 0])
+    sizes.clear()
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-4), ro, instr,
+                        GRPOConfig(group_size=4, minibatch=64, epochs=3))
+    assert sizes == [4, 4, 4] and stats["optimizer_steps"] == 3.0  # 4 decisions < 64: the whole batch, 3 times
+    ro, instr = _rollouts(policy, [1, 0, 0, 0, 1])
+    sizes.clear()
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-4), ro, instr,
+                        GRPOConfig(group_size=5, minibatch=4, epochs=1))
+    assert sizes == [3, 2] and stats["optimizer_steps"] == 2.0  # 5 decisions, at most 4 per step: 3 + 2, not 4 + 1
+
+
+def test_loss_norm_config_and_the_trajectory_default():
+    assert GRPOConfig().loss_norm == "trajectory"
+    for norm in ("token", "trajectory", "constant"):
+        assert GRPOConfig(loss_norm=norm).loss_norm == norm
+    with pytest.raises(ValueError, match=r"grpo.loss_norm: 'sequence' is not one of \['constant', 'token', 'trajectory'\]"):
+        GRPOConfig.from_dict({"loss_norm": "sequence"})
+    with pytest.raises(ValueError, match="grpo.probe_starts"):
+        GRPOConfig(probe_starts=-1)
+
+
+def test_token_norm_is_the_token_mean_and_trajectory_norm_weighs_each_rollout_equally():
+    """One group: a success of 1 decision and three failures of 2 decisions each (at ratio 1 the loss is
+    -sum_t w_t A_t). token mean: the failures' 6 decisions out-weigh the success's 1; trajectory: each of the 4
+    rollouts weighs 1/4, and the advantages of a group sum to 0, so the loss is 0."""
+    policy = tiny_compact()
+    ro, instr = _rollouts(policy, [1, 0, 0, 0, 0, 0, 0])
+    ro.traj = np.array([0, 1, 2, 3, 1, 2, 3])  # chunk 1: all four trajectories; chunk 2: the three failures
+    ro.success = np.array([1, 0, 0, 0], np.float32)
+    ro.chunks_played = np.array([1, 2, 2, 2])
+    a_s, a_f = 3 / np.sqrt(3), -1 / np.sqrt(3)  # group advantages of [1, 0, 0, 0] (population std sqrt(3)/4)
+    losses = {}
+    for norm in ("token", "trajectory"):
+        p = tiny_compact()
+        cfg = GRPOConfig(group_size=4, minibatch=64, loss_norm=norm)
+        losses[norm] = grpo_update(p, torch.optim.SGD(p.parameters(), lr=0.0), ro, instr, cfg)["loss"]
+    assert losses["token"] == pytest.approx(-(a_s + 6 * a_f) / 7, abs=1e-5)
+    assert losses["trajectory"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_train_grpo_logs_the_greedy_drift_on_the_probe_set(tmp_path):
+    import json
+
+    from learning.rl.grpo import train_grpo
+    from learning.world_model.env import WorldModelEnv
+    from learning.world_model.model import WorldModel
+    from tests.world_model.conftest import tiny_config
+
+    torch.manual_seed(0)
+    wm = WorldModel.from_wm_config(tiny_config()).eval()
+    policy = tiny_compact(image_size=32, chunk_length=tiny_config().chunk)
+    env = WorldModelEnv(wm, num_inference_steps=1, horizon=2 * tiny_config().chunk, reward_threshold=0.5)
+    starts = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    cfg = GRPOConfig(steps=2, group_size=2, starts_per_step=2, horizon_chunks=2, num_inference_steps=1,
+                     success_threshold=0.5, minibatch=8, lr=1e-2, epochs=2, probe_starts=2)
+    res = train_grpo(policy, env, starts, policy.default_instruction, cfg, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "grpo_log.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row, h in zip(rows, res.history):
+        assert 0.0 <= row["probe/greedy_token_change"] <= 1.0 and row["probe/greedy_action_delta"] >= 0.0
+        assert row["probe/greedy_token_change"] == h["probe/greedy_token_change"]
+    assert [r["updated"] for r in rows] == [1.0, 0.0]  # (seeded) step 0 has an informative group, step 1 none
+    assert rows[0]["probe/greedy_token_change"] > 0  # lr 1e-2 moved the greedy policy ...
+    assert rows[1]["probe/greedy_token_change"] == rows[0]["probe/greedy_token_change"]  # ... a step without update did not
