@@ -4,6 +4,8 @@
     .venv/bin/python bench/sft_probe.py anatomy --policy <sft out>/policy --seed 3000000 --episodes 20 [--execute-steps 8]
     # can the input-level keypoint localiser find the cube? (trains only it, on a SANS store's success demos)
     .venv/bin/python bench/sft_probe.py localiser --store /tmp/exp/d200 [--steps 500] [--all-frames]
+    # does a trained policy use what its aux head knows? (held-out episodes of a store, no simulator)
+    .venv/bin/python bench/sft_probe.py offline --policy <sft out>/policy --store /tmp/exp/d300 [--episodes 60]
 
 anatomy: each episode runs through the same path as `wvl eval-policy` (ONNX runtime, episode runner, safety
 filter); every command sent to the simulated arm is logged with the TCP, cube and goal positions. Reported: where
@@ -14,6 +16,14 @@ localiser: the compact VLA's keypoint_level=0 front end (3x3 colour filter with 
 softmax, 2-layer MLP) regresses where the gripper closes on the cube, from the frame. By default only frames
 before the grasp, where the target is the grasp point; ``--all-frames`` adds the later frames with SFT's target,
 the object's position now (the gripper's, with the cube in the hand). Last line: ``train_xy_err_cm=… val_xy_err_cm=… steps=… seconds=…``.
+
+offline: on episodes of ``--store`` the policy never trained or validated on (its sft_summary.json says which it
+did), in the windows before the gripper first closes: how the greedy first action's x / y follow the demonstrated
+ones (correlation, least-squares slope: 1 = right size, < 1 = shrunk toward zero), the aux head's object-position
+error per axis, and a *controller probe*: a 2-layer MLP with a 256-way head, trained (1500 steps) on the policy's
+own aux estimate of (object - gripper) plus the robot state of the policy's training windows, scored the same way.
+If the probe follows the demonstrations much better than the policy, the policy's perception knows where the cube
+is and its action head does not use it. Last line: ``policy_corr_x=… policy_slope_x=… … probe_corr_x=… …``.
 """
 
 from __future__ import annotations
@@ -138,6 +148,72 @@ def localiser(store_dir: str, steps: int, all_frames: bool) -> None:
     print(f"train_xy_err_cm={rows[-1][1]} val_xy_err_cm={rows[-1][2]} steps={steps} seconds={rows[-1][3]}")
 
 
+def offline(policy_dir: str, store_dir: str, n_episodes: int) -> None:
+    import json
+
+    from learning.data.store import EpisodeStore
+    from learning.policy import load_policy
+    from learning.policy.sft import load_demos
+
+    torch.manual_seed(0)
+    policy = load_policy(policy_dir).eval()
+    store = EpisodeStore(store_dir, create=False)
+    summary = json.loads((Path(policy_dir).parent / "sft_summary.json").read_text())
+    seen = set(summary["train_episodes"]) | set(summary["val_episodes"]) if Path(summary["store"]) == store.root else set()
+    held = [i for i in store.indices(outcomes=("success",)) if i not in seen][:n_episodes]
+    feats = tuple(policy.config.state_features)
+    train, test = load_demos(store, sorted(summary["train_episodes"]), 8, None, feats), load_demos(store, held, 8, None, feats)
+    if not policy.config.aux_dim:
+        raise SystemExit("offline: the policy has no aux head (aux_dim=0); the probe reads its object estimate")
+    aux_mean, aux_std = train.aux.mean(0), train.aux.std(0) + 1e-3  # SFT's normalisation of the aux targets
+
+    @torch.no_grad()
+    def run(d):  # -> greedy chunks (N, K, D), aux estimates in metres (N, AUX_DIM)
+        outs = [policy.logits_and_aux(policy._images(d.images[s:s + 256], policy.image_hw),
+                                      policy.encode_instructions(d.instructions[s:s + 256]),
+                                      policy._states(d.states[s:s + 256] if feats else None, len(d.images[s:s + 256])))
+                for s in range(0, len(d), 256)]
+        greedy = policy.tokens_to_actions(torch.cat([o[0] for o in outs]).argmax(-1)).numpy()
+        return greedy, torch.cat([o[1] for o in outs]).numpy() * aux_std + aux_mean
+
+    greedy, aux = run(test)
+    pre = test.aux[:, 3] > test.aux[:, 3].max() - 0.005  # gripper still open: before the grasp
+    demo = test.chunks[pre, 0, :2]
+
+    def fit(pred):  # per axis: correlation, slope of pred on demo
+        return [(float(np.corrcoef(pred[:, k], demo[:, k])[0, 1]), float(np.polyfit(demo[:, k], pred[:, k], 1)[0])) for k in range(2)]
+
+    pol = fit(greedy[pre, 0, :2])
+    obj_err = 100 * np.abs(aux[:, 4:6] - test.aux[:, 4:6]).mean(0)
+
+    def features(d, a):  # the policy's own estimate of (object - gripper) in the plane, and the robot state
+        return np.c_[a[:, 4:6] - d.aux[:, 0:2], d.states].astype(np.float32)
+
+    xt, xv = features(train, run(train)[1]), features(test, aux)
+    m, sd = xt.mean(0), xt.std(0) + 1e-3
+    xt, xv = torch.as_tensor((xt - m) / sd), torch.as_tensor((xv - m) / sd)
+    yt = policy.actions_to_tokens(train.chunks)[:, :2]  # the first action's x, y tokens
+    probe = nn.Sequential(nn.Linear(xt.shape[1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 2 * 256))
+    opt = torch.optim.AdamW(probe.parameters(), 6e-4)
+    rng = np.random.default_rng(0)
+    for _ in range(1500):
+        b = torch.as_tensor(rng.integers(0, len(xt), 32))
+        loss = nn.functional.cross_entropy(probe(xt[b]).view(-1, 256), yt[b].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        centres = torch.as_tensor(policy.action_tokenizer.centres)
+        prb = fit(centres[probe(xv).view(-1, 2, 256).argmax(-1)].numpy()[pre])
+    rows = [("policy greedy", *(f"{c:.3f} / {s:.3f}" for c, s in pol)), ("controller probe on its aux", *(f"{c:.3f} / {s:.3f}" for c, s in prb))]
+    print_table(f"first action in pre-grasp windows of {len(held)} held-out episodes ({int(pre.sum())} windows): corr / slope",
+                ["", "x", "y"], rows)
+    print(f"aux object position error (cm, x / y): {obj_err[0]:.2f} / {obj_err[1]:.2f}")
+    print(" ".join(f"{who}_{w}_{ax}={v:.3f}" for who, fits in (("policy", pol), ("probe", prb))
+                   for ax, (c, s) in zip("xy", fits) for w, v in (("corr", c), ("slope", s)))
+          + f" aux_obj_err_cm_x={obj_err[0]:.2f} aux_obj_err_cm_y={obj_err[1]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="probe", required=True)
@@ -150,10 +226,16 @@ def main() -> None:
     b.add_argument("--store", required=True)
     b.add_argument("--steps", type=int, default=500)
     b.add_argument("--all-frames", action="store_true")
+    c = sub.add_parser("offline")
+    c.add_argument("--policy", required=True)
+    c.add_argument("--store", required=True)
+    c.add_argument("--episodes", type=int, default=60)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.probe == "anatomy":
         anatomy(args.policy, args.seed, args.episodes, args.execute_steps)
+    elif args.probe == "offline":
+        offline(args.policy, args.store, args.episodes)
     else:
         localiser(args.store, args.steps, args.all_frames)
 
