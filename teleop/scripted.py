@@ -95,10 +95,10 @@ class CompositeDevice(TeleopDevice):
             if hasattr(d, "start_now"):
                 d.start_now()
 
-    def label_now(self) -> None:
+    def label_now(self, success: bool | None = None) -> None:
         for d in (self.motion, *self.others):
             if hasattr(d, "label_now"):
-                d.label_now()
+                d.label_now(success)
 
 
 class ExpertOperator(TeleopDevice):
@@ -128,6 +128,7 @@ class ExpertOperator(TeleopDevice):
         self._step = 0
         self._labelled = False
         self._label_asked = False
+        self._seen_success: bool | None = None
         self._start_asked = False
         self._connected = False
 
@@ -157,12 +158,16 @@ class ExpertOperator(TeleopDevice):
         self.expert.plan(self.sim.privileged())
         self._step, self._labelled, self._label_asked = 0, False, False
 
-    def label_now(self) -> None:
-        """The session asks for a label (the episode ended): press it on the next read."""
+    def label_now(self, success: bool | None = None) -> None:
+        """The session asks for a label (the episode ended): press it on the next read. ``success``: what the
+        episode's end showed (the runner's verdict); the operator labels by it rather than by the flag now, which
+        the runner's closing hold step may already have changed (PickCube's flag needs a static robot and flickers)."""
         self._label_asked = True
+        self._seen_success = success
 
     def _label(self) -> EpisodeEvent:
-        if self.sim.success:
+        seen = self._seen_success if self._label_asked and self._seen_success is not None else self.sim.success
+        if seen:
             return EpisodeEvent.SUCCESS
         return EpisodeEvent.NEAR_SUCCESS if self.perturbation is not None and self.perturbation.kind != "none" else EpisodeEvent.FAILURE
 

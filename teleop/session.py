@@ -100,11 +100,12 @@ class SansSession:
             f"(success:near = {n['success']}:{n['near_success']})"
         )
 
-    def _wait_label(self) -> EpisodeEvent | None:
-        """Poll the device for a label (or rerecord); None after the timeout."""
+    def _wait_label(self, success: bool | None = None) -> EpisodeEvent | None:
+        """Poll the device for a label (or rerecord); None after the timeout. ``success``: the runner's verdict on
+        the episode's end, passed to a simulated operator (a person sees the scene instead)."""
         console.print("[bold yellow]label this episode[/]: success / near_success / failure, or rerecord to discard")
         if hasattr(self.device, "label_now"):
-            self.device.label_now()
+            self.device.label_now(success)
         deadline = time.monotonic() + self.config.label_timeout_s
         while time.monotonic() < deadline and self.device.is_connected:
             ev = self.device.read().event
@@ -171,7 +172,7 @@ class SansSession:
             ev = parse_label(result.event)
             stop_after = result.event == EpisodeEvent.STOP.value or result.end_reason in DEVICE_ENDS
             if ev is None and result.end_reason != "teleop_lost":
-                ev = self._wait_label()
+                ev = self._wait_label(result.success)
             if ev == EpisodeEvent.RERECORD:
                 s.discarded += 1
                 console.print(f"  discarded ({len(ep)} steps); recording it again")

@@ -171,7 +171,7 @@ class KinematicOperator(ScriptedDevice):
         self.arm.reset()
         self._label_asked = False
 
-    def label_now(self):
+    def label_now(self, success=None):
         self._label_asked = True
 
     def read(self):
