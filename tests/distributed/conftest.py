@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,12 +53,3 @@ def assert_close_states(a: dict, b: dict, atol: float, what: str) -> None:
     for k in a:
         diff = (a[k].float() - b[k].float()).abs().max().item() if a[k].numel() else 0.0
         assert diff <= atol, f"{what}[{k}]: max |difference| {diff:.3g} > {atol}"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The build machine's 2 cores are shared: one torch thread in this process (the ranks get OMP_NUM_THREADS=1).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

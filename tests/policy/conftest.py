@@ -40,12 +40,3 @@ def tiny_store(tmp_path) -> EpisodeStore:
     for i, outcome in enumerate(["success", "success", "success", "near_success", "success"]):
         store.append(random_episode(T=12, H=16, W=16, seed=i, outcome=outcome))
     return store
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On the shared 2-core build machines two torch threads spin-wait against each other (10x slower, measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
 
 from learning.world_model.config import WorldModelConfig
 
@@ -19,15 +17,6 @@ def tiny_config(**over) -> WorldModelConfig:
                 text_vocab=64, text_len=8, action_hidden=32, reward_hidden=32)
     base.update(over)
     return WorldModelConfig(**base)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The build machine's 2 cores are shared by every test process: one thread avoids OpenMP barrier stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_overrides(**extra) -> list[str]:
