@@ -123,3 +123,13 @@ def test_noisy_expert_records_its_noise_free_labels(pick):
     assert np.allclose(commanded[first_close:-1], labels[first_close:-1], atol=1e-6)  # the grasp and carry are not
     plain = run_scripted_episode(pick, seed=3, perturbation_kind="none")
     assert "expert_action" not in plain.extras
+
+
+def test_expert_gain_sets_the_pace_of_the_demonstration(pick):
+    """expert_gain: a lower gain reaches the same success in more, smaller steps (and says so in the episode)."""
+    fast = run_scripted_episode(pick, seed=3, perturbation_kind="none")
+    slow = run_scripted_episode(pick, seed=3, perturbation_kind="none", gain=0.3)
+    assert fast.outcome == slow.outcome == "success" and len(slow) > len(fast)
+    assert slow.info["expert_gain"] == 0.3 and "expert_gain" not in fast.info
+    with pytest.raises(ValueError, match="expert_gain"):
+        run_scripted_episode(pick, seed=3, perturbation_kind="none", gain=0.0)

@@ -55,7 +55,12 @@ def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     noise = float(cfg.get("action_noise", 0.0) or 0.0)
     if noise and cfg.sim.kind != "maniskill":
         raise ValueError(f"action_noise: the noisy expert (DART) exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
+    gain = cfg.get("expert_gain")
+    if gain is not None and cfg.sim.kind != "maniskill":
+        raise ValueError(f"expert_gain: the scripted expert's gain exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
     extra = {"action_noise": noise} if noise else {}
+    if gain is not None:
+        extra["gain"] = float(gain)
     with progress() as bar:
         job = bar.add_task(f"collect {cfg.task}", total=total, status="")
         for ep in collect_sans(robot, cfg.success, cfg.near_success, seed=cfg.seed,

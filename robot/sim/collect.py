@@ -17,7 +17,7 @@ import numpy as np
 
 from robot.episode import Episode
 from robot.runner import EpisodeRunner
-from robot.sim.expert import PERTURBATIONS, ExpertSource, sample_perturbation
+from robot.sim.expert import DEFAULT_GAIN, PERTURBATIONS, ExpertSource, sample_perturbation
 from robot.sim.maniskill import SimRobot
 from robot.sim.rollout import run_sim_episode, sim_runner
 
@@ -50,6 +50,7 @@ def run_scripted_episode(
     rng: np.random.Generator | None = None,
     runner: EpisodeRunner | None = None,
     action_noise: float = 0.0,
+    gain: float = DEFAULT_GAIN,
 ) -> Episode | None:
     """One expert episode through the rig's episode runner and safety filter (`robot.sim.rollout`); None for a
     trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done.
@@ -60,7 +61,8 @@ def run_scripted_episode(
     if sim.success:
         return None
     pert = sample_perturbation(perturbation_kind, rng)
-    source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m, action_noise=action_noise, rng=rng)
+    source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m, action_noise=action_noise, rng=rng,
+                          gain=gain)
     runner = runner or sim_runner(robot, source_kind="scripted")
     perturbed = perturbation_kind != "none"
     res = run_sim_episode(runner, robot, source, seed, reset=lambda s: s,  # already reset (and checked) above
@@ -68,6 +70,8 @@ def run_scripted_episode(
     ep = res.episode
     if ep is None:
         raise RuntimeError(f"seed {seed}: the simulated rig recorded nothing ({res.end_reason}: {res.detail})")
+    if gain != DEFAULT_GAIN:
+        ep.info["expert_gain"] = float(gain)
     if action_noise > 0:
         ep.extras["expert_action"] = source.labels_for(ep.actions)
         ep.info["expert_action_noise"] = float(action_noise)
@@ -86,6 +90,7 @@ def collect_sans(
     max_attempts_factor: int = 5,
     stats: CollectStats | None = None,
     action_noise: float = 0.0,
+    gain: float = DEFAULT_GAIN,
 ) -> Iterator[Episode]:
     """Yield successes and near-successes interleaved (so a cut-short run stays ~1:1); fills ``stats``."""
     mix = near_success_mix or {"place_offset": 2 / 3, "grasp_offset": 1 / 3}
@@ -109,7 +114,7 @@ def collect_sans(
             attempts_left -= 1
             s, next_seed = next_seed, next_seed + 1
             kind = "none" if want == "success" else str(rng.choice(kinds, p=probs))
-            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]), action_noise=action_noise)
+            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]), action_noise=action_noise, gain=gain)
             if ep is None:
                 stats.trivial_seeds += 1
                 continue

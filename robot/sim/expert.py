@@ -50,6 +50,8 @@ def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
     return Perturbation(kind, np.array([r * np.cos(angle), r * np.sin(angle), 0.0]))
 
 
+DEFAULT_GAIN = 0.6  # normalised translation command per (metre of error / max_translation_m)
+
 # Bump when the expert's actions change: cached SANS stores (`wvl loop`) are keyed by it.
 # 2: gain 2.5 -> 0.6 (the P-controller overshot the delta-pose target every step).
 # 3: episodes run through the one rollout path (robot/sim/rollout.py: runner + safety filter, success at the end).
@@ -59,7 +61,7 @@ EXPERT_VERSION = 3
 class ScriptedExpert:
     """Waypoint follower. `plan(privileged)` at reset, then `act(privileged)` every control step."""
 
-    def __init__(self, task: str, perturbation: Perturbation | None = None, gain: float = 0.6, max_translation_m: float = 0.1) -> None:
+    def __init__(self, task: str, perturbation: Perturbation | None = None, gain: float = DEFAULT_GAIN, max_translation_m: float = 0.1) -> None:
         if task not in _PLANNERS:
             raise ValueError(f"no scripted expert for task {task!r}; experts exist for: {', '.join(_PLANNERS)}")
         self.task = task
@@ -184,11 +186,13 @@ class ExpertSource:
     was executed; `collect` stores the labels as ``extras["expert_action"]``)."""
 
     def __init__(self, sim, perturbation: Perturbation | None = None, max_translation_m: float = 0.1,
-                 action_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
+                 action_noise: float = 0.0, rng: np.random.Generator | None = None, gain: float = DEFAULT_GAIN) -> None:
+        if not (gain > 0 and np.isfinite(gain)):
+            raise ValueError(f"expert_gain: must be > 0, got {gain}")
         if not (action_noise >= 0 and np.isfinite(action_noise)):
             raise ValueError(f"action_noise: must be >= 0, got {action_noise}")
         self.sim = sim
-        self.expert = ScriptedExpert(sim.config.task, perturbation, max_translation_m=max_translation_m)
+        self.expert = ScriptedExpert(sim.config.task, perturbation, gain=gain, max_translation_m=max_translation_m)
         self.action_noise = float(action_noise)
         self.rng = rng or np.random.default_rng(0)
         self.labels: list[np.ndarray] = []
