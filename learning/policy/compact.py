@@ -145,7 +145,8 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
             if not keypoints:
                 raise ValueError("aux_dim: the auxiliary head reads the keypoints; set keypoints > 0")
             # A small readout of training-only targets (SFT: the gripper's and the object's position now, the end
-            # point) from the keypoint coordinates: the keypoints track what the actions depend on. Not in the ONNX graph.
+            # point) from the keypoint coordinates: the keypoints track what the actions depend on. In the ONNX graph
+            # only with ``aux_features`` (its predictions then feed the actions).
             self.aux_head = nn.Sequential(nn.Linear(2 * keypoints, 128), nn.GELU(), nn.Linear(128, aux_dim))
         self.word_emb = nn.Embedding(len(vocab), d_model, padding_idx=0)
         if trunk == "transformer":

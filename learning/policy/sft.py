@@ -328,7 +328,8 @@ def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np
     tokens = policy.actions_to_tokens(chunks).to(logits.device)
     logp_all = torch.log_softmax(logits, dim=-1)  # (B, K * D, V)
     logp = logp_all.gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
-    loss = -logp.mean()
+    nll = -logp.mean()
+    loss = nll
     if label_sigma_bins > 0:
         bins = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
         target = torch.softmax(-0.5 * ((bins - tokens[..., None]) / label_sigma_bins) ** 2, dim=-1)  # (B, K * D, V)
@@ -342,7 +343,7 @@ def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np
     mse = torch.zeros((), device=logits.device)
     if aux is not None and pred is not None:
         mse = torch.mean((pred - torch.as_tensor(aux, device=pred.device)) ** 2)
-    return loss, -logp.mean(), logp.detach().exp().mean(), mse
+    return loss, nll, logp.detach().exp().mean(), mse
 
 
 @torch.no_grad()
