@@ -76,7 +76,10 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
         return store
     from robot.sim.expert import EXPERT_VERSION
 
-    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"}, EXPERT_VERSION)
+    robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])  # lazy: the simulator opens on connect
+    # The scene in effect joins the key: a task's defaults (framing, workspace) can change with the code.
+    scene = {"camera": robot.config.camera_info(), **getattr(robot.config, "workspace_info", dict)()}
+    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"}, EXPERT_VERSION, scene)
     root = cache / f"sans-{key}"
     done = root / "COMPLETE"
     if done.exists():
@@ -86,7 +89,6 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
     if root.exists():
         shutil.rmtree(root)  # an interrupted collection: start over (seeds make it reproducible)
     store = EpisodeStore(root)
-    robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])
     robot.connect()
     stats = CollectStats()
     from robot.console import progress

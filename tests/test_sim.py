@@ -133,3 +133,16 @@ def test_expert_gain_sets_the_pace_of_the_demonstration(pick):
     assert slow.info["expert_gain"] == 0.3 and "expert_gain" not in fast.info
     with pytest.raises(ValueError, match="expert_gain"):
         run_scripted_episode(pick, seed=3, perturbation_kind="none", gain=0.0)
+
+
+def test_pickcube_default_workspace_is_recorded_and_overridable(pick):
+    """PickCube spawns cube and goal within +-2.5 cm by default (ManiSkill: +-5 cm, by config), and every episode
+    records the workspace in effect, so demos from different workspaces are never mixed silently."""
+    assert pick.config.object_spawn_half_size == 0.025 and pick.sim.env.unwrapped.cube_spawn_half_size == 0.025
+    assert ManiSkillConfig(task="PickCube-v1", spawn_half_size=0.05).object_spawn_half_size == 0.05
+    assert ManiSkillConfig(task="PushCube-v1").object_spawn_half_size is None  # ManiSkill's own
+    ep = run_scripted_episode(pick, seed=5, perturbation_kind="none")
+    assert ep.info["workspace"] == {"spawn_half_size": 0.025, "max_goal_height": 0.0}
+    pick.sim.reset(5)
+    xy = pick.sim.env.unwrapped.cube.pose.p[0, :2].numpy()
+    assert np.all(np.abs(xy) <= 0.025 + 1e-6), xy

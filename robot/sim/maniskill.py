@@ -36,6 +36,8 @@ class TaskSpec:
     camera: tuple[tuple[float, float, float], tuple[float, float, float], float] = ((0.42, 0.22, 0.40), (-0.02, 0.0, 0.14), 1.05)
     # Default maximum goal height above the table (m; None = ManiSkill's own), see ManiSkillConfig.max_goal_height.
     max_goal_height: float | None = None
+    # Default half-size of the square the object (and PickCube's goal) spawns in (m; None = ManiSkill's own).
+    spawn_half_size: float | None = None
 
 
 # PickCube's goal floats up to 0.3 m above the table in ManiSkill; a single camera cannot tell its height, and a
@@ -43,13 +45,19 @@ class TaskSpec:
 # reset in 7% of seeds. So the default puts the goal on the table and frames the workspace tightly: the cube is
 # 8-9 px wide and visible at reset in 60/60 seeds, the goal sphere too (measured on seeds 0-59). The floating goal
 # stays available: sim.max_goal_height=0.3 with FLOATING_GOAL_CAMERA (README "Simulated tasks").
+# Cube and goal spawn within +-2.5 cm (ManiSkill: +-5 cm): behaviour cloning of the scripted expert reaches 0-8% on
+# held-out seeds at +-5 cm for every recipe tried and 47% at +-2.5 cm (bench/results/sft_recipes.md rows 1-26), and
+# the loop needs a starting policy that succeeds sometimes. Seeds whose cube already lies at the goal are skipped.
+# ManiSkill's workspace stays available: sim.spawn_half_size=0.05.
+PICKCUBE_SPAWN_HALF_SIZE = 0.025
 PICKCUBE_CAMERA = ((0.28, 0.36, 0.45), (0.0, 0.0, 0.05), 0.65)
 FLOATING_GOAL_CAMERA = ((0.42, 0.22, 0.40), (-0.02, 0.0, 0.14), 1.05)
 
 
 TASKS: dict[str, TaskSpec] = {
     "PickCube-v1": TaskSpec("pick up the red cube and move it to the green goal", goal_actor="goal_site",
-                            camera=PICKCUBE_CAMERA, max_goal_height=0.0),
+                            camera=PICKCUBE_CAMERA, max_goal_height=0.0,
+                            spawn_half_size=PICKCUBE_SPAWN_HALF_SIZE),
     # The push target lies 0.2 m in +x of the cube: look from the side so cube and target both fit.
     "PushCube-v1": TaskSpec("push the blue cube to the red and white target", goal_actor="goal_region",
                             camera=((0.1, 0.45, 0.35), (0.1, 0.0, 0.02), 1.0)),
@@ -82,9 +90,9 @@ class ManiSkillConfig:
     camera_target: tuple[float, float, float] | None = None
     camera_fov: float | None = None
     show_goal: bool = True  # draw the task's goal marker in the camera (ManiSkill hides it from sensors)
-    # Workspace randomisation (None = ManiSkill's default for the task): half-size of the square the
-    # object spawns in (m) and the maximum goal height above the table (m, PickCube; None = the task's default:
-    # 0, the goal on the table, for PickCube).
+    # Workspace randomisation (None = the task's default, TaskSpec): half-size of the square the object spawns in
+    # (m; PickCube: 0.025, its goal too; ManiSkill's own 0.05) and the maximum goal height above the table (m,
+    # PickCube: 0, the goal on the table).
     spawn_half_size: float | None = None
     max_goal_height: float | None = None
     rig: str = "sim-maniskill"
@@ -120,6 +128,15 @@ class ManiSkillConfig:
     def goal_height(self) -> float | None:
         """The maximum goal height in effect: this config's, else the task's default (None = ManiSkill's)."""
         return self.max_goal_height if self.max_goal_height is not None else task_spec(self.task).max_goal_height
+
+    @property
+    def object_spawn_half_size(self) -> float | None:
+        """The spawn half-size in effect: this config's, else the task's default (None = ManiSkill's)."""
+        return self.spawn_half_size if self.spawn_half_size is not None else task_spec(self.task).spawn_half_size
+
+    def workspace_info(self) -> dict[str, Any]:
+        """What an episode records about the scene randomisation in effect (None = ManiSkill's own)."""
+        return {"spawn_half_size": self.object_spawn_half_size, "max_goal_height": self.goal_height}
 
     @staticmethod
     def safety_overrides() -> dict[str, Any]:
@@ -192,8 +209,8 @@ class ManiSkillSim:
             goal = getattr(u, spec.goal_actor)
             if goal in u._hidden_objects:
                 u._hidden_objects.remove(goal)
-        if c.spawn_half_size is not None:
-            u.cube_spawn_half_size = float(c.spawn_half_size)
+        if c.object_spawn_half_size is not None:
+            u.cube_spawn_half_size = float(c.object_spawn_half_size)
         if c.goal_height is not None:
             u.max_goal_height = float(c.goal_height)
         log.info("ManiSkill %s ready in %.1f s (%dx%d camera, %g Hz)", c.task, time.perf_counter() - t0, c.image_size, c.image_size, c.control_hz)

@@ -89,6 +89,8 @@ def sim_episode_info(robot: Any, seed: int) -> dict[str, Any]:
     info = {"seed": int(seed), "sim_task": getattr(c, "task_name", c.task), "camera": c.camera_info()}
     if hasattr(c, "suite"):
         info["sim_suite"] = c.suite
+    if hasattr(c, "workspace_info"):
+        info["workspace"] = c.workspace_info()
     return info
 
 
