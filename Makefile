@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Extras installed for development and CI (everything that installs here; LIBERO has its own target, `make libero`).
-EXTRAS ?= dev
+# ros: ROS 2 Jazzy's rclpy + messages from PyPI (~250 MB), so the node graph tests (tests/ros) run.
+EXTRAS ?= dev,ros
 WVL_ARGS ?=
 
 .PHONY: install vulkan libusb test loop collect bench clean libero

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 
@@ -20,14 +22,28 @@ def rclpy_types() -> MsgTypes:
 
 
 def spin(node_factory) -> None:
-    rclpy.init()
-    node = node_factory()
+    """Run one node until SIGINT / SIGTERM. rclpy's own signal handlers are off: they would shut the context
+    down under the node's threads (a publisher thread then fails with "context is invalid"); here a signal
+    ends the spin loop (woken every 0.1 s), the node's close() stops its threads and saves what it holds, then
+    the context goes."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+    node = None
     try:
-        rclpy.spin(node)
+        node = node_factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except KeyboardInterrupt:
         pass
     finally:
-        node.close()
-        node.destroy_node()
+        if node is not None:
+            node.close()
+            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

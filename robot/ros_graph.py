@@ -1,0 +1,169 @@
+"""ROS 2 node processes started and stopped by PID, and the one table of nodes the launch files and tests share.
+
+rclpy-free: a `RosGraph` starts ``python -m robot.nodes.<module> --ros-args -r __node:=<name> --params-file <yaml>
+[-p key:=value ...]`` processes in the loopback-only environment of `robot.ros_env` (one private domain per
+graph), each with its own log file, and stops them all (SIGINT, then SIGTERM, then SIGKILL to the process
+group, each wait bounded) however the caller leaves. The graph tests, ``bench/ros2.py`` and
+``wvl loop robot.kind=ros`` use it; a rig uses ``ros2 launch launch/<name>.launch.py`` (which reads `LAUNCHES`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from robot.ros_env import ros_env
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = ROOT / "launch" / "params"
+
+# node name -> module under robot.nodes (the executable: python -m robot.nodes.<module>)
+NODES: dict[str, str] = {
+    "camera_node": "camera_node",
+    "teleop_node": "teleop_node",
+    "collector_node": "collector_node",
+    "policy_node": "policy_node",
+    "sim_arm_node": "sim_arm_node",
+}
+
+# launch file (launch/<name>.launch.py, parameters launch/params/<name>.yaml) -> the nodes it starts, in order
+LAUNCHES: dict[str, tuple[str, ...]] = {
+    "collect": ("camera_node", "teleop_node", "collector_node"),
+    "deploy": ("camera_node", "policy_node"),
+    "sim_deploy": ("sim_arm_node", "policy_node"),
+}
+
+
+def params_file(launch: str) -> Path:
+    if launch not in LAUNCHES:
+        raise ValueError(f"launch: {launch!r} is not one of {sorted(LAUNCHES)}")
+    return PARAMS_DIR / f"{launch}.yaml"
+
+
+def node_command(node: str, params: str | os.PathLike | None = None, overrides: Mapping[str, object] | None = None,
+                 python: str = sys.executable) -> list[str]:
+    """The command line of one node process (what the launch files run too)."""
+    if node not in NODES:
+        raise ValueError(f"node: {node!r} is not one of {sorted(NODES)}")
+    cmd = [python, "-m", f"robot.nodes.{NODES[node]}", "--ros-args", "-r", f"__node:={node}"]
+    if params is not None:
+        cmd += ["--params-file", str(params)]
+    for k, v in (overrides or {}).items():
+        cmd += ["-p", f"{k}:={_param_value(v)}"]
+    return cmd
+
+
+def _param_value(v: object) -> str:
+    """A ``-p name:=value`` value in ROS's YAML syntax (strings that look like numbers stay strings)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_param_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    return repr(v)
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGINT (rclpy shuts down, the node's close() runs), then SIGTERM, then SIGKILL to the process group."""
+        for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                log.warning("node %s (pid %d) did not stop on %s within %.0f s", self.name, self.proc.pid, sig.name, wait)
+        return self.proc.poll()
+
+
+class RosGraph:
+    """Node processes on one private DDS domain; a context manager that always stops them."""
+
+    def __init__(self, domain_id: int, work: str | os.PathLike, cwd: str | os.PathLike | None = None,
+                 extra_env: Mapping[str, str] | None = None) -> None:
+        self.domain_id, self.work = int(domain_id), Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.cwd = Path(cwd) if cwd is not None else ROOT
+        self.env = ros_env(self.domain_id, self.work / "ros_log")
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p)
+        self.env.update(extra_env or {})
+        self.nodes: dict[str, NodeProcess] = {}
+
+    def start(self, node: str, params: str | os.PathLike | None = None, overrides: Mapping[str, object] | None = None,
+              name: str | None = None, wrap: Sequence[str] = ()) -> NodeProcess:
+        """Start ``node`` (``wrap``: a command prefix, e.g. strace) with its log in ``<work>/<name>.log``."""
+        name = name or node
+        if name in self.nodes and self.nodes[name].alive():
+            raise RuntimeError(f"node {name} already runs (pid {self.nodes[name].pid})")
+        cmd = [*wrap, *node_command(node, params, overrides)]
+        if name != node:
+            cmd[cmd.index(f"__node:={node}")] = f"__node:={name}"
+        log_path = self.work / f"{name}.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True)
+        self.nodes[name] = NodeProcess(name, proc, log_path)
+        log.info("started %s (pid %d) on ROS domain %d: %s", name, proc.pid, self.domain_id, " ".join(cmd))
+        return self.nodes[name]
+
+    def check_alive(self) -> None:
+        for n in self.nodes.values():
+            if not n.alive():
+                tail = "\n".join(n.log_text().splitlines()[-20:])
+                raise RuntimeError(f"node {n.name} exited with code {n.proc.returncode}; last lines of {n.log_path}:\n{tail}")
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+        """Poll ``condition`` until true; a node that dies or the deadline raises with the logs' tails."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not within {timeout_s:.0f} s\n" + self.tails())
+            time.sleep(poll_s)
+
+    def wait_log(self, name: str, text: str, timeout_s: float) -> None:
+        self.wait_for(lambda: text in self.nodes[name].log_text(), timeout_s, f"{name} log line {text!r}")
+
+    def tails(self, lines: int = 15) -> str:
+        return "\n".join(f"--- {n.name} ({n.log_path}):\n" + "\n".join(n.log_text().splitlines()[-lines:]) for n in self.nodes.values())
+
+    def stop(self, name: str | None = None, timeout_s: float = 5.0) -> None:
+        for n in ([self.nodes[name]] if name else reversed(list(self.nodes.values()))):
+            n.stop(timeout_s)
+
+    def __enter__(self) -> "RosGraph":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
