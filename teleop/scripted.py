@@ -189,3 +189,33 @@ class ExpertOperator(TeleopDevice):
     @property
     def description(self) -> dict:
         return {} if self.perturbation is None else self.perturbation.describe()
+
+
+def load_script(path: str) -> list[TeleopCommand]:
+    """A device script from YAML: a list of steps ``{repeat: n, twist: [6 values in -1..1], gripper: -1|1|null,
+    enabled: bool, event: name}`` (every key optional; ``repeat`` 1), expanded to one `TeleopCommand` per read.
+    What the teleop node's ``device: scripted`` plays (tests, demos without a person)."""
+    import yaml
+
+    from teleop.command import parse_event
+
+    with open(path) as f:
+        steps = yaml.safe_load(f) or []
+    if not isinstance(steps, list):
+        raise ValueError(f"{path}: a teleop script is a YAML list of steps, got {type(steps).__name__}")
+    out: list[TeleopCommand] = []
+    for i, st in enumerate(steps):
+        st = dict(st or {})
+        unknown = set(st) - {"repeat", "twist", "gripper", "enabled", "event"}
+        if unknown:
+            raise ValueError(f"{path}: step {i}: unknown keys {sorted(unknown)}; valid: enabled, event, gripper, repeat, twist")
+        twist = np.asarray(st.get("twist", [0.0] * 6), np.float32)
+        if twist.shape != (6,) or not np.all(np.abs(twist) <= 1.0):
+            raise ValueError(f"{path}: step {i}: twist must be 6 values in [-1, 1], got {st.get('twist')}")
+        cmd = TeleopCommand(twist=twist, gripper=st.get("gripper"), enabled=bool(st.get("enabled", True)),
+                            event=parse_event(st.get("event")))
+        repeat = int(st.get("repeat", 1))
+        if repeat < 1:
+            raise ValueError(f"{path}: step {i}: repeat must be >= 1")
+        out.extend([cmd] * repeat)
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor
 
 from robot.nodes.config import config_from_node, declare_config
 from robot.rosmsg import MsgTypes
@@ -13,7 +13,9 @@ from robot.rosmsg import MsgTypes
 
 def load_config(node, cls):
     """Declare one ROS parameter per config field and build the validated config from them."""
-    declare_config(node, cls, ParameterDescriptor(type=ParameterType.PARAMETER_STRING_ARRAY))
+    # An empty-list default makes rclpy infer BYTE_ARRAY and refuse the parameter file's list of strings (seen with
+    # rclpy 7.1: "expecting type 'BYTE_ARRAY'"); such parameters are declared dynamically typed, the dataclass checks.
+    declare_config(node, cls, ParameterDescriptor(dynamic_typing=True))
     return config_from_node(node, cls)
 
 

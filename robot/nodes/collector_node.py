@@ -57,6 +57,7 @@ class CollectorNode(Node):
         ep = self.collector.flush()  # an unfinished episode is saved unlabeled, never lost
         if ep is not None:
             self.get_logger().warning(f"saved the unfinished episode {ep.uuid} as unlabeled")
+        self.get_logger().info("collected: " + self.collector.tally.line())
 
 
 def main() -> None:

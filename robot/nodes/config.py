@@ -45,8 +45,9 @@ class CameraNodeConfig:
 
 @dataclass(frozen=True)
 class TeleopNodeConfig:
-    device: str = "spacemouse"  # keyboard | spacemouse | gamepad | joy (sensor_msgs/Joy from joy_node)
+    device: str = "spacemouse"  # keyboard | spacemouse | gamepad | joy (sensor_msgs/Joy from joy_node) | scripted (script_file)
     map_file: str = ""  # key/button map YAML ("" = teleop/conf/<device>.yaml; joy uses gamepad.yaml)
+    script_file: str = ""  # device=scripted: a YAML list of steps (teleop.scripted.load_script), one per tick
     rate_hz: float = 30.0  # twist publishing rate (MoveIt Servo's publish_period is 0.01-0.034 s)
     control_hz: float = 10.0  # the rate the recorded 7-d action is normalised to (the collector's rate)
     twist_topic: str = "/servo_node/delta_twist_cmds"
@@ -62,8 +63,10 @@ class TeleopNodeConfig:
     max_rotation_rad: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.device not in ("keyboard", "spacemouse", "gamepad", "joy"):
-            raise ValueError(f"teleop_node.device: {self.device!r} is not keyboard, spacemouse, gamepad or joy")
+        if self.device not in ("keyboard", "spacemouse", "gamepad", "joy", "scripted"):
+            raise ValueError(f"teleop_node.device: {self.device!r} is not keyboard, spacemouse, gamepad, joy or scripted")
+        if self.device == "scripted" and not self.script_file:
+            raise ValueError("teleop_node.script_file: device=scripted needs a script (a YAML list of steps)")
         for name in ("rate_hz", "control_hz", "max_translation_m", "max_rotation_rad"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"teleop_node.{name}: must be positive")
@@ -120,10 +123,23 @@ class PolicyNodeConfig:
     replan_every: int = 0  # 0 = play whole chunks
     max_translation_m: float = 0.05
     max_rotation_rad: float = 0.1
+    pose_frame: str = "base"  # the frame of the EE pose topic (base; world for ManiSkill's simulated Panda): the safety box's
     outbox: str = "outbox/robot"
+    sink: str = "folder"  # folder (<outbox>/<uuid>.episode) | link (robot.link.Outbox: spooled in outbox, shipped to the learner)
+    link_endpoint: str = "tcp://127.0.0.1:5555"  # sink=link: the learner's address
+    link_secret_key: str = ""  # sink=link: this robot's CURVE secret key file ("" with link_plaintext)
+    link_learner_key: str = ""  # sink=link: the learner's public key file
+    link_plaintext: bool = False  # sink=link: no CURVE (loopback experiments only)
+    robot_id: str = "robot-1"
+    status_topic: str = "policy/status"  # std_msgs/String JSON, one per finished episode (uuid, end_reason, steps, outcome)
+    success_topic: str = ""  # std_msgs/String JSON {"success": bool} from a simulated rig (sim_arm_node's status): labels episodes
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
+        if self.sink not in ("folder", "link"):
+            raise ValueError(f"policy_node.sink: {self.sink!r} is not folder or link")
+        if self.sink == "link" and not self.link_plaintext and not (self.link_secret_key and self.link_learner_key):
+            raise ValueError("policy_node.link_secret_key / link_learner_key: sink=link needs both key files (or link_plaintext)")
         if self.output not in ("twist", "joint_trajectory"):
             raise ValueError(f"policy_node.output: {self.output!r} is not twist or joint_trajectory")
         if self.output == "joint_trajectory" and not self.ik_factory:
@@ -132,11 +148,45 @@ class PolicyNodeConfig:
             raise ValueError("policy_node.rate_hz / max_steps / replan_every: out of range")
 
 
+@dataclass(frozen=True)
+class SimArmNodeConfig:
+    """A simulated arm behind ROS 2 topics, the way a Franka driver + MoveIt Servo + a RealSense present a real one."""
+
+    kind: str = "kinematic"  # kinematic (robot.arms.fake.KinematicArm + a rendered view) | maniskill (robot.sim.maniskill)
+    sim_json: str = ""  # kind=maniskill: robot.sim.maniskill.ManiSkillConfig fields as JSON ("" = its defaults)
+    camera_name: str = "front"  # the simulator camera published (maniskill); the Episode image key downstream
+    image_size: int = 64  # kind=kinematic: rendered view, px (maniskill: sim_json's image_size)
+    rate_hz: float = 10.0  # driver rate: one simulator step + one state/image message per period
+    step_on: str = "timer"  # timer: step every period with the newest command (a driver) | command: one step per command
+    twist_topic: str = "/servo_node/delta_twist_cmds"  # geometry_msgs/TwistStamped in (MoveIt Servo's input)
+    gripper_topic: str = "policy/gripper"  # std_msgs/Float64MultiArray [target -1 close .. 1 open] in
+    joint_state_topic: str = "/joint_states"
+    ee_pose_topic: str = "/franka_robot_state_broadcaster/current_pose"
+    topic_prefix: str = "camera"  # <prefix>/color/image_raw + <prefix>/color/camera_info (realsense2_camera layout)
+    event_topic: str = "sim/event"  # std_msgs/String in: "reset <seed>", "camera_off", "camera_on"
+    status_topic: str = "sim/status"  # std_msgs/String JSON out, every period: seed, step, success
+    command_timeout_s: float = 0.3  # a twist older than this is zero motion (MoveIt Servo's incoming_command_timeout)
+    joint_names: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
+    gripper_max_m: float = 0.08  # summed finger opening when fully open (the JointState's finger positions)
+    frame_id: str = "base_link"
+    camera_frame_id: str = "camera_color_optical_frame"
+    seed: int = 0  # the first scene (maniskill)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("kinematic", "maniskill"):
+            raise ValueError(f"sim_arm_node.kind: {self.kind!r} is not kinematic or maniskill")
+        if self.step_on not in ("timer", "command"):
+            raise ValueError(f"sim_arm_node.step_on: {self.step_on!r} is not timer or command")
+        if not self.rate_hz > 0 or not self.command_timeout_s > 0 or self.image_size < 8:
+            raise ValueError("sim_arm_node.rate_hz / command_timeout_s / image_size: out of range")
+
+
 NODE_CONFIGS: dict[str, type] = {
     "camera_node": CameraNodeConfig,
     "teleop_node": TeleopNodeConfig,
     "collector_node": CollectorNodeConfig,
     "policy_node": PolicyNodeConfig,
+    "sim_arm_node": SimArmNodeConfig,
 }
 
 
@@ -161,7 +211,8 @@ def parameter_defaults(cls: type, prefix: str = "") -> dict[str, Any]:
 
 def declare_config(node: Any, cls: type, empty_list_descriptor: Any = None) -> None:
     """``node.declare_parameter(name, default)`` for every field (works on an rclpy Node). rclpy cannot infer
-    the type of an empty list: the shell passes a STRING_ARRAY ``ParameterDescriptor`` for those."""
+    the type of an empty list (it takes BYTE_ARRAY): the shell passes a dynamically typed ``ParameterDescriptor``
+    for those, and the config dataclass validates the value."""
     for name, default in parameter_defaults(cls).items():
         if default == [] and empty_list_descriptor is not None:
             node.declare_parameter(name, default, empty_list_descriptor)

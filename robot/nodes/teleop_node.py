@@ -18,6 +18,7 @@ from teleop import make_device
 from teleop.command import TeleopCommand
 from teleop.gamepad import GamepadMap, GamepadMapper
 from teleop.mapping import TeleopMapping
+from teleop.scripted import ScriptedDevice, load_script
 
 
 class TeleopNode(Node):
@@ -31,13 +32,16 @@ class TeleopNode(Node):
         if c.device == "joy":
             self.joy = GamepadMapper(GamepadMap.load(c.map_file or None))
             self.create_subscription(Joy, c.joy_topic, self._on_joy, 10)
+        elif c.device == "scripted":  # a script instead of a person (tests, demos)
+            self.device = ScriptedDevice(load_script(c.script_file))
+            self.device.connect()
         else:
             self.device = make_device(c.device, map_file=c.map_file or None)
             self.device.connect()
         self.pub_twist = self.create_publisher(TwistStamped, c.twist_topic, 10)
         self.pub_action = self.create_publisher(Float64MultiArray, c.action_topic, 10)
         self.pub_event = self.create_publisher(String, c.event_topic, 10)
-        self._gripper, self._lost = 1.0, False
+        self._gripper, self._lost, self._playing = 1.0, False, False
         self.create_timer(1.0 / c.rate_hz, self._tick)
 
     def _on_joy(self, msg: Joy) -> None:
@@ -47,6 +51,13 @@ class TeleopNode(Node):
     def _tick(self) -> None:
         c, T = self.cfg, self.types
         now = self.get_clock().now().nanoseconds * 1e-9
+        if c.device == "scripted" and not self._playing:
+            # a script has no person who waits for the screen: it starts once the arm (twist) and the collector
+            # (events) listen, so its first event is not published into an empty graph
+            if self.pub_twist.get_subscription_count() < 1 or self.pub_event.get_subscription_count() < 1:
+                return
+            self._playing = True
+            self.get_logger().info("scripted device: subscribers found, playing the script")
         if self.device is not None:
             if not self.device.is_connected and not self._lost:
                 self._lost = True

@@ -23,7 +23,7 @@ from tests.factories import KINEMATIC_SAFETY
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = {"camera_node": "CameraNodeConfig", "teleop_node": "TeleopNodeConfig", "collector_node": "CollectorNodeConfig",
-         "policy_node": "PolicyNodeConfig"}
+         "policy_node": "PolicyNodeConfig", "sim_arm_node": "SimArmNodeConfig"}
 
 
 class FakeNode:
