@@ -167,3 +167,30 @@ class RosGraph:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def launch_description(launch: str):
+    """The ``ros2 launch`` description of ``launch`` (launch/<launch>.launch.py calls this): the nodes of
+    `LAUNCHES`, each as `node_command` with the ``params`` argument's file (validated by
+    `robot.nodes.config.load_params_file` before anything starts). ``use_realsense_ros:=true`` leaves our camera
+    node out (realsense2_camera publishes the images). Imports ``launch`` (ROS 2's, not installable from PyPI)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+    from launch.conditions import UnlessCondition
+    from launch.substitutions import LaunchConfiguration
+
+    params = LaunchConfiguration("params")
+
+    def validate(context):
+        from robot.nodes.config import load_params_file
+
+        load_params_file(params.perform(context))  # a bad key stops the launch here
+        return []
+
+    actions = [DeclareLaunchArgument("params", default_value=str(params_file(launch))),
+               DeclareLaunchArgument("use_realsense_ros", default_value="false"),
+               OpaqueFunction(function=validate)]
+    for node in LAUNCHES[launch]:
+        kw = {"condition": UnlessCondition(LaunchConfiguration("use_realsense_ros"))} if node == "camera_node" else {}
+        actions.append(ExecuteProcess(cmd=[*node_command(node), "--params-file", params], name=node, output="screen", **kw))
+    return LaunchDescription(actions)

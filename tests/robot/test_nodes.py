@@ -91,13 +91,18 @@ def test_parameter_files_validate_and_unknown_keys_are_refused(tmp_path):
         load_params_file(bad)
 
 
-@pytest.mark.parametrize("name", ["collect.launch.py", "deploy.launch.py"])
+@pytest.mark.parametrize("name", ["collect.launch.py", "deploy.launch.py", "sim_deploy.launch.py"])
 def test_launch_files_parse_and_reference_existing_nodes(name):
+    """Each launch file builds its description from robot.ros_graph's table under its own name (what that starts:
+    tests/robot/test_ros_logic.py, against stand-ins for ROS 2's launch package)."""
     text = (ROOT / "launch" / name).read_text()
     tree = ast.parse(text)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    modules = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_node"]
-    assert modules and all((ROOT / "robot" / "nodes" / f"{m}.py").exists() for m in modules)
+    calls = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "launch_description"]
+    assert calls == [name.removesuffix(".launch.py")]
+    from robot.ros_graph import LAUNCHES
+
+    assert all((ROOT / "robot" / "nodes" / f"{m}.py").exists() for m in LAUNCHES[calls[0]])
     assert (ROOT / "launch" / "params" / name.replace(".launch.py", ".yaml")).exists()
 
 
