@@ -290,6 +290,8 @@ def check_config(c: dict[str, Any]) -> None:
         raise ValueError(f"iterations/eval_episodes: need iterations >= 0 and eval_episodes >= 1, got {c['iterations']}/{c['eval_episodes']}")
     if c["grpo_from"] not in ("sft", "last"):
         raise ValueError(f"grpo_from: {c['grpo_from']!r} is not 'sft' or 'last'")
+    if c["grpo_starts"] not in ("first", "keyframes"):
+        raise ValueError(f"grpo_starts: {c['grpo_starts']!r} is not 'first' or 'keyframes'")
     if c["robot"]["kind"] not in ("sim", "external"):
         raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim' or 'external'")
     if (c["sim"].get("kind") or "maniskill") == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
@@ -370,7 +372,7 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
                     wm = refine_world_model(c, wm, sans, rollouts, out / f"iter-{k}" / "world_model")
                 with timed(seconds, "grpo"):
                     base = sft_folder if c["grpo_from"] == "sft" else prev_policy
-                    policy_folder, history = run_grpo(c, base, wm, sans, start_frames, instruction, out / f"iter-{k}" / "grpo")
+                    policy_folder, history = run_grpo(c, base, wm, sans, rollouts, instruction, out / f"iter-{k}" / "grpo")
             # (c) export and push
             version = f"loop-{k}"
             with timed(seconds, "export"):
@@ -414,19 +416,24 @@ def refine_world_model(c: dict[str, Any], wm: Path, sans: EpisodeStore, rollouts
     return Path(train_world_model({**wcfg, "out": str(out)}, [sans, rollouts], init_from=wm))
 
 
-def run_grpo(c: dict[str, Any], base_policy: Path, wm: Path, sans: EpisodeStore, start_frames: np.ndarray, instruction: str, out: Path):
-    """(b) GRPO in imagination from ``base_policy`` from the SANS episodes' first frames (and robot states);
-    returns the new policy folder and the per-step log."""
+def run_grpo(c: dict[str, Any], base_policy: Path, wm: Path, sans: EpisodeStore, rollouts: EpisodeStore, instruction: str, out: Path):
+    """(b) GRPO in imagination from ``base_policy``, starting from the SANS episodes' first frames (and robot
+    states), or with ``grpo_starts: keyframes`` from every K-th frame of the SANS episodes and of the real rollouts
+    so far; returns the new policy folder and the per-step log."""
     from learning.policy import load_policy
-    from learning.rl.grpo import GRPOConfig, imagination_states, train_grpo
+    from learning.rl.grpo import GRPOConfig, imagination_starts, train_grpo
     from learning.world_model.env import WorldModelEnv
 
     g = GRPOConfig.from_dict(c["grpo"])
     policy = load_policy(base_policy)
     env = WorldModelEnv(wm, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed)
-    start_states, reckoner = imagination_states(policy, sans, range(len(sans)))
-    res = train_grpo(policy, env, start_frames, instruction, g, out, start_states=start_states, reckoner=reckoner)
+    sources = [(sans, range(len(sans)))]
+    if c["grpo_starts"] == "keyframes" and len(rollouts):
+        sources.append((rollouts, range(len(rollouts))))
+    frames, states, reckoner = imagination_starts(policy, sources, c["grpo_starts"])
+    log.info("GRPO starts: %d (%s)", len(frames), c["grpo_starts"])
+    res = train_grpo(policy, env, frames, instruction, g, out, start_states=states, reckoner=reckoner)
     return res.policy_folder, res.history
 
 

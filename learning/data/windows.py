@@ -6,7 +6,10 @@ A window starting at step t holds
 - ``frames``  (K, H, W, 3) uint8: the frames observed after them, t+1 .. t+K,
 - ``rewards`` (K,) float32: per-frame success of frames t+1 .. t+K,
 - ``mask``    (K,) bool: False where the episode ended before t+k and the window was padded by holding still
-  (last frame repeated, hold action, last reward) -- the physically right continuation of a finished episode.
+  (last frame repeated, hold action, last reward) -- the physically right continuation of a finished episode;
+- ``prev_cond`` (n_cond, H, W, 3), ``prev_actions`` (K, 7), ``has_prev``: the window K steps earlier (its cond
+  frames and actions; ``has_prev`` False when it would start before the episode), from which a world model can
+  generate this window's cond frame itself (`learning.world_model.train` ``train.own_frames``).
 
 Frames are decoded once and kept in memory as uint8 (100 episodes of 30 64x64 frames = 37 MB), so a batch
 is an index gather; for stores larger than memory, pass ``indices`` to load a subset.
@@ -102,8 +105,14 @@ class WindowDataset:
         acts = actions[np.minimum(act_idx, T - 1)].copy()
         hold = act_idx >= T - 1  # the last recorded action is already a hold; beyond it, hold still
         acts[hold, :6] = 0.0
+        prev = t - K  # the window before this one: what an autoregressive rollout generated this window's cond from
+        prev_cond_idx = np.clip(np.arange(prev - C + 1, prev + 1), 0, T - 1)
+        prev_acts = actions[np.clip(np.arange(prev, t), 0, T - 1)]
         return {
             "cond": frames[cond_idx],
+            "prev_cond": frames[prev_cond_idx],
+            "prev_actions": prev_acts,
+            "has_prev": np.bool_(prev >= 0),
             "actions": acts,
             "frames": frames[nxt_c],
             "rewards": rewards[nxt_c],

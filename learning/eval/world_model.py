@@ -11,6 +11,8 @@ windows are), and we compare with reality:
   frame with probability > the same threshold, 0.9) equals the real outcome. The classifier's own accuracy on the
   real held-out episodes is reported beside it (with 0.5 instead of 0.9 it mistook near-successes, where the cube
   sits a few cm from the goal, for successes: 85% vs 95% on real held-out PickCube episodes, measured);
+- reward AUC: whatever the threshold, how often a real success gets a higher imagined reward (max over its frames)
+  than a real non-success (0.5 = chance; GRPO compares rewards within a group, so the ranking matters);
 - PSNR / SSIM of generated frames 1..T-1 against the real ones (mean over frames, then over episodes);
 
 overall and per real outcome (success / near_success / failure), with episode counts, plus side-by-side
@@ -53,6 +55,16 @@ def replay_actions(actions: np.ndarray, n_chunks: int, K: int) -> np.ndarray:
     out = actions[np.minimum(idx, T - 1)].copy()
     out[idx >= T - 1, :6] = 0.0
     return out.reshape(n_chunks, K, -1)
+
+
+def reward_auc(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Threshold-free: P(the imagined max reward of a real success > that of a real non-success), ties half (the
+    area under the ROC curve); None without a reward head or without both kinds of episode."""
+    pos = np.array([r["reward_max"] for r in rows if r["real_success"] and r["reward_max"] is not None])
+    neg = np.array([r["reward_max"] for r in rows if not r["real_success"] and r["reward_max"] is not None])
+    if not len(pos) or not len(neg):
+        return None
+    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
 
 
 def _quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +156,7 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
         **_quality(rows),
         "reward_alignment": al["reward"]["overall"], "visual_alignment": al["visual"]["overall"],
         "reward_balanced_accuracy": al["reward"]["balanced_accuracy"], "visual_balanced_accuracy": al["visual"]["balanced_accuracy"],
-        "alignment": al,
+        "reward_auc": reward_auc(rows), "alignment": al,
         "per_outcome": {o: {**_quality([r for r in rows if r["outcome"] == o]),
                             "reward_alignment": al["reward"]["per_class"][o]["alignment"],
                             "visual_alignment": al["visual"]["per_class"][o]["alignment"]} for o in present},
@@ -194,6 +206,7 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
     print_table(f"world model {c['checkpoint']} on {c['store']} -> {out / 'wm_eval.json'}",
                 ["outcome", "episodes", "reward alignment", "visual alignment", "PSNR dB", "SSIM"], wm_eval_table_rows(result))
     print(f"classifier accuracy on the real held-out episodes: {f(result['classifier_real_accuracy'])}")
+    print(f"reward AUC (a real success imagined above a real non-success; 0.5 = chance): {f(result['reward_auc'])}")
     if result["alignment"]["note"]:
         print(f"note: {result['alignment']['note']}")
     return 0

@@ -40,7 +40,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -403,14 +403,47 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
     return GRPOResult(folder, history)
 
 
-def imagination_states(policy, store, indices) -> tuple[np.ndarray | None, Any]:
-    """(start states, DeadReckoning) from ``store``'s episodes for a state-input policy; (None, None) otherwise."""
+def imagination_states(policy, store, indices, frames: Sequence[int] | None = None) -> tuple[np.ndarray | None, Any]:
+    """(start states, DeadReckoning) from ``store``'s episodes (at ``frames``, default the first) for a state-input
+    policy; (None, None) otherwise."""
     features = tuple(getattr(policy, "state_features", ()) or ())
     if not features:
         return None, None
     from learning.rl.imagined_state import DeadReckoning, closed_opening, start_states
 
-    return start_states(store, indices, features), DeadReckoning(features, closed_opening(store, indices))
+    return start_states(store, indices, features, frames), DeadReckoning(features, closed_opening(store, indices))
+
+
+STARTS = ("first", "keyframes")
+
+
+def imagination_starts(policy, sources: Sequence[tuple[Any, Sequence[int]]], starts: str = "first",
+                       stride: int | None = None) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """Where imagined rollouts start: (frames (E, H, W, 3), robot states (E, S) or None, reckoner) from the
+    episodes of each (store, indices) source. ``starts="first"``: each episode's first frame; ``"keyframes"``: every
+    ``stride``-th frame (default the policy's chunk length; `learning.rl.imagined_state.keyframes`). The
+    dead-reckoner's closed-gripper opening comes from the first source."""
+    if starts not in STARTS:
+        raise ValueError(f"starts: {starts!r} is not one of {STARTS}")
+    from learning.rl.imagined_state import keyframes
+
+    frames, states, reckoner = [], [], None
+    for store, indices in sources:
+        points = [(int(i), 0) for i in indices] if starts == "first" else keyframes(store, indices, stride or policy.chunk_length)
+        if not points:
+            continue
+        by_ep: dict[int, list[int]] = {}
+        for i, f in points:
+            by_ep.setdefault(i, []).append(f)
+        frames += [store.frames(i)[f] for i, fs in by_ep.items() for f in fs]
+        eps, fr = zip(*[(i, f) for i, fs in by_ep.items() for f in fs])
+        st, rk = imagination_states(policy, store, eps, fr)
+        if st is not None:
+            states.append(st)
+            reckoner = reckoner or rk
+    if not frames:
+        raise ValueError("imagination starts: no episode to start from")
+    return np.stack(frames), (np.concatenate(states) if states else None), reckoner
 
 
 def main(cfg, mode: str | None = None) -> int:
@@ -434,8 +467,7 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
     if not indices:
         raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
     policy = load_policy(c["policy"], device=str(dist.device) if dist.initialized else None)
-    start_frames = np.stack([store.frames(i)[0] for i in indices])
-    start_states, reckoner = imagination_states(policy, store, indices)
+    start_frames, start_states, reckoner = imagination_starts(policy, [(store, indices)], c["starts"])
     env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
     instruction = c["instruction"] or policy.default_instruction

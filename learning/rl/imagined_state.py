@@ -26,16 +26,28 @@ from robot.state import check_state_features, state_matrix
 POSITION = {"ee_x": 0, "ee_y": 1, "ee_z": 2}
 
 
-def start_states(store, indices: Sequence[int], features: Sequence[str]) -> np.ndarray:
-    """(E, S) float32: the robot state recorded with each episode's first frame (the start of imagination)."""
+def start_states(store, indices: Sequence[int], features: Sequence[str], frames: Sequence[int] | None = None) -> np.ndarray:
+    """(E, S) float32: the robot state recorded with each start frame (``frames[e]`` of episode ``indices[e]``;
+    default: the first frame)."""
     features = check_state_features(features)
+    frames = [0] * len(indices) if frames is None else list(frames)
     rows = []
-    for i in indices:
+    for i, f in zip(indices, frames):
         t = store.step_table(int(i), ["observation.ee_pose", "observation.gripper"])
-        ee = np.asarray(t.column("observation.ee_pose")[0].as_py(), np.float32)[None]
-        g = np.asarray([t.column("observation.gripper")[0].as_py()], np.float32)
+        ee = np.asarray(t.column("observation.ee_pose")[int(f)].as_py(), np.float32)[None]
+        g = np.asarray([t.column("observation.gripper")[int(f)].as_py()], np.float32)
         rows.append(state_matrix(features, ee, g)[0])
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(features)), np.float32)
+
+
+def keyframes(store, indices: Sequence[int], stride: int) -> list[tuple[int, int]]:
+    """(episode, frame) start points for keyframe-initialised imagination (WoVR): every ``stride``-th frame of each
+    episode that still has ``stride`` frames after it (at least the first frame). Imagination drifts with its horizon; starting from real
+    intermediate frames keeps the part of a rollout that decides success (grasp, place) within a chunk or two of
+    a real frame."""
+    if stride < 1:
+        raise ValueError(f"keyframe stride: must be >= 1, got {stride}")
+    return [(int(i), f) for i in indices for f in range(0, max(1, int(store.row(int(i))["length"]) - stride), stride)]
 
 
 def closed_opening(store, indices: Sequence[int], hold_steps: int = 3) -> float:

@@ -177,6 +177,11 @@ class TrainConfig:
     reward_weight: float = 1.0  # lambda_0 in lambda(t) = lambda_0 * (1 - t)
     t_shift: float = 1.0  # noise levels t ~ U(0, 1) shifted to s t / (1 + (s - 1) t): s > 1 trains more at high noise
     cond_noise: float = 0.0  # max noise level added to the conditioning latents (robustness to own frames)
+    # Share of the training windows whose conditioning frame the model generates itself, from the previous window's
+    # real frame and actions, as imagination does (self-forcing): frames and reward head then also learn from the
+    # drifted frames they condition on in a rollout, not only from real ones. own_frames_steps: its Euler steps.
+    own_frames: float = 0.0
+    own_frames_steps: int = 2
     outcomes: tuple[str, ...] = ("success", "near_success", "failure")  # which episodes train (ablation: drop near_success)
     balance_outcomes: bool = True  # each outcome present gets an equal share of every batch (per store)
     mix: tuple[float, ...] | None = None  # batch share per store (refinement: old SANS, new rollouts); None = by size
@@ -203,6 +208,8 @@ class TrainConfig:
             raise bad("t_shift", f"must be > 0, got {self.t_shift}")
         if self.reward_weight < 0 or self.cond_noise < 0 or self.warmup_steps < 0:
             raise bad("reward_weight/cond_noise/warmup_steps", "must be >= 0")
+        if not 0.0 <= self.own_frames <= 1.0 or self.own_frames_steps < 1:
+            raise bad("own_frames/own_frames_steps", f"need a share in [0, 1] and >= 1 step, got {self.own_frames}/{self.own_frames_steps}")
         known = ("success", "near_success", "failure", "unlabeled")
         if not self.outcomes or any(o not in known for o in self.outcomes):
             raise bad("outcomes", f"must be a non-empty subset of {known}, got {list(self.outcomes)}")

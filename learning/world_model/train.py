@@ -148,6 +148,33 @@ def batch_to_latents(model: WorldModel, batch: dict[str, Any], device: torch.dev
     }
 
 
+@torch.no_grad()
+def condition_on_own_frames(model: WorldModel, batch: dict[str, Any], train: TrainConfig, rng: np.random.Generator,
+                            gen: torch.Generator, rows: slice = slice(None)) -> dict[str, Any]:
+    """Replace the conditioning frames of a ``train.own_frames`` share of the windows (those with a previous window)
+    by the frames the model itself generates from the previous window's real frame and actions, exactly as
+    `WorldModelEnv.step` makes them in imagination (decoded to uint8, ``own_frames_steps`` Euler steps). The targets
+    stay the real next frames and their real success labels. Draws are made for the global batch, then this rank's
+    ``rows`` kept, so the run does not depend on the world size."""
+    Bg = train.batch_size
+    pick = (rng.random(Bg)[rows] < train.own_frames) & np.asarray(batch["has_prev"], bool)
+    noise = torch.randn((Bg, *model.noise_shape(1)[1:]), generator=gen, device="cpu")[rows]
+    idx = np.flatnonzero(pick)
+    if not len(idx):
+        return batch
+    was_training = model.training
+    model.eval()
+    cond, _ = model.encode_window(torch.from_numpy(batch["prev_cond"][idx]))
+    latents, _ = model.generate(cond, torch.from_numpy(batch["prev_actions"][idx]).to(model.device),
+                                model.tokenize([batch["task"][i] for i in idx]), noise[idx].to(model.device),
+                                num_inference_steps=train.own_frames_steps)
+    frames = model.decode_next(cond, latents).cpu().numpy()  # (n, K, H, W, 3) uint8
+    model.train(was_training)
+    out = {**batch, "cond": batch["cond"].copy()}
+    out["cond"][idx] = frames[:, -model.wm_config.n_cond:]
+    return out
+
+
 def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainConfig, gen: torch.Generator,
                   autocast_dtype: torch.dtype | None = None, dist: Dist | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one batch (flow matching + lambda(t)-weighted reward BCE); see the module docstring.
@@ -275,7 +302,10 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
         while step < train.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, train)
-            lat = batch_to_latents(model, sampler.sample(train.batch_size, rng, rows), device)
+            batch = sampler.sample(train.batch_size, rng, rows)
+            if train.own_frames > 0:
+                batch = condition_on_own_frames(model, batch, train, rng, gen, rows)
+            lat = batch_to_latents(model, batch, device)
             loss, parts = training_step(model, lat, train, gen, autocast_dtype, dist)
             opt.zero_grad(set_to_none=True)
             loss.backward()

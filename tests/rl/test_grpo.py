@@ -196,3 +196,29 @@ def test_train_grpo_logs_the_greedy_drift_on_the_probe_set(tmp_path):
     assert [r["updated"] for r in rows] == [1.0, 0.0]  # (seeded) step 0 has an informative group, step 1 none
     assert rows[0]["probe/greedy_token_change"] > 0  # lr 1e-2 moved the greedy policy ...
     assert rows[1]["probe/greedy_token_change"] == rows[0]["probe/greedy_token_change"]  # ... a step without update did not
+
+
+def test_keyframe_starts_come_with_the_state_recorded_at_that_frame(tmp_path):
+    """WoVR's keyframe-initialised imagination: every K-th frame of each episode (one with K frames after it), with
+    the robot state recorded at that frame, not the first one."""
+    from learning.data.store import EpisodeStore
+    from learning.rl.grpo import imagination_starts
+    from learning.rl.imagined_state import keyframes, start_states
+    from tests.factories import random_episode
+
+    store = EpisodeStore(tmp_path / "s")
+    for i in range(2):
+        store.append(random_episode(T=20, seed=i))
+    assert keyframes(store, [0, 1], 8) == [(0, 0), (0, 8), (1, 0), (1, 8)]
+    assert keyframes(store, [0], 30) == [(0, 0)]  # a short episode still gives its first frame
+    policy = tiny_compact(image_size=32, state_features=["ee_x", "ee_y", "ee_z", "gripper"],
+                          state_mean=[0, 0, 0.1, 0.5], state_std=[0.05, 0.05, 0.05, 0.5])
+    frames, states, reckoner = imagination_starts(policy, [(store, [0, 1])], "keyframes", stride=8)
+    assert len(frames) == 4 and reckoner is not None
+    assert np.array_equal(frames[1], store.frames(0)[8]) and np.array_equal(frames[3], store.frames(1)[8])
+    assert np.allclose(states[1], start_states(store, [0], policy.state_features, [8])[0])
+    assert not np.allclose(states[0], states[1])  # the arm moved between frame 0 and frame 8
+    first, _, _ = imagination_starts(policy, [(store, [0, 1])], "first")
+    assert len(first) == 2 and np.array_equal(first[1], store.frames(1)[0])
+    with pytest.raises(ValueError, match="starts"):
+        imagination_starts(policy, [(store, [0])], "middle")

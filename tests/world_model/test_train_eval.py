@@ -111,6 +111,11 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     # the reward decision is the env's done rule on the head's probabilities
     for row in res["episodes_detail"]:
         assert row["reward_success"] == (row["reward_max"] > 0.9)
+    # the AUC is the share of (real success, real non-success) pairs whose imagined max reward is ranked right
+    pos = [r["reward_max"] for r in res["episodes_detail"] if r["real_success"]]
+    neg = [r["reward_max"] for r in res["episodes_detail"] if not r["real_success"]]
+    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg]
+    assert res["reward_auc"] == pytest.approx(sum(pairs) / len(pairs))
 
 
 def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
@@ -120,6 +125,7 @@ def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
     clf = train_success_classifier([sans], steps=5)
     res = evaluate_world_model(tmp_path / "nohead", sans, [0, 1, 2], classifier=clf)
     assert res["reward_alignment"] is None and res["reward_head"] is False
+    assert res["reward_auc"] is None
     assert res["reward_balanced_accuracy"] is None and all(v["alignment"] is None for v in res["alignment"]["reward"]["per_class"].values())
     assert 0.0 <= res["visual_alignment"] <= 1.0 and res["episodes"] == 3
 
@@ -141,3 +147,31 @@ def test_train_from_pretrained_cosmos_weights_then_refine(stores, tmp_path):
     assert wvl(["train-wm", f"stores=[{sans.root},{rollouts.root}]", f"pretrained={tmp_path / 'cosmos'}", f"init_from={tmp_path / 'v0'}",
                 f"out={tmp_path / 'v1'}", "train.steps=1", "train.mix=[0.5,0.5]", *shaped]) == 0
     assert json.loads((tmp_path / "v1" / "train_config.json").read_text())["model"]["codec"] == "wan"
+
+
+def test_own_frames_condition_windows_on_what_the_model_generates(stores, tmp_path):
+    """train.own_frames: a window with a previous window gets as its conditioning frame what the model generates from
+    that window's real frame and actions (as imagination does); the first window of an episode keeps its real one,
+    and so do the targets. A run with own_frames trains and resumes like any other."""
+    from learning.data.windows import WindowDataset, WindowSpec
+    from learning.world_model.config import TrainConfig
+    from learning.world_model.model import WorldModel
+    from learning.world_model.train import condition_on_own_frames
+
+    sans, _, _ = stores
+    ds = WindowDataset(sans, WindowSpec(chunk=4, n_cond=1))
+    it = ds[5]  # episode 0, t = 5: the previous window starts at t = 1
+    assert it["has_prev"] and np.array_equal(it["prev_cond"][0], sans.frames(0)[1])
+    assert np.array_equal(it["prev_actions"], np.asarray(sans.step_table(0, ["action"]).column("action").to_pylist(), np.float32)[1:5])
+    assert not ds[2]["has_prev"]
+    model = WorldModel.from_wm_config(tiny_config()).eval()
+    batch = {**ds.batch([2, 5, 6]), "task": ["pick up the red cube"] * 3}
+    train = TrainConfig(batch_size=3, own_frames=1.0)
+    out = condition_on_own_frames(model, batch, train, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert np.array_equal(out["cond"][0], batch["cond"][0])  # no previous window: the real frame
+    assert not np.array_equal(out["cond"][1], batch["cond"][1]) and out["cond"].dtype == np.uint8
+    assert np.array_equal(out["frames"], batch["frames"]) and np.array_equal(out["rewards"], batch["rewards"])
+    none = condition_on_own_frames(model, batch, TrainConfig(batch_size=3, own_frames=0.0), np.random.default_rng(0), torch.Generator())
+    assert np.array_equal(none["cond"], batch["cond"])
+    assert wvl(["train-wm", *tiny_overrides(stores=f"[{sans.root}]"), f"out={tmp_path / 'own'}", "train.steps=3", "train.own_frames=0.5"]) == 0
+    assert json.loads((tmp_path / "own" / "train_config.json").read_text())["train"]["own_frames"] == 0.5
