@@ -49,6 +49,10 @@ class WorldModelConfig:
     text_vocab: int = 4096  # hashed-word instruction encoder
     text_len: int = 16
     action_hidden: int = 256
+    # Also give each latent frame the running sum of the chunk's translation commands up to it: where the arm should be
+    # relative to the conditioning frame, which a frame's own deltas alone do not say (the tiny model, given only
+    # the deltas, barely moved the arm differently for mirrored xy commands: bench/results/wm_levers.md).
+    action_cumulative: bool = False
     reward_head: bool = True
     reward_hidden: int = 128
     prediction: str = "x0"  # what the transformer outputs: "x0" (clean latents; tiny patch model) or "velocity" (Cosmos 2B)

@@ -132,10 +132,12 @@ class ActionEmbedding(nn.Module):
     denoiser is unchanged at step 0 (used for Cosmos weights; a model trained from scratch learns faster from a
     small random start, measured on the action-following test)."""
 
-    def __init__(self, action_dim: int, temporal_factor: int, hidden: int, out_dim: int, zero_init: bool = False) -> None:
+    def __init__(self, action_dim: int, temporal_factor: int, hidden: int, out_dim: int, zero_init: bool = False,
+                 cumulative: bool = False) -> None:
         super().__init__()
-        self.temporal_factor = temporal_factor
-        self.net = nn.Sequential(nn.Linear(action_dim * temporal_factor, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
+        self.temporal_factor, self.cumulative = temporal_factor, cumulative
+        per_step = action_dim + (3 if cumulative else 0)
+        self.net = nn.Sequential(nn.Linear(per_step * temporal_factor, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
         if zero_init:
             self.zero_last_layer()
 
@@ -144,6 +146,8 @@ class ActionEmbedding(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.cumulative:  # + the translation commanded since the conditioning frame, at each step
+            actions = torch.cat([actions, actions[..., :3].cumsum(1)], -1)
         B, K, A = actions.shape
         a = actions.reshape(B, K // self.temporal_factor, self.temporal_factor * A)  # (B, T_pred, f*A)
         return self.net(a)  # (B, T_pred, 4D)
@@ -183,7 +187,7 @@ class WorldModel(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
                  patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
-                 vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256,
+                 vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256, action_cumulative: bool = False,
                  reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", residual: bool = True,
                  cond_concat: bool = False, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
                  rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
@@ -191,7 +195,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         cfg = WorldModelConfig(
             image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
             patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
-            vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, reward_head=reward_head,
+            vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, action_cumulative=action_cumulative, reward_head=reward_head,
             reward_hidden=reward_hidden, prediction=prediction, residual=residual, cond_concat=cond_concat, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
         )
         self.wm_config = cfg
@@ -214,7 +218,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.transformer.time_embed = ActionTimeEmbedding(self.transformer.time_embed)
         text_dim = int(transformer.config.text_embed_dim)
         self.text_encoder = HashedInstructionEncoder(cfg.text_vocab, text_dim, cfg.text_len)
-        self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, 4 * D, zero_init=bool(pre))
+        self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, 4 * D, zero_init=bool(pre),
+                                         cumulative=cfg.action_cumulative)
         self.reward_net = RewardHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
         self._hidden: torch.Tensor | None = None
         self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)

@@ -221,7 +221,7 @@ def _configs(cfg: DictConfig | dict) -> tuple[WorldModelConfig, TrainConfig, dic
     return WorldModelConfig.from_dict(d.get("model") or {}), TrainConfig.from_dict(d.get("train") or {}), d
 
 
-PRETRAINED_OVERRIDES = ("image_size", "chunk", "n_cond", "action_dim", "text_vocab", "text_len", "action_hidden",
+PRETRAINED_OVERRIDES = ("image_size", "chunk", "n_cond", "action_dim", "text_vocab", "text_len", "action_hidden", "action_cumulative",
                        "reward_head", "reward_hidden", "t_cond")
 
 

@@ -214,3 +214,22 @@ def test_actions_change_the_prediction():
     start = float(frames[0, 0, 0, 0, 0])
     background = out[:, -1, :8].mean((1, 2, 3))  # last frame, top rows (no square)
     assert background[0] > start + 40 and background[1] < start - 40, (start, background)
+
+
+def test_cumulative_actions_give_each_frame_the_translation_commanded_so_far(tmp_path):
+    """model.action_cumulative: the action MLP of latent frame j also reads the running sum of the chunk's xyz
+    commands up to each of its steps, so the same last action after different earlier ones embeds differently;
+    the flag round-trips through save_pretrained."""
+    from learning.world_model.model import ActionEmbedding, load_world_model
+
+    torch.manual_seed(0)
+    emb = ActionEmbedding(7, 2, 16, 8, cumulative=True)
+    a = torch.zeros(2, 4, 7)
+    a[0, 0, 0], a[1, 0, 0] = 1.0, -1.0  # differ only in the first step's x
+    out = emb(a)
+    assert out.shape == (2, 2, 8) and not torch.allclose(out[0, 1], out[1, 1])  # frame 1's own actions are equal
+    plain = ActionEmbedding(7, 2, 16, 8)
+    assert torch.allclose(plain(a)[0, 1], plain(a)[1, 1])  # without the sums frame 1 cannot tell them apart
+    model = WorldModel.from_wm_config(tiny_config(action_cumulative=True))
+    model.save_pretrained(tmp_path / "m")
+    assert load_world_model(tmp_path / "m", expect=tiny_config(action_cumulative=True)).wm_config.action_cumulative
