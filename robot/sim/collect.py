@@ -51,16 +51,18 @@ def run_scripted_episode(
     runner: EpisodeRunner | None = None,
     action_noise: float = 0.0,
     gain: float = DEFAULT_GAIN,
+    offset_m: float | None = None,
 ) -> Episode | None:
     """One expert episode through the rig's episode runner and safety filter (`robot.sim.rollout`); None for a
     trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done.
-    ``action_noise``: see `ExpertSource` (the noise-free labels go to ``extras["expert_action"]``)."""
+    ``action_noise``: see `ExpertSource` (the noise-free labels go to ``extras["expert_action"]``). ``offset_m``: the
+    perturbation's size (default: drawn from the near-success range)."""
     rng = rng or np.random.default_rng(seed)
     sim = robot.sim
     sim.reset(seed)
     if sim.success:
         return None
-    pert = sample_perturbation(perturbation_kind, rng)
+    pert = sample_perturbation(perturbation_kind, rng, offset_m)
     source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m, action_noise=action_noise, rng=rng,
                           gain=gain)
     runner = runner or sim_runner(robot, source_kind="scripted")

@@ -38,15 +38,16 @@ class Perturbation:
         return {"perturbation": self.kind, "perturbation_offset_m": [round(float(x), 4) for x in self.offset]}
 
 
-def sample_perturbation(kind: str, rng: np.random.Generator) -> Perturbation:
-    """A horizontal offset of a magnitude that makes the expert almost, but not quite, succeed."""
+def sample_perturbation(kind: str, rng: np.random.Generator, radius_m: float | None = None) -> Perturbation:
+    """A horizontal offset of a magnitude that makes the expert almost, but not quite, succeed (or of ``radius_m``,
+    in a random direction: the action-faithfulness table sweeps it)."""
     if kind not in PERTURBATIONS:
         raise ValueError(f"perturbation: {kind!r} is not one of {PERTURBATIONS}")
     if kind == "none":
         return Perturbation()
     lo, hi = (0.035, 0.06) if kind == "place_offset" else (0.03, 0.05)
     angle = rng.uniform(0, 2 * np.pi)
-    r = rng.uniform(lo, hi)
+    r = rng.uniform(lo, hi) if radius_m is None else float(radius_m)
     return Perturbation(kind, np.array([r * np.cos(angle), r * np.sin(angle), 0.0]))
 
 
