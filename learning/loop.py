@@ -207,6 +207,20 @@ class RobotProcess:
         self._log.close()
 
 
+def ros_robot(c: dict[str, Any], endpoint: str, keys: Path, work: Path):
+    """robot.kind=ros: the robot side as ROS 2 node processes on a private loopback DDS domain -- sim_arm_node
+    (ManiSkill, one step per command) + policy_node in deploy mode (`robot.deploy.deploy` over the topics, the same
+    seeds, success rule and Episode fields as `wvl robot deploy`); logs in ``work`` (policy_node.log)."""
+    from robot.ros_graph import start_sim_deploy
+
+    sim = {**c["sim"], "task": c["task"], "max_steps": c["robot"]["max_steps"]}
+    graph = start_sim_deploy(work, sim=sim, endpoint=endpoint, secret_key=keys / (ROBOT_ID + ".key_secret"),
+                             learner_key=keys / "learner.key", robot_id=ROBOT_ID, episodes=c["eval_episodes"],
+                             eval_seed=c["eval_seed"], max_steps=c["robot"]["max_steps"])
+    log.info("robot side: ROS 2 nodes %s on domain %d, logs in %s", sorted(graph.nodes), graph.domain_id, work)
+    return graph
+
+
 def make_keys(folder: Path) -> tuple[Any, Path]:
     """Fresh CURVE keys for this run: the learner's pair, the robot's pair, the allow list {robot-1}."""
     from robot import wire
@@ -292,8 +306,11 @@ def check_config(c: dict[str, Any]) -> None:
         raise ValueError(f"grpo_from: {c['grpo_from']!r} is not 'sft' or 'last'")
     if c["grpo_starts"] not in ("first", "keyframes"):
         raise ValueError(f"grpo_starts: {c['grpo_starts']!r} is not 'first' or 'keyframes'")
-    if c["robot"]["kind"] not in ("sim", "external"):
-        raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim' or 'external'")
+    if c["robot"]["kind"] not in ("sim", "ros", "external"):
+        raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim', 'ros' or 'external'")
+    if c["robot"]["kind"] == "ros" and ((c["sim"].get("kind") or "maniskill") != "maniskill" or c["robot"].get("overrides")):
+        raise ValueError("robot.kind: 'ros' (the robot side as ROS 2 nodes: sim_arm_node + policy_node) runs the ManiSkill "
+                         "simulator only and takes no robot.overrides (those are `wvl robot deploy` options; robot.kind=sim)")
     if (c["sim"].get("kind") or "maniskill") == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
         raise ValueError(f"eval_seed/eval_episodes: LIBERO has 50 fixed initial states per task; episodes "
                          f"{c['eval_seed']}..{c['eval_seed'] + c['eval_episodes'] - 1} do not fit (use preset=libero)")
@@ -339,15 +356,15 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     if rollouts_root.exists():
         shutil.rmtree(rollouts_root)  # each run measures its own policies
     keys, key_dir = make_keys(out / "keys")
-    server = LearnerServer(rollouts_root, "tcp://127.0.0.1:*" if c["robot"]["kind"] == "sim" else c["link"]["endpoint"], keys)
+    server = LearnerServer(rollouts_root, c["link"]["endpoint"] if c["robot"]["kind"] == "external" else "tcp://127.0.0.1:*", keys)
     server.start()
     robot = None
     try:
-        if c["robot"]["kind"] == "sim":
+        if c["robot"]["kind"] in ("sim", "ros"):
             robot_dir = out / "robot"
             shutil.rmtree(robot_dir, ignore_errors=True)
             robot_dir.mkdir(parents=True)
-            robot = RobotProcess(c, server.endpoint, key_dir, robot_dir)
+            robot = RobotProcess(c, server.endpoint, key_dir, robot_dir) if c["robot"]["kind"] == "sim" else ros_robot(c, server.endpoint, key_dir, robot_dir)
         else:
             log.info("waiting for the robot to connect to %s (robot id %s; keys in %s)", server.endpoint, ROBOT_ID, key_dir)
 

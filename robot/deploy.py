@@ -28,8 +28,10 @@ from robot.policy_source import PolicySource
 log = logging.getLogger(__name__)
 
 
-def deploy(c: dict[str, Any], rig, runner) -> int:
-    """Serve policies from the learner until stopped (or ``deploy.max_versions`` versions were evaluated)."""
+def deploy(c: dict[str, Any], rig, runner, stop: threading.Event | None = None) -> int:
+    """Serve policies from the learner until stopped (or ``deploy.max_versions`` versions were evaluated).
+    ``stop``: set by the caller to leave after the current episode (a ROS 2 node runs this on a worker thread);
+    without one, SIGTERM / SIGINT set it (the main thread of `wvl robot deploy`)."""
     from robot import wire
     from robot.link import Outbox, PolicyInbox
     from robot.main import play_episodes
@@ -48,13 +50,15 @@ def deploy(c: dict[str, Any], rig, runner) -> int:
     runtime = PolicyRuntime(rig_spec)
     source = PolicySource(runtime, camera=cam)
 
-    stop = threading.Event()
+    old_handlers = {}
+    if stop is None:
+        stop = threading.Event()
 
-    def on_signal(signum, frame) -> None:  # finish the episode in progress, then leave
-        log.info("robot deploy: signal %d, stopping after the current episode", signum)
-        stop.set()
+        def on_signal(signum, frame) -> None:  # finish the episode in progress, then leave
+            log.info("robot deploy: signal %d, stopping after the current episode", signum)
+            stop.set()
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     evaluated = 0
     idle_since = last_connected = last_status = time.monotonic()
     try:

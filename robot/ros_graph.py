@@ -194,3 +194,74 @@ def launch_description(launch: str):
         kw = {"condition": UnlessCondition(LaunchConfiguration("use_realsense_ros"))} if node == "camera_node" else {}
         actions.append(ExecuteProcess(cmd=[*node_command(node), "--params-file", params], name=node, output="screen", **kw))
     return LaunchDescription(actions)
+
+
+# ---------------------------------------------------------------------------------------------- the loop's robot side
+def _ros_typed(defaults: Mapping[str, object], values: Mapping[str, object]) -> dict[str, object]:
+    """``values`` (dotted names) with ints turned into floats where the parameter is declared a double: rclpy refuses
+    an integer for a double parameter (``1`` for ``max_idle_s``)."""
+    out: dict[str, object] = {}
+    for k, v in values.items():
+        d = defaults.get(k)
+        if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        elif isinstance(d, list) and d and isinstance(d[0], float) and isinstance(v, (list, tuple)):
+            v = [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def sim_deploy_params(work: str | os.PathLike, *, sim: Mapping[str, object], endpoint: str, secret_key: str | os.PathLike,
+                      learner_key: str | os.PathLike, robot_id: str, episodes: int, eval_seed: int, max_steps: int) -> Path:
+    """``<work>/sim_deploy.yaml``: launch/params/sim_deploy.yaml with the nodes set for `wvl robot deploy` over ROS 2 --
+    sim_arm_node on ManiSkill (``sim``: ManiSkillConfig fields) stepping once per command (lockstep with the policy,
+    as in-process), policy_node in ``mode: deploy`` on the learner link (CURVE keys), with the simulated rig's limits
+    (robot/conf/robot.yaml ``safety``, `robot.sim.rollout.sim_safety_config`), labelled by the driver's success flag.
+    Validated by `robot.nodes.config.load_params_file` before any node starts."""
+    import json
+
+    import yaml
+
+    from robot.nodes.config import PolicyNodeConfig, SimArmNodeConfig, _nest, load_params_file, parameter_defaults
+    from robot.sim.rollout import sim_safety_config
+
+    sim = {k: v for k, v in sim.items() if k != "kind" and v is not None}
+    hz = float(sim.get("control_hz", 10))
+    safety = sim_safety_config()
+    doc = yaml.safe_load(params_file("sim_deploy").read_text())
+    arm = {**doc["sim_arm_node"]["ros__parameters"], "kind": "maniskill", "sim_json": json.dumps(sim, sort_keys=True),
+           "image_size": int(sim.get("image_size", 64)), "rate_hz": hz, "step_on": "command", "seed": int(eval_seed)}
+    pol = {**doc["policy_node"]["ros__parameters"], "mode": "deploy", "artifact": "", "sink": "link", "link_endpoint": endpoint,
+           "link_secret_key": str(secret_key), "link_learner_key": str(learner_key), "link_plaintext": False, "robot_id": robot_id,
+           "outbox": str(Path(work) / "outbox"), "success_topic": arm["status_topic"], "sim_event_topic": arm["event_topic"],
+           "rate_hz": hz, "max_steps": int(max_steps), "replan_every": 0, "pose_frame": safety.workspace_frame,
+           "max_translation_m": safety.max_translation_m, "max_rotation_rad": safety.max_rotation_rad}
+    pol.pop("safety", None)
+    flat_pol = {**pol, **{f"safety.{k}": v for k, v in safety.to_dict().items()},
+                "deploy.policies": str(Path(work) / "policies"), "deploy.episodes": int(episodes), "deploy.eval_seed": int(eval_seed)}
+    Path(work).mkdir(parents=True, exist_ok=True)
+    out = Path(work) / "sim_deploy.yaml"
+    out.write_text(yaml.safe_dump({
+        "sim_arm_node": {"ros__parameters": _ros_typed(parameter_defaults(SimArmNodeConfig), arm)},
+        "policy_node": {"ros__parameters": _nest(_ros_typed(parameter_defaults(PolicyNodeConfig), flat_pol))},
+    }, sort_keys=False))
+    load_params_file(out)  # a bad value stops here, not in a node process
+    return out
+
+
+def start_sim_deploy(work: str | os.PathLike, *, domain_id: int | None = None, **params: object) -> RosGraph:
+    """`wvl loop robot.kind=ros`'s robot side: sim_arm_node (ManiSkill) + policy_node (``mode: deploy``) on a private
+    loopback domain, parameters from `sim_deploy_params`; the caller stops the graph (``stop()``) and polls
+    ``check_alive()``. The deploy log is ``<work>/policy_node.log``."""
+    from robot.ros_env import private_domain_id
+
+    work = Path(work)
+    path = sim_deploy_params(work, **params)  # type: ignore[arg-type]
+    graph = RosGraph(private_domain_id(7) if domain_id is None else domain_id, work)
+    try:
+        graph.start("sim_arm_node", path)
+        graph.start("policy_node", path)
+    except BaseException:
+        graph.stop()
+        raise
+    return graph

@@ -53,10 +53,12 @@ class SimArmDriver:
     """One simulated arm + camera behind the driver interface. Thread-safe: commands arrive on subscription
     threads, `tick` runs on the driver's timer."""
 
-    def __init__(self, arm: Arm, frame: Callable[[], np.ndarray], *, reset: Callable[[int], int] | None = None,
+    def __init__(self, arm: Arm, frame: Callable[[], np.ndarray], *, reset: Callable[[int, int], int] | None = None,
                  success: Callable[[], bool] | None = None, hz: float = 10.0, command_timeout_s: float = 0.3,
-                 clock: Callable[[], float] = time.monotonic, close: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, close: Callable[[], None] | None = None,
+                 instruction: str = "") -> None:
         self.arm, self._frame, self._reset, self._success, self._close = arm, frame, reset, success, close
+        self.instruction = instruction
         self.hz, self.command_timeout_s, self.clock = float(hz), float(command_timeout_s), clock
         self._lock = threading.Lock()  # the newest command
         self._sim_lock = threading.RLock()  # the simulator: stepped by the timer, reset by an event
@@ -66,6 +68,7 @@ class SimArmDriver:
         self._camera_on = True
         self.step = 0
         self.seed: int | None = None
+        self.resets = 0  # reset events done: a client waits for its own reset by this count (status "resets")
         self.commands = 0
 
     # ------------------------------------------------------------------ inputs
@@ -83,17 +86,25 @@ class SimArmDriver:
                 self._gripper = float(np.clip(target, -1.0, 1.0))
 
     def on_event(self, text: str) -> str:
-        """``reset <seed>`` | ``camera_off`` | ``camera_on``; returns what was done (for the node's log)."""
+        """``reset <seed> [stride]`` | ``camera_off`` | ``camera_on``; returns what was done (for the node's log).
+        A reset plays the first of seed, seed + stride, ... whose scene is not solved at reset (the simulator's
+        `robot.sim.rollout.reset_unsolved`, as every simulated episode); the status reports the seed played."""
         words = text.split()
         if not words:
             return "empty event ignored"
         if words[0] == "reset":
-            seed = int(words[1]) if len(words) > 1 else 0
+            try:
+                seed = int(words[1]) if len(words) > 1 else 0
+                stride = int(words[2]) if len(words) > 2 else 1
+            except ValueError:
+                return f"bad reset event {text!r} ignored (reset <seed> [stride])"
             with self._sim_lock:
-                played = self._reset(seed) if self._reset is not None else seed
+                played = self._reset(seed, stride) if self._reset is not None else seed
                 self.seed, self.step = played, 0
+                self.resets += 1
                 with self._lock:
                     self._twist, self._twist_at = np.zeros(6), -math.inf
+                    self._gripper = 1.0
             return f"reset to seed {played}"
         if words[0] in ("camera_off", "camera_on"):
             self._camera_on = words[0] == "camera_on"
@@ -123,7 +134,8 @@ class SimArmDriver:
             return DriverOutput(state, rgb, self.clock(), self.step, success)
 
     def status_json(self, out: DriverOutput) -> str:
-        return json.dumps({"seed": self.seed, "step": out.step, "success": out.success, "stamp": out.stamp})
+        return json.dumps({"seed": self.seed, "resets": self.resets, "step": out.step, "success": out.success,
+                           "stamp": out.stamp, "commands": self.commands, "instruction": self.instruction})
 
     def close(self) -> None:
         if self._close is not None:
@@ -142,7 +154,7 @@ def make_sim_driver(cfg: Any) -> SimArmDriver:
             s = arm.read_state()
             return render_topdown(s.ee_pose, s.gripper, cfg.image_size)
 
-        def reset(seed: int) -> int:
+        def reset(seed: int, stride: int = 1) -> int:
             arm.reset()
             return seed
 
@@ -157,6 +169,6 @@ def make_sim_driver(cfg: Any) -> SimArmDriver:
     reset_unsolved(robot.sim, cfg.seed)
     if abs(float(robot.config.control_hz) - cfg.rate_hz) > 1e-9:
         raise ValueError(f"sim_arm_node.rate_hz ({cfg.rate_hz}) differs from the simulator's control_hz ({robot.config.control_hz})")
-    return SimArmDriver(robot.arm, lambda: cam.read().rgb, reset=lambda seed: reset_unsolved(robot.sim, seed),
+    return SimArmDriver(robot.arm, lambda: cam.read().rgb, reset=lambda seed, stride=1: reset_unsolved(robot.sim, seed, stride),
                         success=lambda: bool(robot.sim.success), hz=cfg.rate_hz, command_timeout_s=cfg.command_timeout_s,
-                        close=robot.close)
+                        close=robot.close, instruction=robot.instruction)

@@ -33,6 +33,11 @@ class TopicCamera(ThreadedCamera):
                 pass
             self._q.put_nowait(frame)
 
+    def latest_stamp(self) -> float | None:
+        """The stamp of the newest frame taken from the topic (None before the first): a rig waits on it after a reset."""
+        with self._lock:
+            return None if self._latest is None else self._latest.stamp
+
     def _open(self) -> None:
         pass
 

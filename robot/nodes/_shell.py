@@ -23,18 +23,18 @@ def rclpy_types() -> MsgTypes:
     return MsgTypes.rclpy()
 
 
-def spin(node_factory) -> None:
+def spin(node_factory) -> int:
     """Run one node until SIGINT / SIGTERM. rclpy's own signal handlers are off: they would shut the context
     down under the node's threads (a publisher thread then fails with "context is invalid"); here a signal
     ends the spin loop (woken every 0.1 s), the node's close() stops its threads and saves what it holds, then
-    the context goes."""
+    the context goes. Returns the node's ``exit_code`` (0 without one; 1 when it could not be built)."""
     from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
-    node = None
+    node, code = None, 1
     try:
         node = node_factory()
         executor = SingleThreadedExecutor()
@@ -46,6 +46,8 @@ def spin(node_factory) -> None:
     finally:
         if node is not None:
             node.close()
+            code = int(getattr(node, "exit_code", 0))
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    return code

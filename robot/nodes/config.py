@@ -102,8 +102,29 @@ class CollectorNodeConfig:
 
 
 @dataclass(frozen=True)
+class DeployParams:
+    """policy_node ``mode: deploy``: `robot.deploy.deploy` (`wvl robot deploy`'s loop) over the topics, policies
+    from the learner link (robot/conf/robot.yaml's ``deploy`` block, same meanings)."""
+
+    policies: str = "policies/robot"  # policy inbox folder (staging/, versions/, state.json)
+    episodes: int = 10  # evaluation episodes per policy version (a manifest's extra.eval_episodes overrides)
+    eval_seed: int = 2000000  # episode i of every version resets the simulated arm with seed eval_seed + i
+    max_versions: int = 0  # leave after evaluating this many versions (0: until stopped)
+    max_idle_s: float = 0.0  # leave after this long without a new policy (0: never)
+    status_every_s: float = 30.0  # while idle, log what it waits for this often
+    commit_timeout_s: float = 30.0  # at the end, wait this long for the learner to commit the episodes sent
+    startup_timeout_s: float = 120.0  # wait this long for the simulated arm driver's first status (it loads a simulator)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.max_versions < 0 or self.max_idle_s < 0 or not self.status_every_s > 0:
+            raise ValueError("policy_node.deploy.episodes / max_versions / max_idle_s / status_every_s: out of range")
+
+
+@dataclass(frozen=True)
 class PolicyNodeConfig:
-    artifact: str = ""  # policy artifact folder (policy.onnx + manifest.json)
+    mode: str = "events"  # events: one episode of `artifact` per start on event_topic | deploy: `wvl robot deploy` over the
+    # topics (policies from the learner link, sink=link; scenes reset through sim_event_topic, labelled by success_topic)
+    artifact: str = ""  # policy artifact folder (policy.onnx + manifest.json); mode=deploy: not used
     camera: str = "front"
     image_topic: str = "/camera/camera/color/image_raw"
     joint_state_topic: str = "/joint_states"
@@ -133,9 +154,16 @@ class PolicyNodeConfig:
     robot_id: str = "robot-1"
     status_topic: str = "policy/status"  # std_msgs/String JSON, one per finished episode (uuid, end_reason, steps, outcome)
     success_topic: str = ""  # std_msgs/String JSON {"success": bool} from a simulated rig (sim_arm_node's status): labels episodes
+    sim_event_topic: str = ""  # mode=deploy: the simulated arm driver's event topic ("reset <seed> <stride>" before each episode)
+    deploy: DeployParams = field(default_factory=DeployParams)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
+        if self.mode not in ("events", "deploy"):
+            raise ValueError(f"policy_node.mode: {self.mode!r} is not events or deploy")
+        if self.mode == "deploy" and (self.sink != "link" or not self.success_topic or not self.sim_event_topic):
+            raise ValueError("policy_node mode=deploy: needs sink=link (policies come and episodes go over the learner link), "
+                             "success_topic and sim_event_topic (the simulated arm driver's status and event topics)")
         if self.sink not in ("folder", "link"):
             raise ValueError(f"policy_node.sink: {self.sink!r} is not folder or link")
         if self.sink == "link" and not self.link_plaintext and not (self.link_secret_key and self.link_learner_key):

@@ -30,8 +30,10 @@ class SimArmNode(Node):
         self.pub_rgb = self.create_publisher(Image, f"{c.topic_prefix}/color/image_raw", qos_profile_sensor_data)
         self.pub_info = self.create_publisher(CameraInfo, f"{c.topic_prefix}/color/camera_info", qos_profile_sensor_data)
         self.pub_status = self.create_publisher(String, c.status_topic, 10)
-        self.create_subscription(TwistStamped, c.twist_topic, self._on_twist, 10)
+        # the gripper first: a command's gripper target (published before its twist) is taken before the twist that
+        # steps the simulator when both wait (an executor serves ready subscriptions in creation order)
         self.create_subscription(Float64MultiArray, c.gripper_topic, self._on_gripper, 10)
+        self.create_subscription(TwistStamped, c.twist_topic, self._on_twist, 10)
         self.create_subscription(String, c.event_topic, self._on_event, 10)
         self._K = None
         self.create_timer(1.0 / c.rate_hz, self._on_timer)

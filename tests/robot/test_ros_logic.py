@@ -89,7 +89,7 @@ def test_sim_driver_inverts_the_topic_arm_s_twist_and_holds_on_a_stale_command()
     arm = KinematicArm()
     arm.connect()
     driver = SimArmDriver(arm, lambda: render_topdown(arm.read_state().ee_pose, arm.read_state().gripper, 32), hz=10,
-                          command_timeout_s=0.3, clock=lambda: t[0], reset=lambda seed: (arm.reset(), seed)[1])
+                          command_timeout_s=0.3, clock=lambda: t[0], reset=lambda seed, stride=1: (arm.reset(), seed)[1])
     sent = []
     topic = TopicArm("twist", lambda twist, grip: sent.append((twist, grip)), hz=10, limits=arm.limits)
     topic.connect()
@@ -134,3 +134,69 @@ def test_inet_sockets_reads_this_process_s_sockets_from_proc():
         assert outside_loopback([{**mine[0], "remote": "192.0.2.7"}])
     finally:
         s.close()
+
+
+class _FlagSim:
+    """A stand-in simulator for reset_unsolved: seeds in ``solved`` are solved at reset; ``success`` is settable."""
+
+    def __init__(self, solved=()):
+        self.solved, self.success, self.seeds = set(solved), False, []
+
+    def reset(self, seed):
+        self.seeds.append(seed)
+        self.success = seed in self.solved
+
+
+def test_sim_topics_client_resets_with_stride_and_reads_the_flag_after_every_command_sent():
+    """robot.ros_rig over an in-process driver (the topics as calls; status messages delivered when the test says):
+    a reset skips solved seeds by the stride as reset_unsolved does, success() waits for the driver's step."""
+    from robot.ros_rig import SimTopics, ros_sim_rig, wait_fresh
+    from robot.sim.rollout import reset_unsolved
+
+    arm = KinematicArm()
+    arm.connect()
+    sim = _FlagSim(solved={100, 103})
+    driver = SimArmDriver(arm, lambda: np.zeros((8, 8, 3), np.uint8), reset=lambda s, stride=1: reset_unsolved(sim, s, stride),
+                          success=lambda: sim.success, hz=10, instruction="reach")
+    client = SimTopics(lambda text: (driver.on_event(text), client.on_status(driver.status_json(driver.tick(move=False)))),
+                       command_wait_s=0.2)
+    with pytest.raises(TimeoutError, match="first status"):
+        client.first_status(0.05)
+    client.on_status(driver.status_json(driver.tick(move=False)))
+    assert client.first_status(1.0)["instruction"] == "reach"
+    played, stamp = client.reset(100, 3)  # 100 solved -> 103 solved -> 106
+    assert played == 106 and sim.seeds == [100, 103, 106] and stamp > 0
+    # a command sent but not yet stepped by the driver: success() waits for it (and counts the late read)
+    client.note_command()
+    driver.on_twist(np.zeros(6))
+    sim.success = True
+    assert client.success() is False and client.late == 1  # the status of the step has not arrived
+    client.on_status(driver.status_json(driver.tick()))
+    assert client.success() is True and client.late == 1
+    # the rig: reset_scene(i, stride) -> seed_base + i on the driver, then waits for a state/frame of the new scene
+    cam = type("Cam", (), {"latest_stamp": lambda self: 1e12})()
+    rig = ros_sim_rig(arm, {"front": cam}, client, "reach", seed_base=200)
+    assert rig.reset_scene(1, 5) == 201 and rig.success() is False and rig.instruction == "reach"
+    stale = type("Cam", (), {"latest_stamp": lambda self: None})()
+    with pytest.raises(TimeoutError, match="new scene"):
+        wait_fresh(arm, {"front": stale}, 0.0, 0.05)
+
+
+def test_sim_deploy_params_are_the_simulated_rig_s_and_validate(tmp_path):
+    from robot.nodes.config import load_params_file
+    from robot.ros_graph import sim_deploy_params
+    from robot.sim.rollout import sim_safety_config
+
+    path = sim_deploy_params(tmp_path, sim={"kind": "maniskill", "task": "PickCube-v1", "image_size": 64, "control_hz": 10,
+                                            "max_steps": 12, "camera_eye": None}, endpoint="tcp://127.0.0.1:5", secret_key="k/r.key_secret",
+                             learner_key="k/learner.key", robot_id="robot-1", episodes=3, eval_seed=2000000, max_steps=12)
+    cfg = load_params_file(path)
+    arm, pol = cfg["sim_arm_node"], cfg["policy_node"]
+    assert arm.kind == "maniskill" and arm.step_on == "command" and arm.seed == 2000000 and "camera_eye" not in arm.sim_json
+    assert pol.mode == "deploy" and pol.sink == "link" and pol.success_topic == arm.status_topic and pol.sim_event_topic == arm.event_topic
+    assert (pol.deploy.episodes, pol.deploy.eval_seed, pol.max_steps, pol.rate_hz) == (3, 2000000, 12, 10.0)
+    assert pol.safety == sim_safety_config() and pol.pose_frame == "world"
+    from robot.nodes.config import PolicyNodeConfig
+
+    with pytest.raises(ValueError, match="mode=deploy"):
+        PolicyNodeConfig(mode="deploy", sink="folder")
