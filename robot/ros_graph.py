@@ -233,7 +233,7 @@ def sim_deploy_params(work: str | os.PathLike, *, sim: Mapping[str, object], end
            "image_size": int(sim.get("image_size", 64)), "rate_hz": hz, "step_on": "command", "seed": int(eval_seed)}
     pol = {**doc["policy_node"]["ros__parameters"], "mode": "deploy", "artifact": "", "sink": "link", "link_endpoint": endpoint,
            "link_secret_key": str(secret_key), "link_learner_key": str(learner_key), "link_plaintext": False, "robot_id": robot_id,
-           "outbox": str(Path(work) / "outbox"), "success_topic": arm["status_topic"], "sim_event_topic": arm["event_topic"],
+           "outbox": str(Path(work) / "outbox"), "success_topic": arm["status_topic"], "sim_event_topic": arm["event_topic"], "lockstep": True,
            "rate_hz": hz, "max_steps": int(max_steps), "replan_every": 0, "pose_frame": safety.workspace_frame,
            "max_translation_m": safety.max_translation_m, "max_rotation_rad": safety.max_rotation_rad}
     pol.pop("safety", None)

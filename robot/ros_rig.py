@@ -10,11 +10,14 @@ the policy node's `TopicArm` / `TopicCamera`, so `robot.deploy.deploy` -> `robot
 `robot.runner.EpisodeRunner` run unchanged: same seeds, same success rule, same Episode fields as on the
 in-process simulated rig.
 
-**Lockstep.** With the driver stepping once per twist (``step_on: command``) the simulator is in the same state at
-every observation as in-process: `success` waits (bounded) until the driver has received every twist this client
-sent since the reset (``commands`` in its status), so the flag read right after the last action of an episode is
-the flag after that action, not before it; `reset` first waits for the previous episode's hold command to be
-applied, then resets, then waits until the camera frame and the arm state the policy will see are the new scene's.
+**Lockstep.** With the driver stepping once per twist (``step_on: command``) and the policy node's ``lockstep`` on,
+sending an action returns once the driver has stepped with it and its state and frame have arrived (`wait_applied`
++ `wait_fresh`), as the in-process simulated arm's ``send_action`` returns after its step: every observation and
+success flag is the one after the previous action, whatever the machine's load. `success` waits (bounded) for the
+driver's status covering every twist this client sent since the reset (``commands`` in its status), so the flag read
+right after the last action of an episode is the flag after that action; `reset` first waits for the previous
+episode's hold command to be applied, then resets, then waits until the camera frame and the arm state the policy
+will see are the new scene's.
 """
 
 from __future__ import annotations
@@ -92,6 +95,14 @@ class SimTopics:
         with self._cond:
             self._base, self._sent = int(d.get("commands", 0)), 0
         return int(d["seed"]), float(d["stamp"])
+
+    def wait_applied(self, timeout_s: float) -> float | None:
+        """The stamp of the driver's first status covering every twist sent (None after ``timeout_s``, counted late)."""
+        with self._cond:
+            if self._cond.wait_for(lambda: self.status is not None and self._applied(self.status), timeout=timeout_s):
+                return float(self.status.get("stamp", 0.0))
+            self.late += 1
+            return None
 
     def success(self) -> bool:
         """The simulator's task flag after every command sent so far (bounded wait: ``command_wait_s``)."""

@@ -155,12 +155,16 @@ class PolicyNodeConfig:
     status_topic: str = "policy/status"  # std_msgs/String JSON, one per finished episode (uuid, end_reason, steps, outcome)
     success_topic: str = ""  # std_msgs/String JSON {"success": bool} from a simulated rig (sim_arm_node's status): labels episodes
     sim_event_topic: str = ""  # mode=deploy: the simulated arm driver's event topic ("reset <seed> <stride>" before each episode)
+    lockstep: bool = False  # with a simulated driver stepping per command: each action returns once the driver stepped with it
+    # and its state + frame arrived (success_topic's status), as the in-process simulated arm does (robot.ros_rig)
     deploy: DeployParams = field(default_factory=DeployParams)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in ("events", "deploy"):
             raise ValueError(f"policy_node.mode: {self.mode!r} is not events or deploy")
+        if self.lockstep and not self.success_topic:
+            raise ValueError("policy_node.lockstep: needs success_topic (the simulated arm driver's status says which command it applied)")
         if self.mode == "deploy" and (self.sink != "link" or not self.success_topic or not self.sim_event_topic):
             raise ValueError("policy_node mode=deploy: needs sink=link (policies come and episodes go over the learner link), "
                              "success_topic and sim_event_topic (the simulated arm driver's status and event topics)")

@@ -37,7 +37,7 @@ from robot.nodes._shell import load_config, rclpy_types, spin
 from robot.nodes.config import PolicyNodeConfig, gripper_opening
 from robot.policy_runtime import PolicyRuntime, RigSpec
 from robot.policy_source import PolicySource
-from robot.ros_rig import SimTopics
+from robot.ros_rig import SimTopics, wait_fresh
 from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyFilter
 from robot.sinks import FolderSink
@@ -109,6 +109,13 @@ class PolicyNode(Node):
             if self.sim is not None:
                 self.sim.note_command()
             self.pub.publish(rosmsg.twist_stamped_msg(args[0], now, c.frame_id, types=T))
+            if c.lockstep:  # as the in-process simulated arm: back once the simulator stepped with it and we see the result
+                stamp = self.sim.wait_applied(1.0 / c.rate_hz)
+                if stamp is not None and self.camera.is_connected:
+                    try:
+                        wait_fresh(self.arm, {c.camera: self.camera}, stamp, 1.0 / c.rate_hz)
+                    except TimeoutError:
+                        self.sim.late += 1
         else:
             positions, dt, _ = args
             self.pub.publish(rosmsg.joint_trajectory_msg(c.joint_names, positions, dt, now, types=T))
@@ -205,7 +212,7 @@ class PolicyNode(Node):
             self.get_logger().info(f"deploy: serving policies from {c.link_endpoint} (instruction {rig.instruction!r})")
             deploy(cfg, rig, self.runner, stop=self._stop)
             if self.sim.late:
-                self.get_logger().warning(f"deploy: {self.sim.late} success reads did not wait for the driver's step")
+                self.get_logger().warning(f"deploy: {self.sim.late} waits for the driver's step timed out (lockstep not held there)")
         except Exception as e:
             self.get_logger().error(f"deploy failed: {type(e).__name__}: {e}")
             self.exit_code = 1

@@ -171,8 +171,10 @@ def test_sim_topics_client_resets_with_stride_and_reads_the_flag_after_every_com
     driver.on_twist(np.zeros(6))
     sim.success = True
     assert client.success() is False and client.late == 1  # the status of the step has not arrived
-    client.on_status(driver.status_json(driver.tick()))
-    assert client.success() is True and client.late == 1
+    assert client.wait_applied(0.01) is None and client.late == 2
+    out = driver.tick()
+    client.on_status(driver.status_json(out))
+    assert client.success() is True and client.late == 2 and client.wait_applied(0.01) == out.stamp
     # the rig: reset_scene(i, stride) -> seed_base + i on the driver, then waits for a state/frame of the new scene
     cam = type("Cam", (), {"latest_stamp": lambda self: 1e12})()
     rig = ros_sim_rig(arm, {"front": cam}, client, "reach", seed_base=200)
@@ -195,7 +197,7 @@ def test_sim_deploy_params_are_the_simulated_rig_s_and_validate(tmp_path):
     assert arm.kind == "maniskill" and arm.step_on == "command" and arm.seed == 2000000 and "camera_eye" not in arm.sim_json
     assert pol.mode == "deploy" and pol.sink == "link" and pol.success_topic == arm.status_topic and pol.sim_event_topic == arm.event_topic
     assert (pol.deploy.episodes, pol.deploy.eval_seed, pol.max_steps, pol.rate_hz) == (3, 2000000, 12, 10.0)
-    assert pol.safety == sim_safety_config() and pol.pose_frame == "world"
+    assert pol.safety == sim_safety_config() and pol.pose_frame == "world" and pol.lockstep
     from robot.nodes.config import PolicyNodeConfig
 
     with pytest.raises(ValueError, match="mode=deploy"):
