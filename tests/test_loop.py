@@ -66,6 +66,10 @@ def test_loop_refuses_a_bad_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=paper", f"out={tmp_path}", f"cache={tmp_path}"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "world_model.pretrained=<folder>" in r.stderr
+    # the robot side through ROS 2 runs the ManiSkill simulator with its own parameters, not `wvl robot deploy` overrides
+    r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={tmp_path}", "robot.kind=ros",
+                        "robot.overrides=['safety.max_translation_m=0.05']"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "robot.kind: 'ros'" in r.stderr and "Traceback" not in r.stderr
     # a real rig's SANS store that is not there
     r = subprocess.run([sys.executable, "-m", "learning.cli", "loop", "preset=quick", f"out={tmp_path}", f"cache={tmp_path}",
                         f"sans.store={tmp_path / 'no-such-store'}"], capture_output=True, text=True, timeout=120)
