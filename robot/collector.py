@@ -152,9 +152,7 @@ class StreamCollector:
         if self.state != "recording":
             return False
         c, now = self.config, self.clock()
-        stale = [n for n, x in self._images.items() if now - x.received > c.max_age_s]
-        if now - self._state.received > c.max_age_s:
-            stale.append("robot state")
+        stale = self.stale_inputs(now)
         if stale:
             self._stale += 1
             self.stale_ticks += 1
@@ -179,6 +177,19 @@ class StreamCollector:
             self._end("max_steps")
             self.on_prompt("max steps reached; label the episode")
         return True
+
+    def stale_inputs(self, now: float | None = None) -> list[str]:
+        """The inputs a tick now would find stale (older than max_age_s, or never received): camera names, "robot state"."""
+        now = self.clock() if now is None else now
+        stale = [n for n, x in self._images.items() if now - x.received > self.config.max_age_s]
+        if now - self._state.received > self.config.max_age_s:
+            stale.append("robot state")
+        return stale
+
+    @property
+    def steps(self) -> int:
+        """Steps recorded in the episode being recorded (0 when not recording)."""
+        return len(self._rec) if self.state == "recording" and self._rec is not None else 0
 
     # ------------------------------------------------------------------ internals
     def _prompt_text(self) -> str:

@@ -36,7 +36,18 @@ class CollectorNode(Node):
         self.create_subscription(PoseStamped, c.ee_pose_topic, self._on_pose, qos_profile_sensor_data)
         self.create_subscription(Float64MultiArray, c.action_topic, lambda m: self.collector.on_action(rosmsg.float64_array_from_msg(m), self._now()), 10)
         self.create_subscription(String, c.event_topic, lambda m: self.collector.on_event(m.data), 10)
-        self.create_timer(1.0 / c.rate_hz, self.collector.tick)
+        self._inputs_fresh, self._episodes = False, 0
+        self.create_timer(1.0 / c.rate_hz, self._tick)
+
+    def _tick(self) -> None:
+        # two log lines that say where the collector is (an operator's screen, a test's synchronisation): once, when
+        # every camera and the robot state arrive fresh; and each episode's first recorded step
+        if self.collector.tick() and self.collector.steps == 1:
+            self._episodes += 1
+            self.get_logger().info(f"recording episode {self._episodes}: first step")
+        if not self._inputs_fresh and not self.collector.stale_inputs():
+            self._inputs_fresh = True
+            self.get_logger().info(f"inputs fresh: {', '.join(self.cfg.cameras)} and the robot state")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

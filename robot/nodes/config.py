@@ -44,6 +44,21 @@ class CameraNodeConfig:
 
 
 @dataclass(frozen=True)
+class ScriptSubscribers:
+    """device=scripted: how many subscriptions each teleop publisher must have matched before the script plays. A
+    script, unlike a person, does not wait for the screen: what it publishes before a listener is matched is lost to
+    that listener (volatile topics), so every listener that must see the whole script is counted here."""
+
+    twist: int = 1  # the arm driver (MoveIt Servo, sim_arm_node)
+    action: int = 1  # the collector
+    event: int = 1  # the collector, plus any other listener of every event (a test's probe: 2)
+
+    def __post_init__(self) -> None:
+        if min(self.twist, self.action, self.event) < 0:
+            raise ValueError("teleop_node.wait_for_subscribers.twist/action/event: must be >= 0")
+
+
+@dataclass(frozen=True)
 class TeleopNodeConfig:
     device: str = "spacemouse"  # keyboard | spacemouse | gamepad | joy (sensor_msgs/Joy from joy_node) | scripted (script_file)
     map_file: str = ""  # key/button map YAML ("" = teleop/conf/<device>.yaml; joy uses gamepad.yaml)
@@ -61,6 +76,7 @@ class TeleopNodeConfig:
     axis_remap: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     max_translation_m: float = 0.05  # the arm's ArmLimits: what action 1.0 means per control step
     max_rotation_rad: float = 0.1
+    wait_for_subscribers: ScriptSubscribers = field(default_factory=ScriptSubscribers)  # device=scripted only
 
     def __post_init__(self) -> None:
         if self.device not in ("keyboard", "spacemouse", "gamepad", "joy", "scripted"):

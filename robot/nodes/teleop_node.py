@@ -52,12 +52,16 @@ class TeleopNode(Node):
         c, T = self.cfg, self.types
         now = self.get_clock().now().nanoseconds * 1e-9
         if c.device == "scripted" and not self._playing:
-            # a script has no person who waits for the screen: it starts once the arm (twist) and the collector
-            # (events) listen, so its first event is not published into an empty graph
-            if self.pub_twist.get_subscription_count() < 1 or self.pub_event.get_subscription_count() < 1:
+            # a script has no person who waits for the screen: it plays once each publisher has matched as many
+            # subscriptions as wait_for_subscribers says (with two listeners on the events, one matched is not enough:
+            # the other would miss the first events)
+            counts = self._subscription_counts()
+            want = c.wait_for_subscribers
+            if counts["twist"] < want.twist or counts["action"] < want.action or counts["event"] < want.event:
                 return
             self._playing = True
-            self.get_logger().info("scripted device: subscribers found, playing the script")
+            self.get_logger().info(f"scripted device: subscribers {counts} (wanted {want.twist}/{want.action}/{want.event}), "
+                                   "playing the script")
         if self.device is not None:
             if not self.device.is_connected and not self._lost:
                 self._lost = True
@@ -75,6 +79,10 @@ class TeleopNode(Node):
         self.pub_action.publish(rosmsg.float64_array_msg(action, label="action", types=T))
         if cmd.event is not None:
             self.pub_event.publish(rosmsg.string_msg(cmd.event.value, types=T))
+
+    def _subscription_counts(self) -> dict[str, int]:
+        return {"twist": self.pub_twist.get_subscription_count(), "action": self.pub_action.get_subscription_count(),
+                "event": self.pub_event.get_subscription_count()}
 
     def close(self) -> None:
         if self.device is not None and self.device.is_connected:

@@ -73,6 +73,20 @@ def test_nested_safety_parameters_and_overrides():
         config_from_node(node, PolicyNodeConfig)
 
 
+def test_scripted_teleop_waits_for_the_configured_subscribers():
+    from robot.nodes.config import TeleopNodeConfig
+
+    node = FakeNode({"device": "scripted", "script_file": "s.yaml", "wait_for_subscribers.event": 2})
+    declare_config(node, TeleopNodeConfig)
+    cfg = config_from_node(node, TeleopNodeConfig)
+    w = cfg.wait_for_subscribers
+    assert (w.twist, w.action, w.event) == (1, 1, 2)
+    node = FakeNode({"wait_for_subscribers.action": -1})
+    declare_config(node, TeleopNodeConfig)
+    with pytest.raises(ValueError, match="wait_for_subscribers"):
+        config_from_node(node, TeleopNodeConfig)
+
+
 def test_parameter_files_validate_and_unknown_keys_are_refused(tmp_path):
     cfgs = load_params_file(ROOT / "launch" / "params" / "collect.yaml")
     assert set(cfgs) == {"camera_node", "teleop_node", "collector_node"}
@@ -182,6 +196,20 @@ def test_stream_collector_starts_on_next_from_a_device_without_a_start_button():
     col.on_event("save_next")
     col.on_event("save_next")  # awaiting its label: a second press does not start another episode
     assert col.state == "awaiting_label"
+
+
+def test_stream_collector_reports_stale_inputs_and_the_steps_of_the_episode():
+    """What the collector node logs from (its inputs arrive fresh; an episode's first recorded step)."""
+    T, clock, saved = rosmsg.default_types(), Clock(), []
+    col = StreamCollector(CollectorConfig(task="pick"), saved.append, clock=clock)
+    assert col.stale_inputs() == ["front", "robot state"] and col.steps == 0  # nothing received yet
+    assert not feed(col, clock, T) and col.stale_inputs() == [] and col.steps == 0  # fresh, idle
+    col.on_event("start")
+    assert feed(col, clock, T) and col.steps == 1 and feed(col, clock, T) and col.steps == 2
+    clock.t += 0.25
+    assert col.stale_inputs() == ["front", "robot state"]
+    col.on_event("stop")
+    assert col.state == "awaiting_label" and col.steps == 0
 
 
 def test_stream_collector_stalled_camera_ends_the_episode_and_shutdown_keeps_it():

@@ -232,11 +232,16 @@ def test_teleop_node_drives_the_arm_and_the_collector_writes_labelled_episodes(g
         "outbox": str(out), "success": 1, "near_success": 1, "gripper_joints": ["panda_finger_joint1", "panda_finger_joint2"]})
     wait_until(lambda: len(images) >= 3, 20, "the simulated arm's camera", graph)
     graph.wait_log("collector_node", "next: SUCCESS", 20)  # the collector is up and asks for a success first
+    graph.wait_log("collector_node", "inputs fresh", 20)  # ... and receives the arm's images and state
+    # the script plays once its listeners matched: the arm (twist), the collector (action, events) and this probe
+    # (events: two subscribers, else whichever of collector and probe matched first starts it and the other misses events)
     graph.start("teleop_node", params_file("collect"), {"device": "scripted", "script_file": str(script),
-                                                        "axis_remap": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]})
+                                                        "axis_remap": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                                                        "wait_for_subscribers.event": 2})
     wait_until(lambda: len(events) >= 5, 30, "the script's five events", graph)
     wait_until(lambda: len(list(out.glob("*.episode"))) >= 2, 20, "two labelled episodes on disk", graph)
-    time.sleep(0.5)  # recording time for the third (unlabelled) demonstration: its length is not asserted
+    # the third (unlabelled) demonstration has a recorded step, so stopping the collector saves it; its length is not asserted
+    graph.wait_log("collector_node", "recording episode 3: first step", 20)
     graph.stop("teleop_node")
     graph.stop("collector_node")  # SIGINT: the unfinished episode is saved unlabeled
     assert collector.proc.returncode == 0, collector.log_text()[-2000:]
