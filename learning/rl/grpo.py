@@ -342,8 +342,11 @@ class GRPOResult:
 
 def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, out: Path,
                on_step: Callable[[int, dict[str, float]], None] | None = None, dist: Dist | None = None,
-               start_states: np.ndarray | None = None, reckoner=None) -> GRPOResult:
+               start_states: np.ndarray | None = None, reckoner=None,
+               rollouts_fn: Callable[[Any, np.ndarray, torch.Generator], Rollouts] | None = None) -> GRPOResult:
     """Run cfg.steps GRPO updates of ``policy`` (modified in place) in ``env``; save it to ``out/policy``.
+    ``rollouts_fn(policy, picked start indices, generator)``: where the trajectories come from instead of imagining
+    them in ``env`` (the oracle control plays them on the simulated robot: `learning.rl.oracle`; one process).
 
     start_frames (E, H, W, 3) uint8: real first frames; each step draws cfg.starts_per_step of them.
     start_states (E, S), reckoner: the robot state recorded with each start frame and how it advances in
@@ -378,7 +381,10 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
             t0 = time.perf_counter()
             pick = rng.choice(len(start_frames), size=cfg.starts_per_step, replace=len(start_frames) < cfg.starts_per_step)
             st = None if start_states is None else np.asarray(start_states)[pick][rows]
-            ro = imagine(policy, env, start_frames[pick][rows], instruction, cfg, gen, dist, st, reckoner)
+            if rollouts_fn is not None:
+                ro = rollouts_fn(policy, pick[rows], gen)
+            else:
+                ro = imagine(policy, env, start_frames[pick][rows], instruction, cfg, gen, dist, st, reckoner)
             t1 = time.perf_counter()
             stats = grpo_update(policy, optimizer, ro, instruction, cfg, ref_policy, rng, dist)
             stats.update(step=step, imagine_s=t1 - t0, update_s=time.perf_counter() - t1)
@@ -467,11 +473,36 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
     if not indices:
         raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
     policy = load_policy(c["policy"], device=str(dist.device) if dist.initialized else None)
-    start_frames, start_states, reckoner = imagination_starts(policy, [(store, indices)], c["starts"])
-    env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
-                        horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
     instruction = c["instruction"] or policy.default_instruction
-    res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states, reckoner=reckoner)
+    start_frames, start_states, reckoner = imagination_starts(policy, [(store, indices)], c["starts"])
+    env, collect, robot = None, None, None
+    if c["rollouts"] == "simulator":  # the oracle control: the same GRPO, trajectories and rewards from the simulator
+        if c["starts"] != "first" or dist.world_size > 1:
+            raise ValueError("rollouts=simulator: starts from the episodes' first frames (their seeds), on one process")
+        from omegaconf import OmegaConf
+
+        from learning.data.collect import make_sim_robot
+        from learning.rl.oracle import SimulatorRollouts
+
+        seeds = [json.loads(store.row(i).get("info_json") or "{}").get("seed") for i in indices]
+        if any(s is None for s in seeds):
+            raise ValueError(f"rollouts=simulator: episodes of {store.root} without info.seed cannot be replayed in the simulator")
+        robot = make_sim_robot(OmegaConf.create({"kind": "maniskill", **(c.get("sim") or {})}), c["task"])
+        robot.connect()
+        collect = SimulatorRollouts(robot, seeds, instruction, g)
+    elif c["rollouts"] == "imagined":
+        if not c.get("world_model"):
+            raise ValueError("world_model: give the world model checkpoint GRPO imagines in (or rollouts=simulator)")
+        env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
+                            horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
+    else:
+        raise ValueError(f"rollouts: {c['rollouts']!r} is not 'imagined' or 'simulator'")
+    try:
+        res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states,
+                         reckoner=reckoner, rollouts_fn=collect)
+    finally:
+        if robot is not None:
+            robot.close()
     if not dist.is_main:
         return 0
     keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy",
@@ -479,5 +510,8 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
     keys = [k for k in keys if all(k in h for h in res.history)]  # (no probe columns with grpo.probe_starts=0)
     print_table(f"GRPO in imagination ({len(start_frames)} start frames; probe: the greedy policy vs the starting one)",
                 keys, [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
+    if collect is not None:
+        (Path(c["out"]) / "simulator_cost.json").write_text(json.dumps({"sim_steps": collect.sim_steps, "episodes": collect.episodes}))
+        print(f"simulator: {collect.episodes} episodes, {collect.sim_steps} control steps")
     print(f"policy: {res.policy_folder}")
     return 0
