@@ -111,6 +111,12 @@ class SFTConfig:
     resume: bool = True  # continue from the newest checkpoint in out/checkpoints
     threads: int = 1  # torch CPU threads (0 = torch's default): on a shared 2-core CPU, 2 threads ran 10x slower
     policy: str = "compact"
+    # Fine-tuning: start from this policy folder (save_pretrained) instead of a fresh policy -- its architecture,
+    # normalisation statistics and instruction vocabulary are kept (model / hf keys are then unused)
+    init_from: str | None = None
+    # more stores whose ``outcomes`` episodes are trained on too, all of them (max_episodes / val_episodes apply to
+    # ``store`` only): e.g. the loop's real rollouts beside the SANS demos (the filtered-BC control, learning/controls.py)
+    extra_stores: tuple[str, ...] = ()
     model: CompactModelConfig = field(default_factory=CompactModelConfig)
     hf: HFConfig = field(default_factory=HFConfig)
 
@@ -153,7 +159,7 @@ class SFTConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"sft config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        for k in ("outcomes", "state_features"):
+        for k in ("outcomes", "state_features", "extra_stores"):
             if k in d:
                 d[k] = tuple([d[k]] if isinstance(d[k], str) else (d[k] or ()))
         if "model" in d and not isinstance(d["model"], CompactModelConfig):
@@ -230,6 +236,19 @@ def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camer
                  episodes=list(indices), states=states, camera_info=json.loads(cams.pop()) if cams else None, aux=aux)
 
 
+def concat_demos(parts: list[Demos]) -> Demos:
+    """The windows of several stores' demos as one set (one camera framing: refused otherwise)."""
+    cams = {json.dumps(p.camera_info, sort_keys=True) for p in parts if p.camera_info is not None}
+    if len(cams) > 1:
+        raise ValueError(f"extra_stores: the stores were recorded with {len(cams)} different camera framings (info.camera); "
+                         "train on one framing")
+    aux = [p.aux for p in parts]
+    return Demos(images=np.concatenate([p.images for p in parts]), chunks=np.concatenate([p.chunks for p in parts]),
+                 instructions=[x for p in parts for x in p.instructions], episodes=[e for p in parts for e in p.episodes],
+                 states=np.concatenate([p.states for p in parts]), camera_info=json.loads(cams.pop()) if cams else None,
+                 aux=None if any(a is None for a in aux) else np.concatenate(aux))
+
+
 def select_episodes(store: EpisodeStore, cfg: SFTConfig) -> tuple[list[int], list[int]]:
     """(train, val) episode indices: a seeded shuffle of the matching episodes; val comes after train."""
     idx = store.indices(outcomes=tuple(cfg.outcomes))
@@ -291,6 +310,21 @@ def build_policy(cfg: SFTConfig, demos: Demos):
         state_std=np.maximum(demos.states.std(0), 1e-3).tolist() if cfg.state_features else None,
         action_stats={"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(), "std": a.std(0).tolist()},
     )
+
+
+def init_policy(cfg: SFTConfig):
+    """The policy in ``cfg.init_from``, to fine-tune; refused when its chunk length or state input differ from cfg's."""
+    from learning.policy import load_policy
+
+    if not Path(cfg.init_from).exists():
+        raise ValueError(f"init_from: no policy folder {cfg.init_from}")
+    policy = load_policy(cfg.init_from)
+    have = (policy.chunk_length, tuple(policy.state_features or ()))
+    if have != (cfg.chunk_length, tuple(cfg.state_features)):
+        raise ValueError(f"init_from: {cfg.init_from} has chunk_length {have[0]} and state_features {list(have[1])}; "
+                         f"this config asks for {cfg.chunk_length} and {list(cfg.state_features)}")
+    log.info("fine-tuning %s", cfg.init_from)
+    return policy
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:
@@ -394,6 +428,7 @@ def _cfg_dict(cfg: SFTConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["outcomes"] = list(d["outcomes"])
     d["state_features"] = list(d["state_features"])
+    d["extra_stores"] = list(d["extra_stores"])
     d["model"]["conv_channels"] = list(d["model"]["conv_channels"])
     return d
 
@@ -436,8 +471,16 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
     t0 = time.perf_counter()
     train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels)
     val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels) if val_idx else None
+    extra_idx: dict[str, list[int]] = {}
+    for path in cfg.extra_stores:  # every matching episode of each extra store trains (none is held out)
+        extra = EpisodeStore(path, create=False)
+        extra_idx[str(extra.root)] = idx = extra.indices(outcomes=tuple(cfg.outcomes))
+        if idx:
+            train = concat_demos([train, load_demos(extra, idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels)])
+        else:
+            log.info("extra store %s: no %s episodes", extra.root, list(cfg.outcomes))
     log.info("SFT on %d episodes (%d windows), validating on %d episodes; data loaded in %.1f s",
-             len(train_idx), len(train), len(val_idx), time.perf_counter() - t0)
+             len(train_idx) + sum(map(len, extra_idx.values())), len(train), len(val_idx), time.perf_counter() - t0)
 
     step = 0
     ckpts = _checkpoints(out) if cfg.resume else []
@@ -452,6 +495,8 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming from %s (step %d)", ckpts[-1], step)
+    elif cfg.init_from:
+        policy = init_policy(cfg)
     else:
         policy = build_policy(cfg, train)
     if dist.initialized:
@@ -523,6 +568,7 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     summary = {"policy": str(final), "store": str(store.root), "train_episodes": train_idx, "val_episodes": val_idx,
+               "extra_train_episodes": extra_idx, "init_from": cfg.init_from,
                "train_windows": len(train), "steps": cfg.steps, "train_seconds": round(elapsed, 1),
                "final": last, "config": _cfg_dict(cfg)}
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))

@@ -204,3 +204,29 @@ def test_mean_action_weight_punishes_a_chunk_shrunk_toward_zero():
     assert extra_exact < 1e-3 < extra_shrunk
     with pytest.raises(ValueError, match="mean_action_weight"):
         SFTConfig.from_dict({"store": "s", "out": "o", "mean_action_weight": -1})
+
+
+def test_init_from_fine_tunes_a_policy_on_several_stores(tiny_store, tmp_path):
+    from learning.data.store import EpisodeStore
+    from tests.factories import random_episode
+
+    base = train_sft(tiny_cfg(tiny_store, tmp_path / "base", steps=2), tiny_store)
+    extra = EpisodeStore(tmp_path / "extra")
+    for i, outcome in enumerate(["success", "failure", "success"]):
+        extra.append(random_episode(T=12, H=16, W=16, seed=10 + i, outcome=outcome))
+    # an architecture this config would not build: init_from keeps the base policy's, not the config's model
+    cfg = tiny_cfg(tiny_store, tmp_path / "ft", steps=2, init_from=str(base), extra_stores=[str(extra.root)],
+                   model={**TINY_MODEL, "d_model": 64})
+    final = train_sft(cfg, tiny_store)
+    before, after = load_policy(base), load_policy(final)
+    assert after.config.d_model == before.config.d_model == 32
+    assert after.config.image_mean == before.config.image_mean  # its normalisation statistics are kept
+    assert any(not torch.equal(p, before.state_dict()[n]) for n, p in after.state_dict().items())
+    summary = json.loads((tmp_path / "ft" / "sft_summary.json").read_text())
+    assert summary["init_from"] == str(base)
+    assert summary["extra_train_episodes"] == {str(extra.root): [0, 2]}  # the successes only, none held out
+    assert summary["train_windows"] == (3 + 2) * 11
+    with pytest.raises(ValueError, match="init_from.*chunk_length"):
+        train_sft(tiny_cfg(tiny_store, tmp_path / "bad", chunk_length=4, init_from=str(base)), tiny_store)
+    with pytest.raises(ValueError, match="init_from: no policy folder"):
+        train_sft(tiny_cfg(tiny_store, tmp_path / "bad2", init_from=str(tmp_path / "nope")), tiny_store)
