@@ -8,6 +8,8 @@
                     (e) it ships the rollouts back over the link, labelled by the simulator's success flag
                     (f) record: real success with its 95% CI, imagined success, world-model alignment on the
                         fresh rollouts *before* refinement (overall, per real class, balanced), wall time per phase
+    controls      : ``controls=[oracle,filtered_bc]`` (learning/controls.py): the same budget from the SFT policy
+                    without the world model, deployed and measured exactly like an iteration (`Deployment.evaluate`)
 
 The robot side is its own process (`wvl robot deploy`), exactly as on a rig: on the simulated robot `wvl loop`
 starts it; on a real rig (`robot=external`) the loop runs the learner side only and waits for the robot's
@@ -255,6 +257,58 @@ def wait_for_rollouts(store: EpisodeStore, version: str, n: int, robot: RobotPro
             time.sleep(0.5)
 
 
+@dataclass
+class Evaluation:
+    """One policy measured on the robot: its evaluation episodes (indices into the rollouts store) and their count."""
+
+    policy: Any  # the torch policy that was exported
+    version: str
+    indices: list[int]
+    rate: SuccessRate
+    sim_steps: int  # recorded steps of its evaluation episodes (len(actions): what measuring it cost the robot)
+
+    def row(self, training_sim_steps: int = 0) -> dict[str, Any]:
+        """The report's measured fields; ``sim_steps``: simulator control steps consumed by training (the oracle's
+        rollouts; 0 for a policy trained without the simulator) and by this evaluation."""
+        return {"policy_version": self.version, "success_rate": self.rate.rate, "successes": self.rate.successes,
+                "episodes": self.rate.n, "ci95": list(self.rate.interval),
+                "sim_steps": {"training": training_sim_steps, "evaluation": self.sim_steps, "total": training_sim_steps + self.sim_steps}}
+
+
+@dataclass
+class Deployment:
+    """How the loop measures a policy, the same for every iteration and control: export it to ONNX, publish it over
+    the learner link, wait for the robot's ``eval_episodes`` episodes on the loop's evaluation seeds (its runtime,
+    safety filter, the simulator's success flag), count them."""
+
+    c: dict[str, Any]
+    out: Path
+    server: Any  # learning.server.LearnerServer
+    robot: Any  # RobotProcess | the ROS graph | None (robot.kind=external)
+    rollouts: EpisodeStore
+    check_images: np.ndarray  # the export's smoke-check inputs
+    check_states: np.ndarray | None
+
+    def evaluate(self, policy_folder: Path, version: str, label: str, seconds: dict[str, float],
+                 extra: dict[str, Any] | None = None) -> Evaluation:
+        from learning.policy import load_policy
+        from learning.policy.export import export_policy
+
+        c = self.c
+        with timed(seconds, "export"):
+            policy = load_policy(policy_folder)
+            artifact = self.out / "artifacts" / version
+            shutil.rmtree(artifact, ignore_errors=True)
+            export_policy(policy, artifact, version, check_images=self.check_images, check_states=self.check_states, overwrite=True,
+                          extra={**(extra or {}), "eval_episodes": c["eval_episodes"], "eval_seed": c["eval_seed"]})
+            self.server.publish_policy(artifact)
+        with timed(seconds, "deploy_eval"):
+            idx = wait_for_rollouts(self.rollouts, version, c["eval_episodes"], self.robot, c["robot"]["timeout_s"], label)
+        rows = [self.rollouts.row(i) for i in idx]
+        rate = SuccessRate(sum(r["outcome"] == "success" for r in rows), len(rows))
+        return Evaluation(policy, version, idx, rate, sum(int(r["length"]) for r in rows))
+
+
 # ---------------------------------------------------------------------------------------------- imagination
 def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str, c: dict[str, Any],
                      states: np.ndarray | None = None, reckoner=None) -> tuple[float, np.ndarray, list[np.ndarray]]:
@@ -306,6 +360,9 @@ def check_config(c: dict[str, Any]) -> None:
         raise ValueError(f"grpo_from: {c['grpo_from']!r} is not 'sft' or 'last'")
     if c["grpo_starts"] not in ("first", "keyframes"):
         raise ValueError(f"grpo_starts: {c['grpo_starts']!r} is not 'first' or 'keyframes'")
+    from learning.controls import check_controls
+
+    check_controls(c)
     if c["robot"]["kind"] not in ("sim", "ros", "external"):
         raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim', 'ros' or 'external'")
     if c["robot"]["kind"] == "ros" and ((c["sim"].get("kind") or "maniskill") != "maniskill" or c["robot"].get("overrides")):
@@ -369,15 +426,14 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
             log.info("waiting for the robot to connect to %s (robot id %s; keys in %s)", server.endpoint, ROBOT_ID, key_dir)
 
         from learning.policy import load_policy
-        from learning.policy.export import export_policy
+        from learning.rl.imagined_state import start_states
 
         rollouts = EpisodeStore(rollouts_root)
         instruction = load_policy(sft_folder).default_instruction
         start_frames = np.stack([sans.frames(i)[0] for i in range(len(sans))])
-        from learning.rl.imagined_state import start_states
-
         sft_features = load_policy(sft_folder).state_features
         check_states = start_states(sans, range(min(8, len(sans))), sft_features) if sft_features else None
+        deployment = Deployment(c, out, server, robot, rollouts, start_frames[:8], check_states)
         prev_policy = sft_folder
         for k in range(c["iterations"] + 1):
             seconds: dict[str, float] = {}
@@ -390,32 +446,23 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
                 with timed(seconds, "grpo"):
                     base = sft_folder if c["grpo_from"] == "sft" else prev_policy
                     policy_folder, history = run_grpo(c, base, wm, sans, rollouts, instruction, out / f"iter-{k}" / "grpo")
-            # (c) export and push
-            version = f"loop-{k}"
-            with timed(seconds, "export"):
-                policy = load_policy(policy_folder)
-                artifact = out / "artifacts" / version
-                shutil.rmtree(artifact, ignore_errors=True)
-                export_policy(policy, artifact, version, check_images=start_frames[:8], check_states=check_states, overwrite=True,
-                              extra={"loop_iteration": k, "eval_episodes": c["eval_episodes"], "eval_seed": c["eval_seed"]})
-                server.publish_policy(artifact)
-            # (d)+(e) the robot evaluates and ships the rollouts back
-            with timed(seconds, "deploy_eval"):
-                idx = wait_for_rollouts(rollouts, version, c["eval_episodes"], robot, c["robot"]["timeout_s"],
-                                        f"iteration {k}: robot evaluation")
-            # (f) measure: real success, imagined success from the same first frames, WM alignment before refinement
-            rows = [rollouts.row(i) for i in idx]
-            rate = SuccessRate(sum(r["outcome"] == "success" for r in rows), len(rows))
+            # (c)-(e) export, push, the robot evaluates and ships the rollouts back
+            ev = deployment.evaluate(policy_folder, f"loop-{k}", f"iteration {k}: robot evaluation", seconds, {"loop_iteration": k})
+            # (f) measure: imagined success from the same first frames, WM alignment before refinement
             with timed(seconds, "wm_eval"):
-                metrics = judge_world_model(c, policy, wm, rollouts, idx, instruction, out / f"iter-{k}", classifier)
+                metrics = judge_world_model(c, ev.policy, wm, rollouts, ev.indices, instruction, out / f"iter-{k}", classifier)
             row = {
-                "iteration": k, "policy_version": version, "success_rate": rate.rate, "successes": rate.successes,
-                "episodes": rate.n, "ci95": list(rate.interval), "grpo_imagined_success": history[-1]["imagined_success"] if history else None,
+                "iteration": k, **ev.row(), "grpo_imagined_success": history[-1]["imagined_success"] if history else None,
                 **metrics, "seconds": seconds, "world_model": str(wm), "policy": str(policy_folder),
             }
             report.add(row)
             print_table(f"World-VLA-Loop on {c['task']} (after iteration {k})", LoopReport.COLUMNS, report.table_rows())
             prev_policy = policy_folder
+        if c.get("controls"):  # the same budget without the world model (learning/controls.py), measured like an iteration
+            from learning.controls import run_controls
+
+            run_controls(c, deployment, sft_folder, sans, instruction, report)
+            print_table(f"World-VLA-Loop on {c['task']} (with the controls)", LoopReport.COLUMNS, report.table_rows())
     finally:
         if robot is not None:
             robot.stop()

@@ -11,9 +11,18 @@ report.json schema::
                                               "per_class": {"success" | "near_success" | "failure" [| "unlabeled"]:
                                                             {"n": n, "aligned": int | null, "alignment": float | null}}},
                                    "visual": {...}},   # learning.eval.alignment; null alignment with n = 0: no episode
+                     "sim_steps": {"training": 0, "evaluation": s, "total": s, "cumulative": s},
                      "seconds": {"refine_wm": s, "grpo": s, "export": s, "deploy_eval": s, "wm_eval": s}, ...}],
+     "controls": [{"control": "oracle" | "filtered_bc", "policy_version": str, "success_rate": float, "episodes": n,
+                   "successes": s, "ci95": [lo, hi], "sim_steps": {"training": s, "evaluation": s, "total": s},
+                   "vs_sft": {"difference": d, "ci95": [lo, hi]}, "seconds": {"train": s, "export": s, "deploy_eval": s},
+                   ...}],     # learning/controls.py; the extra fields say what each trained on
      "config": {...}, "comparisons": [{"iteration": k, "vs": 0, "difference": d, "ci95": [lo, hi]}],
      "started": iso, "finished": iso | null}
+
+``sim_steps``: simulator control steps consumed: a row's evaluation episodes, plus for the oracle every training
+rollout; ``cumulative`` (iterations): the evaluation steps of iterations 0..k, the real data iteration k's policy
+was built and measured with.
 """
 
 from __future__ import annotations
@@ -39,19 +48,41 @@ def _fmt(x: Any, pct: bool = True) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
 
 
+def _steps(r: dict[str, Any]) -> str:
+    s = r.get("sim_steps")
+    if not s:
+        return "-"
+    return f"{s['total']} ({s['training']} + {s['evaluation']})" if s.get("training") else str(s["total"])
+
+
 @dataclass
 class LoopReport:
     folder: Path
     config: dict[str, Any]
     iterations: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     finished: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def add(self, row: dict[str, Any]) -> None:
+        if "sim_steps" in row:
+            before = sum(r.get("sim_steps", {}).get("evaluation", 0) for r in self.iterations)
+            row["sim_steps"] = {**row["sim_steps"], "cumulative": before + row["sim_steps"]["evaluation"]}
         self.iterations.append(row)
         self._compare()
+        self.write()
+
+    def add_control(self, row: dict[str, Any]) -> None:
+        """A control's row (learning/controls.py), compared with iteration 0 (the SFT policy) like an iteration."""
+        from learning.eval.stats import newcombe_difference
+
+        if self.iterations:
+            base = self.iterations[0]
+            d, lo, hi = newcombe_difference(base["successes"], base["episodes"], row["successes"], row["episodes"])
+            row = {**row, "vs_sft": {"difference": d, "ci95": [lo, hi]}}
+        self.controls.append(row)
         self.write()
 
     def _compare(self) -> None:
@@ -66,7 +97,7 @@ class LoopReport:
             self.comparisons.append({"iteration": row["iteration"], "vs": base["iteration"], "difference": d, "ci95": [lo, hi]})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"iterations": self.iterations, "comparisons": self.comparisons, "config": self.config,
+        return {"iterations": self.iterations, "controls": self.controls, "comparisons": self.comparisons, "config": self.config,
                 "started": self.started, "finished": self.finished, "notes": self.notes}
 
     def table_rows(self) -> list[list[str]]:
@@ -76,11 +107,15 @@ class LoopReport:
             rows.append([
                 str(r["iteration"]), r["policy_version"], f"{_fmt(r['success_rate'])} [{_fmt(lo)}, {_fmt(hi)}]", str(r["episodes"]),
                 _fmt(r.get("imagined_success")), _fmt(r.get("grpo_imagined_success")), _fmt(r.get("reward_alignment")),
-                _fmt(r.get("visual_alignment")), f"{sum(r.get('seconds', {}).values()):.0f}",
+                _fmt(r.get("visual_alignment")), _steps(r), f"{sum(r.get('seconds', {}).values()):.0f}",
             ])
+        for r in self.controls:  # no world model: no imagined success, no alignment
+            lo, hi = r["ci95"]
+            rows.append([r["control"], r["policy_version"], f"{_fmt(r['success_rate'])} [{_fmt(lo)}, {_fmt(hi)}]", str(r["episodes"]),
+                         "-", "-", "-", "-", _steps(r), f"{sum(r.get('seconds', {}).values()):.0f}"])
         return rows
 
-    COLUMNS = ["iter", "policy", "real success [95% CI]", "n", "imagined", "GRPO imag.", "reward al.", "visual al.", "s"]
+    COLUMNS = ["iter", "policy", "real success [95% CI]", "n", "imagined", "GRPO imag.", "reward al.", "visual al.", "sim steps", "s"]
 
     CLASS_COLUMNS = ["iter", "judged", "reward al. S", "reward al. NS", "reward al. F", "reward bal. acc.",
                      "visual al. S", "visual al. NS", "visual al. F", "visual bal. acc."]
@@ -112,12 +147,24 @@ class LoopReport:
             lines += ["", "Difference in real success vs iteration 0 (Newcombe 95% CI):", ""]
             for c in self.comparisons:
                 lines.append(f"- iteration {c['iteration']}: {100 * c['difference']:+.1f} points [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
+        vs = [r for r in self.controls if "vs_sft" in r]
+        if vs:
+            lines += ["", "Controls vs iteration 0 (the SFT policy), Newcombe 95% CI:", ""]
+            for r in vs:
+                d = r["vs_sft"]
+                lines.append(f"- {r['control']}: {100 * d['difference']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
         lines += ["", "Columns: *n* = evaluation episodes; *real success* = the simulator's success flag over the robot process's evaluation episodes "
                   "(run through the ONNX policy runtime and the safety filter); *imagined success* = the same policy (greedy) "
                   "from the same first frames inside the world model used for that iteration; *GRPO imag.* = mean "
                   "imagined success of the sampled rollouts in the last GRPO step; *reward/visual al.* = that world "
                   "model replaying the real rollouts' actions, before it is refined on them (over all judged rollouts); "
-                  "*s* = wall seconds of the iteration."]
+                  "*sim steps* = simulator control steps consumed: the row's evaluation episodes, plus for the oracle every "
+                  "training rollout (shown as training + evaluation; an iteration's policy was also built from the "
+                  "earlier iterations' evaluation episodes: report.json sim_steps.cumulative); "
+                  "*s* = wall seconds of the iteration or control (a control's: training, export, evaluation). "
+                  "Controls (rows by name; learning/controls.py): *oracle* = GRPO from the SFT policy with the loop's GRPO "
+                  "budget, rollouts and rewards from the simulator; *filtered_bc* = the SFT policy fine-tuned on the SANS "
+                  "successes + the loop's successful real rollouts; no world model, so no imagined / alignment columns (-)."]
         class_rows = self.class_rows()
         if class_rows:
             lines += ["", "World-model alignment per real class of the judged rollouts (S = success, NS = near-success, "
@@ -129,7 +176,7 @@ class LoopReport:
                 lines += [""] + [f"- iteration {r['iteration']}: {r['alignment']['note']}." for r in no_success]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
-        per_phase = [(r["iteration"], r.get("seconds", {})) for r in self.iterations]
+        per_phase = [(r["iteration"], r.get("seconds", {})) for r in self.iterations] + [(r["control"], r.get("seconds", {})) for r in self.controls]
         if per_phase:
             phases = sorted({p for _, s in per_phase for p in s})
             lines += ["", "Wall time per phase (s):", "", "| iter | " + " | ".join(phases) + " |", "|---|" + "---|" * len(phases)]
@@ -157,6 +204,8 @@ class LoopReport:
         ax.errorbar(ks, 100 * real, yerr=[100 * (real - lo), 100 * (hi - real)], marker="o", capsize=4, label="real (simulator), 95% CI")
         if any(v is not None for v in imagined):
             ax.plot(ks, [100 * v if v is not None else np.nan for v in imagined], marker="s", linestyle="--", label="imagined (world model)")
+        for r, style in zip(self.controls, (":", "-.", "--")):
+            ax.axhline(100 * r["success_rate"], linestyle=style, color="grey", label=f"{r['control']} (real)")
         ax.set_xlabel("loop iteration (0 = SFT)")
         ax.set_ylabel("success rate (%)")
         ax.set_xticks(ks)

@@ -482,11 +482,9 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
         from omegaconf import OmegaConf
 
         from learning.data.collect import make_sim_robot
-        from learning.rl.oracle import SimulatorRollouts
+        from learning.rl.oracle import SimulatorRollouts, episode_seeds
 
-        seeds = [json.loads(store.row(i).get("info_json") or "{}").get("seed") for i in indices]
-        if any(s is None for s in seeds):
-            raise ValueError(f"rollouts=simulator: episodes of {store.root} without info.seed cannot be replayed in the simulator")
+        seeds = episode_seeds(store, indices)
         robot = make_sim_robot(OmegaConf.create({"kind": "maniskill", **(c.get("sim") or {})}), c["task"])
         robot.connect()
         collect = SimulatorRollouts(robot, seeds, instruction, g)

@@ -22,6 +22,16 @@ from robot.runner import Observation
 from robot.state import state_vector
 
 
+def episode_seeds(store, indices: Sequence[int]) -> list[int]:
+    """The simulator seed each episode was reset with (``info.seed``): where the oracle replays its scene from."""
+    import json
+
+    seeds = [json.loads(store.row(i).get("info_json") or "{}").get("seed") for i in indices]
+    if any(s is None for s in seeds):
+        raise ValueError(f"rollouts=simulator: episodes of {store.root} without info.seed cannot be replayed in the simulator")
+    return [int(s) for s in seeds]
+
+
 class SamplingSource:
     """An action source that samples the torch policy at GRPO's temperature and keeps, per chunk, what GRPO's update
     needs: the frame, the robot state, the tokens and their log-probabilities at that temperature."""
