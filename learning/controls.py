@@ -48,8 +48,17 @@ def check_controls(c: dict[str, Any]) -> None:
                          "(e.g. controls=[oracle,filtered_bc])")
     if len(set(names)) != len(names):
         raise ValueError(f"controls: {list(names)} names a control twice")
-    if "oracle" in names and (c["sim"].get("kind") or "maniskill") != "maniskill":
-        raise ValueError("controls: 'oracle' plays GRPO's rollouts on the ManiSkill simulator (sim=maniskill)")
+    if "oracle" in names and ((c["sim"].get("kind") or "maniskill") != "maniskill" or c["robot"]["kind"] == "external"):
+        raise ValueError("controls: 'oracle' plays GRPO's rollouts on the simulated robot: it needs sim=maniskill and "
+                         "robot.kind sim or ros")
+
+
+def check_starts(c: dict[str, Any], sans: EpisodeStore) -> None:
+    """Before the iterations: the oracle replays the SANS episodes' scenes, so each needs its simulator seed."""
+    if "oracle" in (c.get("controls") or []):
+        from learning.rl.oracle import episode_seeds
+
+        episode_seeds(sans, range(len(sans)), "controls: 'oracle'")
 
 
 @dataclass
@@ -74,7 +83,7 @@ def train_oracle(c: dict[str, Any], sft_folder: Path, sans: EpisodeStore, instru
     policy = load_policy(sft_folder)
     indices = list(range(len(sans)))
     frames, states, _ = imagination_starts(policy, [(sans, indices)], "first")  # the starts GRPO imagines from
-    seeds = episode_seeds(sans, indices)
+    seeds = episode_seeds(sans, indices, "controls: 'oracle'")
     robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])
     robot.connect()
     try:

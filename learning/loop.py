@@ -397,6 +397,9 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     # ---- built once, cached: SANS demos, SFT policy, world model v0
     with timed(t_setup, "sans"):
         sans = ensure_sans(c, cache)
+    from learning.controls import check_starts
+
+    check_starts(c, sans)
     with timed(t_setup, "sft"):
         sft_folder = ensure_sft(c, sans, cache)
     with timed(t_setup, "world_model_v0"):

@@ -22,13 +22,13 @@ from robot.runner import Observation
 from robot.state import state_vector
 
 
-def episode_seeds(store, indices: Sequence[int]) -> list[int]:
+def episode_seeds(store, indices: Sequence[int], key: str = "rollouts=simulator") -> list[int]:
     """The simulator seed each episode was reset with (``info.seed``): where the oracle replays its scene from."""
     import json
 
     seeds = [json.loads(store.row(i).get("info_json") or "{}").get("seed") for i in indices]
     if any(s is None for s in seeds):
-        raise ValueError(f"rollouts=simulator: episodes of {store.root} without info.seed cannot be replayed in the simulator")
+        raise ValueError(f"{key}: episodes of {store.root} without info.seed cannot be replayed in the simulator")
     return [int(s) for s in seeds]
 
 
