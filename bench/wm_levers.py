@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict] = {
     "t_shift_3": {"train": {"t_shift": 3.0}},  # more training at high noise, where the actions decide the frames
     "own_frames": {"train": {"own_frames": 0.5}},  # half the windows conditioned on the model's own generated frame
     "action_cumulative": {"model": {"action_cumulative": True}},  # each frame also gets the translation commanded so far
+    "action_cumulative_x4": {"model": {"action_cumulative": True}, "train": {"steps": 6000}},  # ... and 4x the training
 }
 EVAL = {"num_inference_steps": 2, "reward_from": "last_step"}  # as GRPO imagines (learning/conf/preset/default.yaml)
 RESPONSE_EPISODES, RESPONSE_CHUNKS = 24, 3
