@@ -72,27 +72,13 @@ class ControlPolicy:
 
 def train_oracle(c: dict[str, Any], sft_folder: Path, sans: EpisodeStore, instruction: str, out: Path) -> ControlPolicy:
     """GRPO from the SFT policy with trajectories and rewards from the simulated robot, on the SANS scenes."""
-    from omegaconf import OmegaConf
-
-    from learning.data.collect import make_sim_robot
     from learning.policy import load_policy
-    from learning.rl.grpo import GRPOConfig, imagination_starts, train_grpo
-    from learning.rl.oracle import SimulatorRollouts, episode_seeds
+    from learning.rl.grpo import GRPOConfig
+    from learning.rl.oracle import grpo_in_simulator
 
     g = GRPOConfig.from_dict(c["grpo"])
-    policy = load_policy(sft_folder)
-    indices = list(range(len(sans)))
-    frames, states, _ = imagination_starts(policy, [(sans, indices)], "first")  # the starts GRPO imagines from
-    seeds = episode_seeds(sans, indices, "controls: 'oracle'")
-    robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])
-    robot.connect()
-    try:
-        collect = SimulatorRollouts(robot, seeds, instruction, g)
-        res = train_grpo(policy, None, frames, instruction, g, out, start_states=states, rollouts_fn=collect)
-    finally:
-        robot.close()
-    cost = {"sim_steps": collect.sim_steps, "episodes": collect.episodes}
-    (out / "simulator_cost.json").write_text(json.dumps(cost))
+    res, collect = grpo_in_simulator(load_policy(sft_folder), sans, range(len(sans)), instruction, g, out, c["sim"], c["task"],
+                                     "controls: 'oracle'")
     log.info("oracle: %d simulator episodes, %d control steps", collect.episodes, collect.sim_steps)
     return ControlPolicy("oracle", res.policy_folder, training_sim_steps=collect.sim_steps,
                          info={"training_episodes": collect.episodes, "grpo_steps": g.steps,

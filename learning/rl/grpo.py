@@ -438,11 +438,9 @@ def imagination_starts(policy, sources: Sequence[tuple[Any, Sequence[int]]], sta
         points = [(int(i), 0) for i in indices] if starts == "first" else keyframes(store, indices, stride or policy.chunk_length)
         if not points:
             continue
-        by_ep: dict[int, list[int]] = {}
-        for i, f in points:
-            by_ep.setdefault(i, []).append(f)
-        frames += [store.frames(i)[f] for i, fs in by_ep.items() for f in fs]
-        eps, fr = zip(*[(i, f) for i, fs in by_ep.items() for f in fs])
+        eps, fr = zip(*points)
+        decoded = {i: store.frames(i) for i in dict.fromkeys(eps)}  # each episode's video decoded once
+        frames += [decoded[i][f] for i, f in points]
         st, rk = imagination_states(policy, store, eps, fr)
         if st is not None:
             states.append(st)
@@ -474,42 +472,34 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
         raise ValueError(f"store: no episodes with outcomes {c['start_outcomes']} in {store.root} to start imagination from")
     policy = load_policy(c["policy"], device=str(dist.device) if dist.initialized else None)
     instruction = c["instruction"] or policy.default_instruction
-    start_frames, start_states, reckoner = imagination_starts(policy, [(store, indices)], c["starts"])
-    env, collect, robot = None, None, None
+    collect = None
     if c["rollouts"] == "simulator":  # the oracle control: the same GRPO, trajectories and rewards from the simulator
         if c["starts"] != "first" or dist.world_size > 1:
             raise ValueError("rollouts=simulator: starts from the episodes' first frames (their seeds), on one process")
-        from omegaconf import OmegaConf
+        from learning.rl.oracle import grpo_in_simulator
 
-        from learning.data.collect import make_sim_robot
-        from learning.rl.oracle import SimulatorRollouts, episode_seeds
-
-        seeds = episode_seeds(store, indices)
-        robot = make_sim_robot(OmegaConf.create({"kind": "maniskill", **(c.get("sim") or {})}), c["task"])
-        robot.connect()
-        collect = SimulatorRollouts(robot, seeds, instruction, g)
+        res, collect = grpo_in_simulator(policy, store, indices, instruction, g, c["out"], {"kind": "maniskill", **(c.get("sim") or {})},
+                                         c["task"])
+        n_starts = len(indices)
     elif c["rollouts"] == "imagined":
         if not c.get("world_model"):
             raise ValueError("world_model: give the world model checkpoint GRPO imagines in (or rollouts=simulator)")
+        start_frames, start_states, reckoner = imagination_starts(policy, [(store, indices)], c["starts"])
         env = WorldModelEnv(c["world_model"], num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                             horizon=g.horizon_chunks * policy.chunk_length, seed=g.seed, device=dist.device)
+        res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states,
+                         reckoner=reckoner)
+        n_starts = len(start_frames)
     else:
         raise ValueError(f"rollouts: {c['rollouts']!r} is not 'imagined' or 'simulator'")
-    try:
-        res = train_grpo(policy, env, start_frames, instruction, g, Path(c["out"]), dist=dist, start_states=start_states,
-                         reckoner=reckoner, rollouts_fn=collect)
-    finally:
-        if robot is not None:
-            robot.close()
     if not dist.is_main:
         return 0
     keys = ["step", "imagined_success", "informative_groups", "loss", "clip_fraction", "approx_kl", "entropy",
             "probe/greedy_token_change", "probe/greedy_action_delta"]
     keys = [k for k in keys if all(k in h for h in res.history)]  # (no probe columns with grpo.probe_starts=0)
-    print_table(f"GRPO in imagination ({len(start_frames)} start frames; probe: the greedy policy vs the starting one)",
+    print_table(f"GRPO in {'the simulator' if collect else 'imagination'} ({n_starts} start frames; probe: the greedy policy vs the starting one)",
                 keys, [[h[k] if k != "step" else int(h[k]) for k in keys] for h in res.history])
     if collect is not None:
-        (Path(c["out"]) / "simulator_cost.json").write_text(json.dumps({"sim_steps": collect.sim_steps, "episodes": collect.episodes}))
         print(f"simulator: {collect.episodes} episodes, {collect.sim_steps} control steps")
     print(f"policy: {res.policy_folder}")
     return 0

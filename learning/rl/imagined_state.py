@@ -31,9 +31,11 @@ def start_states(store, indices: Sequence[int], features: Sequence[str], frames:
     default: the first frame)."""
     features = check_state_features(features)
     frames = [0] * len(indices) if frames is None else list(frames)
-    rows = []
+    rows, tables = [], {}
     for i, f in zip(indices, frames):
-        t = store.step_table(int(i), ["observation.ee_pose", "observation.gripper"])
+        if int(i) not in tables:  # an episode's table read once, however many of its frames start imagination
+            tables[int(i)] = store.step_table(int(i), ["observation.ee_pose", "observation.gripper"])
+        t = tables[int(i)]
         ee = np.asarray(t.column("observation.ee_pose")[int(f)].as_py(), np.float32)[None]
         g = np.asarray([t.column("observation.gripper")[int(f)].as_py()], np.float32)
         rows.append(state_matrix(features, ee, g)[0])

@@ -6,26 +6,25 @@ states) with trajectories played on the simulated robot through the evaluation's
 rewarded by the simulator, as SimpleVLA-RL does. It bounds what imagination can reach with this policy and this
 budget, and its cost is every simulator step it takes (`SimulatorRollouts.sim_steps`).
 
-    collect = SimulatorRollouts(robot, seeds, instruction, cfg)   # seeds[e] = the scene of start frame e
-    train_grpo(policy, None, start_frames, instruction, cfg, out, rollouts_fn=collect, start_states=states)
+    res, collect = grpo_in_simulator(policy, sans, range(len(sans)), instruction, cfg, out, sim_cfg, task)
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from learning.rl.grpo import GRPOConfig, Rollouts
+from learning.rl.grpo import GRPOConfig, GRPOResult, Rollouts, imagination_starts, train_grpo
 from robot.runner import Observation
 from robot.state import state_vector
 
 
 def episode_seeds(store, indices: Sequence[int], key: str = "rollouts=simulator") -> list[int]:
     """The simulator seed each episode was reset with (``info.seed``): where the oracle replays its scene from."""
-    import json
-
     seeds = [json.loads(store.row(i).get("info_json") or "{}").get("seed") for i in indices]
     if any(s is None for s in seeds):
         raise ValueError(f"{key}: episodes of {store.root} without info.seed cannot be replayed in the simulator")
@@ -67,17 +66,14 @@ class SimulatorRollouts:
     picked start (``seeds[pick]``), ``cfg.horizon_chunks`` chunks at most, rewarded by the simulator."""
 
     def __init__(self, robot: Any, seeds: Sequence[int], instruction: str, cfg: GRPOConfig) -> None:
-        from robot.sim.rollout import sim_runner
-
         self.robot, self.seeds, self.instruction, self.cfg = robot, [int(s) for s in seeds], instruction, cfg
         self.sim_steps = 0
         self.episodes = 0
-        self._runner_for = lambda K: sim_runner(robot, max_steps=cfg.horizon_chunks * K, source_kind="policy")
 
     def __call__(self, policy, picks: np.ndarray, generator: torch.Generator) -> Rollouts:
-        from robot.sim.rollout import run_sim_episode
+        from robot.sim.rollout import run_sim_episode, sim_runner
 
-        runner = self._runner_for(policy.chunk_length)
+        runner = sim_runner(self.robot, max_steps=self.cfg.horizon_chunks * policy.chunk_length, source_kind="policy")
         images, states, tokens, logps, traj, chunk, success, played, final = [], [], [], [], [], [], [], [], []
         n = 0
         for p in picks:
@@ -106,3 +102,26 @@ class SimulatorRollouts:
                         traj=np.asarray(traj)[order], success=np.asarray(success, np.float32),
                         group=np.repeat(np.arange(len(picks)), self.cfg.group_size), chunks_played=np.asarray(played, np.int64),
                         final_frames=np.stack(final), states=np.stack(states)[order] if states else None)
+
+
+def grpo_in_simulator(policy, store, indices: Sequence[int], instruction: str, cfg: GRPOConfig, out: str | Path,
+                      sim_cfg: dict[str, Any], task: str, key: str = "rollouts=simulator") -> tuple[GRPOResult, SimulatorRollouts]:
+    """GRPO from the first frames of ``store``'s episodes (their states and simulator seeds) with every trajectory
+    played on the simulated robot built from ``sim_cfg`` (a `sim` config group) and ``task``; writes
+    ``out/simulator_cost.json`` (episodes and control steps) and returns the result and the collector."""
+    from omegaconf import OmegaConf
+
+    from learning.data.collect import make_sim_robot
+
+    indices = list(indices)
+    frames, states, _ = imagination_starts(policy, [(store, indices)], "first")  # the starts GRPO imagines from
+    seeds = episode_seeds(store, indices, key)
+    robot = make_sim_robot(OmegaConf.create(sim_cfg), task)
+    robot.connect()
+    try:
+        collect = SimulatorRollouts(robot, seeds, instruction, cfg)
+        res = train_grpo(policy, None, frames, instruction, cfg, Path(out), start_states=states, rollouts_fn=collect)
+    finally:
+        robot.close()
+    (Path(out) / "simulator_cost.json").write_text(json.dumps({"sim_steps": collect.sim_steps, "episodes": collect.episodes}))
+    return res, collect
