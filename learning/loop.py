@@ -313,25 +313,27 @@ class Deployment:
 def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str, c: dict[str, Any],
                      states: np.ndarray | None = None, reckoner=None) -> tuple[float, np.ndarray, list[np.ndarray]]:
     """The greedy policy from ``frames`` inside the world model: success rate, per-start success, imagined videos.
-    A state-input policy starts from ``states`` (the frames' robot states), advanced by ``reckoner`` (GRPO's)."""
+    A state-input policy starts from ``states`` (the frames' robot states), advanced as in GRPO (the world model's state
+    head, or ``reckoner``)."""
     import torch
 
-    from learning.rl.grpo import GRPOConfig
+    from learning.rl.grpo import GRPOConfig, imagines_state
     from learning.world_model.env import WorldModelEnv
 
     g = GRPOConfig.from_dict(c["grpo"])
     env = WorldModelEnv(wm_path, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=c["seed"])
-    obs = env.reset(frames, instruction)
+    head = states is not None and imagines_state(env, policy)
+    obs = env.reset(frames, instruction, states=states if head else None)
     videos = [[f] for f in obs]
     success = np.zeros(len(frames), bool)
     alive = np.ones(len(frames), bool)
     with torch.no_grad():
         for _ in range(g.horizon_chunks):
             chunks = policy.act(obs, instruction, states=states).cpu().numpy().astype(np.float32)
-            if states is not None:
-                states = reckoner.step(states, chunks)
             nxt, rewards, done = env.step(chunks)
+            if states is not None:
+                states = env.state.copy() if head else reckoner.step(states, chunks)
             for i in np.flatnonzero(alive):
                 videos[i].extend(nxt[i])
             success |= alive & (rewards.max(axis=1) > g.success_threshold)
@@ -402,6 +404,10 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     check_starts(c, sans)
     with timed(t_setup, "sft"):
         sft_folder = ensure_sft(c, sans, cache)
+    from learning.policy import load_policy
+
+    # the state head imagines what the policy takes (unless the config names other features)
+    c["world_model"]["model"] = {"state_features": list(load_policy(sft_folder).state_features), **(c["world_model"].get("model") or {})}
     with timed(t_setup, "world_model_v0"):
         wm = ensure_world_model(c, sans, cache)
     with timed(t_setup, "success_classifier"):
@@ -428,7 +434,6 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
         else:
             log.info("waiting for the robot to connect to %s (robot id %s; keys in %s)", server.endpoint, ROBOT_ID, key_dir)
 
-        from learning.policy import load_policy
         from learning.rl.imagined_state import start_states
 
         rollouts = EpisodeStore(rollouts_root)

@@ -138,6 +138,25 @@ def test_windows_shapes_padding_and_errors(tmp_path):
         WindowDataset(store, WindowSpec(chunk=2))
 
 
+def test_windows_carry_the_robot_state_targets_of_the_state_head(tmp_path):
+    """With state features, a window holds the state at its conditioning frame and at each next frame (held at the
+    last one past the episode's end), in the features' order, as the store recorded them."""
+    store = EpisodeStore(tmp_path / "s")
+    store.append(random_episode(T=10, seed=0))
+    ep = store.read(0)
+    ds = WindowDataset(store, WindowSpec(chunk=4, state_features=("gripper", "ee_z", "ee_x")))
+    want = np.stack([ep.gripper, ep.ee_pose[:, 2], ep.ee_pose[:, 0]], 1)
+    np.testing.assert_array_equal(store.states(0, ("gripper", "ee_z", "ee_x")), want)
+    w = ds[3]
+    assert w["state_cond"].shape == (3,) and w["states"].shape == (4, 3)
+    np.testing.assert_array_equal(w["state_cond"], want[3])
+    np.testing.assert_array_equal(w["states"], want[4:8])
+    np.testing.assert_array_equal(ds[8]["states"], want[[9, 9, 9, 9]])  # past the end: the last state, held
+    assert "states" not in WindowDataset(store, WindowSpec(chunk=4))[0]
+    with pytest.raises(ValueError, match="unknown state feature"):
+        WindowSpec(state_features=("elbow",))
+
+
 def test_meta_episodes_reads_as_one_table_with_and_without_policy_versions(tmp_path):
     """SANS episodes carry no policy_version / loop_iteration, robot rollouts do: every file has the same types,
     so pyarrow (and LeRobot) read meta/episodes as one table."""

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from learning.data.video import CODECS as VIDEO_CODECS
 from learning.data.video import PIX_FMTS, decode_video, encode_video
 from robot.episode import Episode
+from robot.state import state_matrix
 
 log = logging.getLogger(__name__)
 
@@ -595,6 +596,13 @@ class EpisodeStore:
     def step_columns(self, index: int) -> list[str]:
         """The per-step column names of episode ``index`` (from the file's schema; no data is read)."""
         return list(pq.read_schema(self._data_path(index)).names)
+
+    def states(self, index: int, features) -> np.ndarray:
+        """(T, S) float32 robot state at every observation of episode ``index``, in ``features`` order (`robot.state`
+        names: what a state-input policy takes and the world model's state head predicts)."""
+        t = self.step_table(index, ["observation.ee_pose", "observation.gripper"])
+        return state_matrix(features, np.asarray(t.column("observation.ee_pose").to_pylist(), np.float32),
+                            np.asarray(t.column("observation.gripper").to_pylist(), np.float32))
 
     def success(self, index: int) -> np.ndarray:
         """(T,) float32 per-observation success flags of episode ``index`` (``Episode.rewards``: 1 where observation t

@@ -5,6 +5,8 @@ A window starting at step t holds
 - ``actions`` (K, 7) float32: the actions commanded at t .. t+K-1,
 - ``frames``  (K, H, W, 3) uint8: the frames observed after them, t+1 .. t+K,
 - ``rewards`` (K,) float32: per-frame success of frames t+1 .. t+K,
+- ``state_cond`` (S,), ``states`` (K, S) float32 (with ``WindowSpec.state_features``): the robot state
+  (`robot.state` features) at frame t and at frames t+1 .. t+K, held at the last one past the episode's end;
 - ``mask``    (K,) bool: False where the episode ended before t+k and the window was padded by holding still
   (last frame repeated, hold action, last reward) -- the physically right continuation of a finished episode;
 - ``prev_cond`` (n_cond, H, W, 3), ``prev_actions`` (K, 7), ``has_prev``: the window K steps earlier (its cond
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning.data.store import EpisodeStore
+from robot.state import check_state_features
 
 OUTCOME_IDS = {"success": 0, "near_success": 1, "failure": 2, "unlabeled": 3}
 
@@ -40,10 +43,12 @@ class WindowSpec:
     # The per-step column the chunks come from: "action" (what the arm executed) or an extras column such as
     # "extras.expert_action" (a noisy expert's noise-free labels, `robot.sim.expert.ExpertSource`).
     action_column: str = "action"
+    state_features: tuple[str, ...] = ()  # robot.state features of the per-frame state targets; () = none
 
     def __post_init__(self) -> None:
         if self.chunk < 1 or self.n_cond < 1 or self.stride < 1:
             raise ValueError(f"window spec: chunk, n_cond and stride must be >= 1, got {self}")
+        object.__setattr__(self, "state_features", check_state_features(self.state_features, "window spec: state_features"))
 
 
 class WindowDataset:
@@ -56,6 +61,7 @@ class WindowDataset:
         self.frames: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.rewards: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []  # (T, S) per episode, with spec.state_features
         self.outcomes: list[str] = []
         self.tasks: list[str] = []
         starts = []
@@ -73,6 +79,8 @@ class WindowDataset:
             t = store.step_table(ei, [spec.action_column])
             actions = np.asarray(t.column(spec.action_column).to_pylist(), np.float32)
             rewards = store.success(ei)  # per-observation success flags: the reward head's target at each next frame
+            if spec.state_features:
+                self.states.append(store.states(ei, spec.state_features))
             T = len(frames)
             if T < 2:
                 raise WindowError(f"episode {ei}: {T} frame(s); a window needs at least 2")
@@ -108,7 +116,7 @@ class WindowDataset:
         prev = t - K  # the window before this one: what an autoregressive rollout generated this window's cond from
         prev_cond_idx = np.clip(np.arange(prev - C + 1, prev + 1), 0, T - 1)
         prev_acts = actions[np.clip(np.arange(prev, t), 0, T - 1)]
-        return {
+        item = {
             "cond": frames[cond_idx],
             "prev_cond": frames[prev_cond_idx],
             "prev_actions": prev_acts,
@@ -121,6 +129,9 @@ class WindowDataset:
             "episode": np.int64(self.episode_indices[j]),
             "t": np.int64(t),
         }
+        if self.spec.state_features:
+            item["state_cond"], item["states"] = self.states[j][t], self.states[j][nxt_c]
+        return item
 
     def batch(self, idx: np.ndarray | list[int]) -> dict[str, np.ndarray]:
         items = [self[int(i)] for i in idx]

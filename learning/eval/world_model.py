@@ -14,6 +14,10 @@ windows are), and we compare with reality:
 - reward AUC: whatever the threshold, how often a real success gets a higher imagined reward (max over its frames)
   than a real non-success (0.5 = chance; GRPO compares rewards within a group, so the ranking matters);
 - PSNR / SSIM of generated frames 1..T-1 against the real ones (mean over frames, then over episodes);
+- state error (a model with a state head): the robot state it imagines at frames 1..T-1, started from the real
+  state at frame 0, against the recorded one: TCP position error in mm and gripper-opening error, over all frames
+  and per chunk of the horizon, beside the same errors of dead reckoning from the same actions
+  (`learning.rl.imagined_state.DeadReckoning`, what imagination uses without a state head);
 
 overall and per real outcome (success / near_success / failure), with episode counts, plus side-by-side
 ``real | generated`` MP4s. Both alignments are also given per real class with their balanced accuracy
@@ -67,6 +71,35 @@ def reward_auc(rows: Sequence[dict[str, Any]]) -> float | None:
     return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
 
 
+POSITION_FEATURES = ("ee_x", "ee_y", "ee_z")
+
+
+def state_errors(pred: np.ndarray, real: np.ndarray, features: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-frame errors of imagined robot states (T, S) against real ones (T, S): ``position_mm`` (the Euclidean
+    distance over the TCP position features present, in mm) and ``gripper`` (|opening error|), each (T,) or absent."""
+    out = {}
+    pos = [j for j, f in enumerate(features) if f in POSITION_FEATURES]
+    if pos:
+        out["position_mm"] = 1000.0 * np.linalg.norm(pred[:, pos] - real[:, pos], axis=1)
+    if "gripper" in features:
+        j = list(features).index("gripper")
+        out["gripper"] = np.abs(pred[:, j] - real[:, j])
+    return out
+
+
+def _state_summary(per_episode: list[dict[str, np.ndarray]], K: int) -> dict[str, Any]:
+    """Mean over every frame of every episode, and per chunk of the horizon (frames (c*K, (c+1)*K] of each episode
+    that has them), of each error kind."""
+    out: dict[str, Any] = {}
+    for key in sorted({k for e in per_episode for k in e}):
+        errs = [e[key] for e in per_episode if key in e]
+        n_chunks = max(math.ceil(len(x) / K) for x in errs)
+        out[key] = float(np.mean(np.concatenate(errs)))
+        out[f"{key}_per_chunk"] = [float(np.mean(np.concatenate([x[c * K:(c + 1) * K] for x in errs if len(x) > c * K])))
+                                   for c in range(n_chunks)]
+    return out
+
+
 def _quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Frame quality and the classifier's accuracy on the real frames (alignment: `alignment_by_class`)."""
     def mean(key: str) -> float | None:
@@ -107,6 +140,13 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
     clf_th = reward_threshold if classifier_threshold is None else classifier_threshold
     video_dir = Path(video_dir) if video_dir is not None else None
     rows: list[dict[str, Any]] = []
+    features = model.wm_config.state_features if model.state_net is not None else ()
+    if features:
+        from learning.rl.imagined_state import DeadReckoning, closed_opening
+
+        reckoner = DeadReckoning(features, closed_opening(store, indices))
+    head_errors: list[dict[str, np.ndarray]] = []
+    reckoned_errors: list[dict[str, np.ndarray]] = []
     from robot.console import progress
 
     with progress() as bar:
@@ -118,17 +158,28 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
             rows_meta = [store.row(i) for i in ids]
             n_chunks = max(math.ceil((len(f) - 1) / K) for f in real)
             chunks = np.stack([replay_actions(a, n_chunks, K) for a in acts])  # (B, n_chunks, K, 7)
-            env.reset(np.stack([f[0] for f in real]), [r["tasks"][0] for r in rows_meta], seed=[seed + i for i in ids])
-            gen, rew = [], []
+            real_states = [store.states(i, features) for i in ids] if features else None
+            env.reset(np.stack([f[0] for f in real]), [r["tasks"][0] for r in rows_meta], seed=[seed + i for i in ids],
+                      states=np.stack([s[0] for s in real_states]) if features else None)
+            gen, rew, imagined, reckoned = [], [], [], []
+            st = np.stack([s[0] for s in real_states]) if features else None
             for c in range(n_chunks):
                 frames, rewards, _ = env.step(chunks[:, c])
                 gen.append(frames)
                 rew.append(rewards)
+                if features:
+                    imagined.append(env.states)
+                    for k in range(K):  # per action, so every frame has its dead-reckoned state
+                        st = reckoner.step(st, chunks[:, c, k:k + 1])
+                        reckoned.append(st[:, None])
             gen_all = np.concatenate(gen, 1)  # (B, n_chunks*K, H, W, 3): frames 1 .. n_chunks*K
             rew_all = np.concatenate(rew, 1)
             for j, (ei, frames_real, meta) in enumerate(zip(ids, real, rows_meta)):
                 T = len(frames_real)
                 g, r = gen_all[j, :T - 1], rew_all[j, :T - 1]
+                if features:
+                    head_errors.append(state_errors(np.concatenate(imagined, 1)[j, :T - 1], real_states[j][1:], features))
+                    reckoned_errors.append(state_errors(np.concatenate(reckoned, 1)[j, :T - 1], real_states[j][1:], features))
                 real_success = meta["outcome"] == "success"
                 p_gen = classifier.predict(g)
                 p_real = classifier.predict(frames_real[1:])
@@ -157,6 +208,8 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
         "reward_alignment": al["reward"]["overall"], "visual_alignment": al["visual"]["overall"],
         "reward_balanced_accuracy": al["reward"]["balanced_accuracy"], "visual_balanced_accuracy": al["visual"]["balanced_accuracy"],
         "reward_auc": reward_auc(rows), "alignment": al,
+        "state_error": {"features": list(features), "state_head": _state_summary(head_errors, K),
+                        "dead_reckoning": _state_summary(reckoned_errors, K)} if features else None,
         "per_outcome": {o: {**_quality([r for r in rows if r["outcome"] == o]),
                             "reward_alignment": al["reward"]["per_class"][o]["alignment"],
                             "visual_alignment": al["visual"]["per_class"][o]["alignment"]} for o in present},
@@ -207,6 +260,10 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
                 ["outcome", "episodes", "reward alignment", "visual alignment", "PSNR dB", "SSIM"], wm_eval_table_rows(result))
     print(f"classifier accuracy on the real held-out episodes: {f(result['classifier_real_accuracy'])}")
     print(f"reward AUC (a real success imagined above a real non-success; 0.5 = chance): {f(result['reward_auc'])}")
+    if result["state_error"]:
+        for name, e in (("state head", result["state_error"]["state_head"]), ("dead reckoning", result["state_error"]["dead_reckoning"])):
+            print(f"{name}: TCP position error {f(e.get('position_mm'))} mm (per chunk "
+                  f"{[round(x, 1) for x in e.get('position_mm_per_chunk', [])]}), gripper-opening error {f(e.get('gripper'))}")
     if result["alignment"]["note"]:
         print(f"note: {result['alignment']['note']}")
     return 0

@@ -169,16 +169,11 @@ def export_policy(policy, out_folder: str | Path, version: str, instruction: str
 
 def store_check_inputs(store, state_features: tuple[str, ...], episodes: int = 8) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Real frames (about 4 per episode of the first ``episodes``) and their robot states, to check an export on."""
-    from robot.state import state_matrix
-
     frames, states = [], []
     for i in range(min(len(store), episodes)):
         every = max(1, store.row(i)["length"] // 4)
         frames.append(store.frames(i)[::every])
-        t = store.step_table(i, ["observation.ee_pose", "observation.gripper"])
-        ee = np.asarray(t.column("observation.ee_pose").to_pylist(), np.float32)
-        g = np.asarray(t.column("observation.gripper").to_pylist(), np.float32)
-        states.append(state_matrix(state_features, ee, g)[::every])
+        states.append(store.states(i, state_features)[::every])
     if not frames:
         return None, None
     return np.concatenate(frames), (np.concatenate(states) if state_features else None)

@@ -135,16 +135,18 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
             dist: Dist | None = None, start_states: np.ndarray | None = None, reckoner=None) -> Rollouts:
     """Roll out G copies of every start frame in the world model with the policy sampling at cfg.temperature.
     With ``dist``, ``start_frames`` are this rank's share of the step's starts (whole groups); see the module docstring.
-    A policy with a state input needs ``start_states`` (S, F) and a ``reckoner`` that advances them after every
-    chunk (`learning.rl.imagined_state.DeadReckoning`: the world model does not imagine the robot's state yet)."""
+    A policy with a state input needs ``start_states`` (S, F); after every chunk they advance by the world model's
+    state head when it imagines exactly the policy's state features, otherwise by ``reckoner``
+    (`learning.rl.imagined_state.DeadReckoning`)."""
     dist = dist or Dist()
     S, G = len(start_frames), cfg.group_size
     frames = np.repeat(start_frames, G, axis=0)  # (S*G, H, W, 3)
-    st = _imagined_states(policy, start_states, reckoner, S)
+    head = imagines_state(env, policy)
+    st = _imagined_states(policy, start_states, reckoner, S, head)
     st = None if st is None else np.repeat(st, G, axis=0)
     n = len(frames)
     first = dist.rank * n  # global index of this rank's first rollout: its world-model noise is seeded by it
-    obs = env.reset(frames, instruction, seed=env.seed + first) if first else env.reset(frames, instruction)
+    obs = env.reset(frames, instruction, seed=env.seed + first if first else None, states=st if head else None)
     alive = np.ones(n, bool)
     success = np.zeros(n, bool)
     played = np.zeros(n, np.int64)
@@ -159,11 +161,12 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
         images.append(obs[idx])
         if st is not None:
             states.append(st[idx])
-            st = reckoner.step(st, chunks.cpu().numpy())
         tokens.append(tok[idx].cpu())
         logps.append(lp[idx].cpu())
         traj.append(idx)
         next_frames, rewards, done = env.step(chunks.cpu().numpy().astype(np.float32))
+        if st is not None:
+            st = env.state.copy() if head else reckoner.step(st, chunks.cpu().numpy())
         played[idx] += 1
         success |= alive & (np.asarray(rewards).max(axis=1) > cfg.success_threshold)
         alive &= ~np.asarray(done, bool) & ~success
@@ -177,14 +180,21 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     )
 
 
-def _imagined_states(policy, start_states: np.ndarray | None, reckoner, n: int) -> np.ndarray | None:
+def imagines_state(env, policy) -> bool:
+    """Whether the world model's state head imagines exactly the state input of ``policy`` (same features, same
+    order): then the policy's state in imagination comes from it, otherwise from dead reckoning."""
+    features = tuple(getattr(policy, "state_features", ()) or ())
+    return bool(features) and tuple(getattr(env, "state_features", ())) == features and env.model.state_net is not None
+
+
+def _imagined_states(policy, start_states: np.ndarray | None, reckoner, n: int, head: bool = False) -> np.ndarray | None:
     """The start states a state-input policy needs (checked), None for an image-only policy."""
     features = tuple(getattr(policy, "state_features", ()) or ())
     if not features:
         return None
-    if start_states is None or reckoner is None:
+    if start_states is None or (reckoner is None and not head):
         raise ValueError(f"grpo: this policy takes the robot state {list(features)}; imagination needs the start frames' "
-                         "states and a state reckoner (learning.rl.imagined_state)")
+                         "states and a world model whose state head imagines them, or a state reckoner (learning.rl.imagined_state)")
     st = np.asarray(start_states, np.float32)
     if st.shape != (n, len(features)):
         raise ValueError(f"grpo: start states of shape {st.shape} for {n} start frames and state {list(features)}")

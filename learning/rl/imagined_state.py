@@ -1,7 +1,8 @@
 """The robot state a policy with a state input sees in imagination, dead-reckoned from its own commands.
 
-The world model imagines frames and a success reward, not the robot's state (issue 15 adds a state head). Until
-it does, GRPO and the loop's imagined evaluation give a state-input policy a state integrated from the actions it
+A world model whose state head predicts exactly the policy's state features gives the policy its state in
+imagination (`learning.world_model.env.WorldModelEnv.state`). Otherwise (a model without a state head, or other
+features) GRPO and the loop's imagined evaluation give a state-input policy a state integrated from the actions it
 played, starting at the state recorded with the start frame:
 
 - TCP position: ``+= a[:3] * translation_m_per_unit`` per action, each step clipped to ``max_translation_m`` as
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from robot.state import check_state_features, state_matrix
+from robot.state import check_state_features
 
 POSITION = {"ee_x": 0, "ee_y": 1, "ee_z": 2}
 
@@ -34,11 +35,8 @@ def start_states(store, indices: Sequence[int], features: Sequence[str], frames:
     rows, tables = [], {}
     for i, f in zip(indices, frames):
         if int(i) not in tables:  # an episode's table read once, however many of its frames start imagination
-            tables[int(i)] = store.step_table(int(i), ["observation.ee_pose", "observation.gripper"])
-        t = tables[int(i)]
-        ee = np.asarray(t.column("observation.ee_pose")[int(f)].as_py(), np.float32)[None]
-        g = np.asarray([t.column("observation.gripper")[int(f)].as_py()], np.float32)
-        rows.append(state_matrix(features, ee, g)[0])
+            tables[int(i)] = store.states(int(i), features)
+        rows.append(tables[int(i)][int(f)])
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(features)), np.float32)
 
 

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from robot.state import DEFAULT_POLICY_STATE, check_state_features
+
 # The tiny Cosmos transformer that trains on a 2-core CPU in minutes. Same class as the 2B model
 # (diffusers.CosmosTransformer3DModel); only the sizes differ. in/out channels are derived from the codec, and
 # max_size (when absent) from the latent size, so they are not listed here.
@@ -55,6 +57,11 @@ class WorldModelConfig:
     action_cumulative: bool = False
     reward_head: bool = True
     reward_hidden: int = 128
+    # The robot state a state-input policy takes (robot/state.py names), predicted per generated frame by the state
+    # head as its change since the conditioning frame, so the policy acts in imagination on the inputs it gets on the
+    # robot; () = no state head.
+    state_features: tuple[str, ...] = DEFAULT_POLICY_STATE
+    state_hidden: int = 128
     prediction: str = "x0"  # what the transformer outputs: "x0" (clean latents; tiny patch model) or "velocity" (Cosmos 2B)
     residual: bool = True  # x0 models: predict the change from the last conditioning frame (most of the scene holds still)
     cond_concat: bool = False  # patch codec: also concatenate the last conditioning frame to every latent frame's channels
@@ -66,6 +73,8 @@ class WorldModelConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"world model config: {name}: {why}")
 
+        # a StateSpecError (a ValueError) names an unknown feature; a list from config.json becomes a tuple
+        object.__setattr__(self, "state_features", check_state_features(self.state_features, "world model config: state_features"))
         if self.prediction not in PREDICTIONS:
             raise bad("prediction", f"{self.prediction!r} is not one of {PREDICTIONS}")
         if self.cond_concat and self.codec != "patch":
@@ -74,7 +83,7 @@ class WorldModelConfig:
             raise bad("residual", "a residual on the last frame needs prediction 'x0' and the patch codec (frame-aligned latents)")
         if self.codec not in CODECS:
             raise bad("codec", f"{self.codec!r} is not one of {CODECS}")
-        for name in ("image_size", "chunk", "n_cond", "action_dim", "patch_factor", "patch_frames", "text_vocab", "text_len", "action_hidden", "reward_hidden"):
+        for name in ("image_size", "chunk", "n_cond", "action_dim", "patch_factor", "patch_frames", "text_vocab", "text_len", "action_hidden", "reward_hidden", "state_hidden"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.t_cond < 0.1:
@@ -179,6 +188,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995  # EMA of the weights; the checkpoint's model/ folder holds the EMA weights
     reward_weight: float = 1.0  # lambda_0 in lambda(t) = lambda_0 * (1 - t)
+    state_weight: float = 1.0  # mu in L = L_flow + lambda(t) L_reward + mu L_state (a model with a state head)
     t_shift: float = 1.0  # noise levels t ~ U(0, 1) shifted to s t / (1 + (s - 1) t): s > 1 trains more at high noise
     cond_noise: float = 0.0  # max noise level added to the conditioning latents (robustness to own frames)
     # Share of the training windows whose conditioning frame the model generates itself, from the previous window's
@@ -210,8 +220,8 @@ class TrainConfig:
             raise bad("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if self.t_shift <= 0:
             raise bad("t_shift", f"must be > 0, got {self.t_shift}")
-        if self.reward_weight < 0 or self.cond_noise < 0 or self.warmup_steps < 0:
-            raise bad("reward_weight/cond_noise/warmup_steps", "must be >= 0")
+        if self.reward_weight < 0 or self.state_weight < 0 or self.cond_noise < 0 or self.warmup_steps < 0:
+            raise bad("reward_weight/state_weight/cond_noise/warmup_steps", "must be >= 0")
         if not 0.0 <= self.own_frames <= 1.0 or self.own_frames_steps < 1:
             raise bad("own_frames/own_frames_steps", f"need a share in [0, 1] and >= 1 step, got {self.own_frames}/{self.own_frames_steps}")
         known = ("success", "near_success", "failure", "unlabeled")

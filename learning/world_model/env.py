@@ -5,6 +5,15 @@
     frames, rewards, done = env.step(action_chunks)                    # (B, K, 7) float32 in [-1, 1]
     # frames (B, K, H, W, 3) uint8, rewards (B, K) float32 in [0, 1], done (B,) bool
 
+    env.reset(first_frames, "pick up the red cube", states=start_states)  # (B, S): the robot state at the first frames
+    frames, rewards, done = env.step(action_chunks)
+    env.states  # (B, K, S) float32: the robot state the state head imagines at each generated frame
+    env.state   # (B, S): ... at the last one (what a state-input policy takes next)
+
+The state (``model.wm_config.state_features``, `robot.state` names) is the state given at reset plus the state
+head's predicted change since the conditioning frame, per chunk; without states at reset (or without a state
+head) ``env.states`` / ``env.state`` are None.
+
 Each ``step`` samples the next K frames of every rollout with a few Euler steps of the flow (2 by default;
 quality vs steps is measured by bench/world_model.py), reads the per-frame success probability from the reward
 head (at the last Euler step by default, or in an extra pass at t = 0: ``reward_from``), and makes the last generated frame(s) the conditioning of the next call (autoregressive).
@@ -60,18 +69,32 @@ class WorldModelEnv:
         self._gens: list[torch.Generator] = []
         self.t = np.zeros(0, np.int64)  # frames generated since reset, per rollout
         self.done = np.zeros(0, bool)
+        self.state_features: tuple[str, ...] = tuple(cfg.state_features)
+        self.state: np.ndarray | None = None  # (B, S) the imagined robot state at the last frame
+        self.states: np.ndarray | None = None  # (B, K, S) ... at each frame of the last chunk
 
     @property
     def batch_size(self) -> int:
         return len(self._gens)
 
-    def reset(self, frames: np.ndarray, instruction: str | Sequence[str], seed: int | Sequence[int] | None = None) -> np.ndarray:
-        """Start B rollouts from real first frames (B, H, W, 3) uint8; returns them as the first observation."""
+    def reset(self, frames: np.ndarray, instruction: str | Sequence[str], seed: int | Sequence[int] | None = None,
+              states: np.ndarray | None = None) -> np.ndarray:
+        """Start B rollouts from real first frames (B, H, W, 3) uint8 [and the robot states recorded with them (B, S),
+        in ``state_features`` order]; returns the frames as the first observation."""
         frames = np.asarray(frames)
         S = self.image_size
         if frames.ndim != 4 or frames.shape[1:] != (S, S, 3) or frames.dtype != np.uint8:
             raise ValueError(f"reset frames: expected (B, {S}, {S}, 3) uint8 (the world model's image size), got {frames.shape} {frames.dtype}")
         B = len(frames)
+        if states is not None:
+            if self.model.state_net is None:
+                raise ValueError("reset states: this world model has no state head (model.state_features is empty); "
+                                 "advance the robot state outside it (learning.rl.imagined_state.DeadReckoning)")
+            states = np.asarray(states, np.float32)
+            if states.shape != (B, len(self.state_features)):
+                raise ValueError(f"reset states: expected ({B}, {len(self.state_features)}) float32 for the world model's state "
+                                 f"features {list(self.state_features)}, got {states.shape}")
+        self.state, self.states = (None, None) if states is None else (states.copy(), None)
         instructions = [instruction] * B if isinstance(instruction, str) else list(instruction)
         if len(instructions) != B:
             raise ValueError(f"instruction: {len(instructions)} instructions for {B} frames; give one, or one per rollout")
@@ -103,14 +126,17 @@ class WorldModelEnv:
         shape = model.noise_shape(1)[1:]
         noise = torch.stack([torch.randn(shape, generator=g) for g in self._gens]).to(self.device)  # (B, C, Tp, h, w)
         actions = torch.from_numpy(np.clip(chunks, -1.0, 1.0)).to(self.device)
-        latents, probs = model.generate(cond_lat, actions, self._text.to(self.device), noise, self.num_inference_steps, self.shift,
-                                        self.reward_from)
+        latents, probs, delta = model.generate(cond_lat, actions, self._text.to(self.device), noise, self.num_inference_steps, self.shift,
+                                               self.reward_from)
         frames_t = model.decode_next(cond_lat, latents).cpu()  # (B, K, H, W, 3) uint8
         frames = frames_t.numpy()
         if probs is not None:
             rewards = probs.float().cpu().numpy().astype(np.float32)
         else:
             rewards = np.asarray(self.reward_fn(frames), dtype=np.float32)
+        if self.state is not None:  # the change is relative to the conditioning frame, whose state is self.state
+            self.states = self.state[:, None] + delta.cpu().numpy().astype(np.float32)
+            self.state = self.states[:, -1].copy()
         n_cond = model.wm_config.n_cond
         self._cond = torch.cat([self._cond, frames_t], 1)[:, -n_cond:]
         self.t = self.t + K

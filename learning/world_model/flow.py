@@ -10,12 +10,14 @@ eps and noise level t in [0, 1] (t = sigma / (1 + sigma) in the pipeline's EDM t
 
 Training loss (DESIGN.md section 2, the paper's joint objective):
 
-    L = L_flow + lambda(t) * L_reward
+    L = L_flow + lambda(t) * L_reward + mu * L_state
     L_flow   = mean over predicted latents of (v_hat - v)^2          (velocity models: the 2B Cosmos)
              = mean over predicted latents of (x0_hat - x0)^2        (x0 models: the tiny patch-latent model;
                                                                       = (v_hat - v)^2 weighted by t^2)
     L_reward = mean over the K predicted frames of BCE(r_hat_k, r_k)        (r_k in {0, 1}: per-frame success)
     lambda(t) = lambda_0 * (1 - t)
+    L_state  = mean over the K frames and S features of (d_hat_k - d_k)^2   (d_k = robot state of frame k minus
+                                                                      that of the conditioning frame, model.STATE_UNITS)
 
 Prediction target. The 2B Cosmos predicts v directly. The tiny patch-latent model predicts x0 and the sampler
 converts, v_hat = (x_t - x0_hat) / max(t, 0.05) (JiT, Li & He 2025, "Back to Basics: Let Denoising Generative
@@ -31,6 +33,9 @@ frame and the actions, so asking them for the outcome of the *generated* frames 
 at t -> 0 they see the frames whose success is labelled. At inference the reward is read at the last Euler step
 (t = 1/N for N uniform steps, lambda = lambda_0 (1 - 1/N)) or in an extra pass at t = 0 (`WorldModel.generate`). BCE instead of the paper's squared error: the head
 outputs a probability that is thresholded at 0.9, and BCE keeps it calibrated near 0 and 1.
+
+mu does not fall with the noise level: most of a chunk's state change follows from its actions, which the hidden
+states hold at every t; the rest (did the gripper close on the cube, did the table stop the hand) needs the frames.
 """
 
 from __future__ import annotations
@@ -74,16 +79,28 @@ def reward_loss(logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), rewards.float(), reduction="none").mean(1)
 
 
+def state_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_state: mean squared error of the predicted state changes (B, K, S) over frames and features."""
+    return F.mse_loss(pred.float(), target.float())
+
+
 def joint_loss(pred: torch.Tensor, target: torch.Tensor, logits: torch.Tensor | None, rewards: torch.Tensor,
-               t: torch.Tensor, lambda0: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L = L_flow + mean_b lambda(t_b) * L_reward,b, with L_flow = MSE(pred, target) (v or x0, see above).
-    Returns the loss and its parts (detached) for logging."""
+               t: torch.Tensor, lambda0: float, state_pred: torch.Tensor | None = None, state_target: torch.Tensor | None = None,
+               mu: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = L_flow + mean_b lambda(t_b) * L_reward,b + mu * L_state, with L_flow = MSE(pred, target) (v or x0, see
+    above); a term whose head or target is absent (or whose weight is 0) is left out. Returns the loss and its parts (detached)."""
     lf = flow_loss(pred, target)
-    if logits is None or lambda0 == 0.0:
-        return lf, {"flow": lf.detach()}
-    lr = reward_loss(logits, rewards)  # (B,)
-    weighted = (reward_weight(t, lambda0) * lr).mean()
-    return lf + weighted, {"flow": lf.detach(), "reward": lr.mean().detach(), "reward_weighted": weighted.detach()}
+    loss, parts = lf, {"flow": lf.detach()}
+    if logits is not None and lambda0 != 0.0:
+        lr = reward_loss(logits, rewards)  # (B,)
+        weighted = (reward_weight(t, lambda0) * lr).mean()
+        loss = loss + weighted
+        parts.update(reward=lr.mean().detach(), reward_weighted=weighted.detach())
+    if state_pred is not None and state_target is not None and mu != 0.0:
+        ls = state_loss(state_pred, state_target)
+        loss = loss + mu * ls
+        parts["state"] = ls.detach()
+    return loss, parts
 
 
 def euler_timesteps(num_steps: int, shift: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The state-aware world model: Cosmos-Predict2's video DiT made action-conditioned, with a reward head.
+"""The state-aware world model: Cosmos-Predict2's video DiT made action-conditioned, with a reward head and a
+robot-state head.
 
     frames (B, n_cond + K, H, W, 3) --codec--> latents (B, C, T, h, w), T = cond + predicted latent frames
     cond latents stay clean (noise level t_cond, condition-mask channel = 1), predicted latents are noised to t
@@ -6,6 +7,7 @@
     instruction --hashed words--> (B, L, text_dim) token embeddings for the cross-attention
     CosmosTransformer3DModel --> v (2B) or x0 (tiny) (B, C, T, h, w)      (flow matching, see flow.py)
     hidden states of the last block (B, T*h'*w', D) --pool per frame, MLP--> reward logits (B, K)
+                                                      --pool per frame, MLP--> robot-state change (B, K, S)
 
 How the action reaches the timestep embedding. Diffusers' Cosmos transformer computes
 ``temb, embedded_timestep = self.time_embed(hidden_states, timestep)`` with a per-latent-frame timestep
@@ -19,7 +21,7 @@ embedding reaches it through a context manager set for the duration of one forwa
 hides the addition. With pretrained Cosmos weights the action MLP's last layer starts at zero, so the
 pretrained denoiser starts out unchanged.
 
-The reward head reads the last transformer block's output through a forward hook (the block's output is not
+The reward and state heads read the last transformer block's output through a forward hook (the block's output is not
 returned by diffusers' forward).
 
 The torchvision trap: ``concat_padding_mask=True`` (the real checkpoints' setting) makes diffusers call
@@ -51,6 +53,7 @@ from diffusers.models.transformers.transformer_cosmos import CosmosEmbedding
 from learning.world_model.codec import PatchCodec, WanCodec
 from learning.world_model.config import TINY_TRANSFORMER, WorldModelConfig, config_mismatch
 from learning.world_model.flow import euler_step, euler_timesteps, velocity_from_x0
+from robot.state import DEFAULT_POLICY_STATE
 
 log = logging.getLogger(__name__)
 
@@ -153,20 +156,32 @@ class ActionEmbedding(nn.Module):
         return self.net(a)  # (B, T_pred, 4D)
 
 
-class RewardHead(nn.Module):
-    """Per-frame success logits from the denoiser's hidden states: mean- and max-pool each latent frame's tokens
-    (the max keeps small, local evidence such as the cube sitting on the goal), then a small MLP."""
+class FrameHead(nn.Module):
+    """Per-frame outputs from the denoiser's hidden states: mean- and max-pool each latent frame's tokens (the max
+    keeps small, local evidence such as the cube sitting on the goal), then a small MLP to ``outputs`` values for
+    each of the latent frame's ``temporal_factor`` frames. The reward head (1 logit) and the state head (S values)."""
 
-    def __init__(self, dim: int, hidden: int, temporal_factor: int) -> None:
+    def __init__(self, dim: int, hidden: int, temporal_factor: int, outputs: int = 1) -> None:
         super().__init__()
-        self.temporal_factor = temporal_factor
-        self.net = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, hidden), nn.SiLU(), nn.Linear(hidden, temporal_factor))
+        self.temporal_factor, self.outputs = temporal_factor, outputs
+        self.net = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, hidden), nn.SiLU(), nn.Linear(hidden, temporal_factor * outputs))
 
     def forward(self, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
         B, N, D = hidden.shape
         h = hidden.float().view(B, num_frames, N // num_frames, D)  # (B, T, tokens per frame, D)
         feats = torch.cat([h.mean(2), h.amax(2)], -1)  # (B, T, 2D)
-        return self.net(feats).flatten(1)  # (B, T * f): one logit per frame
+        return self.net(feats).view(B, num_frames * self.temporal_factor, self.outputs)  # (B, T * f, outputs)
+
+
+# The state head's regression target is the state's change since the conditioning frame in these units, so every
+# feature is of order 1 over a chunk: 1 = 10 cm of TCP travel (a chunk moves the arm up to a few cm), 1 = the whole
+# gripper stroke or a quaternion component.
+STATE_UNITS = {"ee_x": 10.0, "ee_y": 10.0, "ee_z": 10.0, "ee_qx": 1.0, "ee_qy": 1.0, "ee_qz": 1.0, "ee_qw": 1.0, "gripper": 1.0}
+
+
+def state_units(features: Sequence[str]) -> torch.Tensor:
+    """(S,) the factor that turns a state change in robot units (m, opening) into the state head's units."""
+    return torch.tensor([STATE_UNITS[f] for f in features], dtype=torch.float32)
 
 
 @dataclass
@@ -175,10 +190,12 @@ class WorldModelOutput:
     # when the transformer predicts clean latents, see flow.py)
     x0: torch.Tensor  # (B, C, T_pred, h, w): the implied clean latents
     reward_logits: torch.Tensor | None  # (B, K) per-frame success logits, None without a reward head
+    state_delta: torch.Tensor | None = None  # (B, K, S) each frame's robot state minus the conditioning frame's, in
+    # `STATE_UNITS` (state_features order); None without a state head
 
 
 class WorldModel(ModelMixin, ConfigMixin):
-    """Action-conditioned Cosmos world model with a reward head. Construct from a `WorldModelConfig`
+    """Action-conditioned Cosmos world model with a reward head and a robot-state head. Construct from a `WorldModelConfig`
     (``WorldModel.from_wm_config(cfg)``), a saved folder (``load_world_model``) or a Cosmos-Predict2 folder
     (``WorldModel.from_cosmos``). Config keys are the fields of `WorldModelConfig`."""
 
@@ -188,7 +205,8 @@ class WorldModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
                  patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
                  vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256, action_cumulative: bool = False,
-                 reward_head: bool = True, reward_hidden: int = 128, prediction: str = "x0", residual: bool = True,
+                 reward_head: bool = True, reward_hidden: int = 128, state_features: Sequence[str] = DEFAULT_POLICY_STATE,
+                 state_hidden: int = 128, prediction: str = "x0", residual: bool = True,
                  cond_concat: bool = False, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
                  rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
@@ -196,7 +214,7 @@ class WorldModel(ModelMixin, ConfigMixin):
             image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
             patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
             vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, action_cumulative=action_cumulative, reward_head=reward_head,
-            reward_hidden=reward_hidden, prediction=prediction, residual=residual, cond_concat=cond_concat, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
+            reward_hidden=reward_hidden, state_features=tuple(state_features), state_hidden=state_hidden, prediction=prediction, residual=residual, cond_concat=cond_concat, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
         )
         self.wm_config = cfg
         pre = pretrained_modules or {}
@@ -220,7 +238,9 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.text_encoder = HashedInstructionEncoder(cfg.text_vocab, text_dim, cfg.text_len)
         self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, 4 * D, zero_init=bool(pre),
                                          cumulative=cfg.action_cumulative)
-        self.reward_net = RewardHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
+        self.reward_net = FrameHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
+        S = len(cfg.state_features)
+        self.state_net = FrameHead(D, cfg.state_hidden, cfg.temporal_factor, S) if S else None
         self._hidden: torch.Tensor | None = None
         self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)
 
@@ -233,7 +253,7 @@ class WorldModel(ModelMixin, ConfigMixin):
     def from_cosmos(cls, folder: str | Path, torch_dtype: torch.dtype | None = None, **overrides: Any) -> "WorldModel":
         """The full-size model: Cosmos-Predict2 Video2World ``transformer/`` and ``vae/`` from a local folder
         (a diffusers pipeline folder, e.g. nvidia/Cosmos-Predict2-2B-Video2World downloaded beforehand), loaded
-        with ``from_pretrained``; the action MLP, instruction encoder and reward head start fresh.
+        with ``from_pretrained``; the action MLP, instruction encoder, reward and state heads start fresh.
         ``overrides`` are `WorldModelConfig` fields (image_size, chunk, ...)."""
         folder = Path(folder)
         for sub in ("transformer", "vae"):
@@ -319,9 +339,11 @@ class WorldModel(ModelMixin, ConfigMixin):
             out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=self.text_encoder(text_ids).to(x.dtype),
                                    fps=cfg.rope_fps, condition_mask=cond_mask, padding_mask=padding_mask, return_dict=False)[0]
         hidden, self._hidden = self._hidden, None
-        logits = None
+        logits = state = None
         if self.reward_net is not None:
-            logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:]  # (B, K): drop the cond frames
+            logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:, 0]  # (B, K): drop the cond frames
+        if self.state_net is not None:
+            state = self.state_net(hidden, T)[:, Tc * self.state_net.temporal_factor:]  # (B, K, S)
         pred = out[:, :, Tc:].float()
         if cfg.residual:  # x0_hat = (last conditioning frame, held still) + the predicted change
             pred = pred + self.latent_codec.hold_last(cond).float()
@@ -329,30 +351,33 @@ class WorldModel(ModelMixin, ConfigMixin):
             velocity, x0 = pred, noisy.float() - t.view(-1, 1, 1, 1, 1) * pred
         else:
             velocity, x0 = velocity_from_x0(noisy.float(), pred, t), pred
-        return WorldModelOutput(velocity=velocity, x0=x0, reward_logits=logits)
+        return WorldModelOutput(velocity=velocity, x0=x0, reward_logits=logits, state_delta=state)
 
     @torch.no_grad()
     def generate(self, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor, noise: torch.Tensor,
-                 num_inference_steps: int = 2, shift: float = 1.0, reward_from: str = "last_step") -> tuple[torch.Tensor, torch.Tensor | None]:
+                 num_inference_steps: int = 2, shift: float = 1.0, reward_from: str = "last_step"
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Sample the next chunk's latents by Euler integration from noise (t = 1) to t = 0.
 
-        The reward is read from the denoiser's hidden states either at the last Euler step (``"last_step"``: no
-        extra cost; the input there, x at t = t_{N-1}, is drawn from the same noisy marginal the head was trained
-        on) or in one extra pass at t = 0 on the sampled latents (``"clean"``). Returns latents (B, C, T_pred, h, w)
-        and success probabilities (B, K), or None without a reward head."""
+        The reward and the state are read from the denoiser's hidden states either at the last Euler step
+        (``"last_step"``: no extra cost; the input there, x at t = t_{N-1}, is drawn from the same noisy marginal the
+        heads were trained on) or in one extra pass at t = 0 on the sampled latents (``"clean"``). Returns latents
+        (B, C, T_pred, h, w), success probabilities (B, K) (None without a reward head) and the state change since
+        the conditioning frame (B, K, S) in robot units (None without a state head)."""
         if reward_from not in ("last_step", "clean"):
             raise ValueError(f"reward_from: {reward_from!r} is not 'last_step' or 'clean'")
         ts = euler_timesteps(num_inference_steps, shift, device=noise.device)
         B = noise.shape[0]
         x = noise
-        logits = None
+        out = None
         for i in range(num_inference_steps):
             out = self(x, ts[i].expand(B), cond, actions, text_ids)
             x = euler_step(x, out.velocity, ts[i], ts[i + 1]).to(noise.dtype)
-            logits = out.reward_logits
-        if self.reward_net is not None and reward_from == "clean":
-            logits = self(x, torch.zeros(B, device=x.device), cond, actions, text_ids).reward_logits
-        return x, None if logits is None else torch.sigmoid(logits.float())
+        if (self.reward_net is not None or self.state_net is not None) and reward_from == "clean":
+            out = self(x, torch.zeros(B, device=x.device), cond, actions, text_ids)
+        probs = None if out.reward_logits is None else torch.sigmoid(out.reward_logits.float())
+        delta = None if out.state_delta is None else out.state_delta.float() / state_units(self.wm_config.state_features).to(x.device)
+        return x, probs, delta
 
     def noise_shape(self, batch: int) -> tuple[int, int, int, int, int]:
         cfg = self.wm_config
@@ -381,6 +406,8 @@ def load_world_model(path: str | Path, expect: WorldModelConfig | dict | None = 
     saved = json.loads((folder / "config.json").read_text())
     if saved.get("_class_name") != WorldModel.__name__:
         raise CheckpointMismatchError(f"{folder}: holds a {saved.get('_class_name')!r}, not a {WorldModel.__name__}")
+    legacy = {} if "state_features" in saved else {"state_features": ()}  # saved before the state head existed: none
+    saved.update(legacy)
     if expect is not None:
         want = expect.to_dict() if isinstance(expect, WorldModelConfig) else WorldModelConfig.from_dict(dict(expect)).to_dict()
         have = WorldModelConfig.from_dict({k: v for k, v in saved.items() if not k.startswith("_")}).to_dict()
@@ -388,5 +415,5 @@ def load_world_model(path: str | Path, expect: WorldModelConfig | dict | None = 
         if diff:
             raise CheckpointMismatchError(f"{folder}: checkpoint was made with another world-model config ({'; '.join(diff)}; checkpoint != expected)")
     kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    model = WorldModel.from_pretrained(folder, **kw)
+    model = WorldModel.from_pretrained(folder, **kw, **legacy)
     return model.to(device).eval()

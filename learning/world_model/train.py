@@ -5,8 +5,9 @@ One step, top to bottom:
     windows (B) sampled with outcome balance (and a per-store mix for refinement)
     video = [cond frames | next K frames] --codec--> cond latents (B, C, Tc, h, w), x0 (B, C, Tp, h, w)
     t ~ U(0, 1) per sample;  eps ~ N(0, I);  x_t = (1 - t) x0 + t eps
-    v_hat, r_hat = model(x_t, t, cond, actions, instruction)
-    L = mean (x0_hat - x0)^2 [or (v_hat - v)^2] + mean_b lambda_0 (1 - t_b) BCE(r_hat_b, r_b)   (flow.py)
+    v_hat, r_hat, d_hat = model(x_t, t, cond, actions, instruction)
+    L = mean (x0_hat - x0)^2 [or (v_hat - v)^2] + mean_b lambda_0 (1 - t_b) BCE(r_hat_b, r_b)
+        + mu mean (d_hat - d)^2       (d: each frame's robot state minus the conditioning frame's; flow.py)
     AdamW step, EMA update
 
 Checkpoint folder layout (``out``)::
@@ -40,7 +41,7 @@ from learning.data.windows import OUTCOME_IDS, WindowDataset, WindowError, Windo
 from learning.distributed import Dist, current, distributed_session, wrap_world_model
 from learning.world_model.config import TrainConfig, WorldModelConfig, config_mismatch
 from learning.world_model.flow import flow_target, joint_loss, noisy_latents
-from learning.world_model.model import MODEL_DIR, CheckpointMismatchError, WorldModel, load_world_model
+from learning.world_model.model import MODEL_DIR, CheckpointMismatchError, WorldModel, load_world_model, state_units
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,20 @@ def store_cameras(store: EpisodeStore, indices: Sequence[int] | None = None) -> 
 
 
 def batch_to_latents(model: WorldModel, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    """A window batch -> cond latents (B, C, Tc, h, w), target latents x0 (B, C, Tp, h, w), actions, rewards, text ids."""
+    """A window batch -> cond latents (B, C, Tc, h, w), target latents x0 (B, C, Tp, h, w), actions, rewards, text ids
+    [, the state head's target: each frame's state change since the conditioning frame (B, K, S) in STATE_UNITS]."""
     with torch.no_grad():
         cond, x0 = model.encode_window(torch.from_numpy(batch["cond"]), torch.from_numpy(batch["frames"]))
-    return {
+    lat = {
         "cond": cond, "x0": x0,
         "actions": torch.from_numpy(batch["actions"]).to(device),
         "rewards": torch.from_numpy(batch["rewards"]).to(device),
         "text_ids": model.tokenize(batch["task"]).to(device),
     }
+    if model.state_net is not None:
+        delta = torch.from_numpy(batch["states"] - batch["state_cond"][:, None]) * state_units(model.wm_config.state_features)
+        lat["state_delta"] = delta.to(device)
+    return lat
 
 
 @torch.no_grad()
@@ -165,7 +171,7 @@ def condition_on_own_frames(model: WorldModel, batch: dict[str, Any], train: Tra
     was_training = model.training
     model.eval()
     cond, _ = model.encode_window(torch.from_numpy(batch["prev_cond"][idx]))
-    latents, _ = model.generate(cond, torch.from_numpy(batch["prev_actions"][idx]).to(model.device),
+    latents, _, _ = model.generate(cond, torch.from_numpy(batch["prev_actions"][idx]).to(model.device),
                                 model.tokenize([batch["task"][i] for i in idx]), noise[idx].to(model.device),
                                 num_inference_steps=train.own_frames_steps)
     frames = model.decode_next(cond, latents).cpu().numpy()  # (n, K, H, W, 3) uint8
@@ -198,7 +204,8 @@ def training_step(model: WorldModel, lat: dict[str, torch.Tensor], train: TrainC
         pred, target = out.x0, x0
     else:
         pred, target = out.velocity, flow_target(x0, noise)
-    return joint_loss(pred, target, out.reward_logits, lat["rewards"], t, train.reward_weight)
+    return joint_loss(pred, target, out.reward_logits, lat["rewards"], t, train.reward_weight,
+                      out.state_delta, lat.get("state_delta"), train.state_weight)
 
 
 def lr_at(step: int, train: TrainConfig) -> float:
@@ -222,7 +229,7 @@ def _configs(cfg: DictConfig | dict) -> tuple[WorldModelConfig, TrainConfig, dic
 
 
 PRETRAINED_OVERRIDES = ("image_size", "chunk", "n_cond", "action_dim", "text_vocab", "text_len", "action_hidden", "action_cumulative",
-                       "reward_head", "reward_hidden", "t_cond")
+                       "reward_head", "reward_hidden", "state_features", "state_hidden", "t_cond")
 
 
 def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | str | Path], init_from: str | Path | None = None,
@@ -267,7 +274,7 @@ def train_world_model(cfg: DictConfig | dict, stores: Sequence[EpisodeStore | st
     else:
         model = WorldModel.from_wm_config(model_cfg)
     store_objs = [as_store(s) for s in stores]
-    spec = WindowSpec(chunk=model_cfg.chunk, n_cond=model_cfg.n_cond)
+    spec = WindowSpec(chunk=model_cfg.chunk, n_cond=model_cfg.n_cond, state_features=model_cfg.state_features)
     sampler = WindowSampler(store_objs, spec, model_cfg.image_size, train.outcomes, train.mix, train.balance_outcomes)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()

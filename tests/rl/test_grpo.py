@@ -79,7 +79,7 @@ def test_imagination_gives_a_state_policy_its_dead_reckoned_state():
     from tests.world_model.conftest import tiny_config
 
     torch.manual_seed(0)
-    wm = WorldModel.from_wm_config(tiny_config()).eval()
+    wm = WorldModel.from_wm_config(tiny_config(state_features=())).eval()  # no state head: dead reckoning
     features = ["ee_x", "ee_y", "ee_z", "gripper"]
     policy = tiny_compact(image_size=32, chunk_length=4, state_features=features, state_mean=[0, 0, 0.1, 0.5],
                           state_std=[0.05, 0.05, 0.05, 0.5])
@@ -100,6 +100,34 @@ def test_imagination_gives_a_state_policy_its_dead_reckoned_state():
     ro.success[:] = [1, 0, 0, 1]  # informative groups, so the update really runs on the stored states
     stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-4), ro, instr, cfg)
     assert stats["updated"] == 1.0 and np.isfinite(stats["loss"])
+
+
+def test_imagination_takes_the_state_from_the_world_models_state_head():
+    """A world model whose state head predicts the policy's state features gives the policy its state in imagination:
+    no reckoner is needed, the first decisions see the recorded start states, later ones the head's (replayed here
+    in a second env from the same seeds and chunks)."""
+    from learning.rl.grpo import imagine
+    from learning.world_model.env import WorldModelEnv
+    from learning.world_model.model import WorldModel
+    from tests.world_model.conftest import tiny_config
+
+    torch.manual_seed(0)
+    features = ["ee_x", "ee_y", "ee_z", "gripper"]
+    wm = WorldModel.from_wm_config(tiny_config(state_features=tuple(features))).eval()
+    policy = tiny_compact(image_size=32, chunk_length=4, state_features=features, state_mean=[0, 0, 0.1, 0.5],
+                          state_std=[0.05, 0.05, 0.05, 0.5])
+    env = WorldModelEnv(wm, num_inference_steps=1, horizon=8, reward_threshold=0.999)
+    starts = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    st0 = np.array([[0.0, 0.0, 0.1, 1.0], [0.05, -0.05, 0.12, 1.0]], np.float32)
+    cfg = GRPOConfig(group_size=2, horizon_chunks=2, num_inference_steps=1, success_threshold=0.999, minibatch=4)
+    ro = imagine(policy, env, starts, policy.default_instruction, cfg, torch.Generator().manual_seed(0), start_states=st0)
+    np.testing.assert_allclose(ro.states[:4], np.repeat(st0, 2, axis=0))
+    chunks = policy.action_tokenizer.decode(ro.tokens[:4].numpy()).reshape(4, policy.chunk_length, -1)
+    replay = WorldModelEnv(wm, num_inference_steps=1, horizon=8, reward_threshold=0.999)
+    replay.reset(np.repeat(starts, 2, axis=0), policy.default_instruction, states=np.repeat(st0, 2, axis=0))
+    replay.step(chunks)
+    np.testing.assert_allclose(ro.states[4:], replay.state[ro.traj[4:]], atol=1e-5)
+    assert not np.allclose(ro.states[4:], np.repeat(st0, 2, axis=0)[ro.traj[4:]])
 
 
 @pytest.mark.parametrize("success, moves", [([1, 0, 0, 0], True), ([0, 0, 0, 0], False)])

@@ -103,3 +103,33 @@ def test_bad_input_names_the_mismatch(model):
         env.step(np.zeros((1, 4, 7), np.float32))
     with pytest.raises(ValueError, match="num_inference_steps"):
         WorldModelEnv(model, num_inference_steps=0)
+
+
+def test_state_head_gives_each_frame_a_robot_state(model):
+    """With the robot states of the start frames at reset, every step gives (B, K, S) imagined states, the last of
+    which is the state the next step starts from; a rollout's states do not depend on its batch-mates."""
+    S = len(model.wm_config.state_features)
+    assert S == 4  # the default: TCP position + gripper opening (robot.state.DEFAULT_POLICY_STATE)
+    starts, chunks = _starts(3), _chunks(3, 2)
+    st0 = np.array([[0.0, 0.0, 0.1, 1.0], [0.05, -0.05, 0.12, 1.0], [0.02, 0.03, 0.05, 0.5]], np.float32)
+    env = WorldModelEnv(model, num_inference_steps=2, horizon=100)
+    env.reset(starts, "pick", seed=3, states=st0)
+    env.step(chunks[0])
+    first = env.states.copy()
+    assert first.shape == (3, 4, S) and first.dtype == np.float32
+    np.testing.assert_array_equal(env.state, first[:, -1])
+    env.step(chunks[1])
+    assert env.states.shape == (3, 4, S) and not np.allclose(env.states, first)
+    alone = WorldModelEnv(model, num_inference_steps=2, horizon=100)
+    alone.reset(starts[1:2], "pick", seed=[4], states=st0[1:2])
+    alone.step(chunks[0][1:2])
+    np.testing.assert_allclose(alone.states[0], first[1], atol=1e-5)
+    plain = WorldModelEnv(model, num_inference_steps=2, horizon=100)
+    plain.reset(starts, "pick")
+    plain.step(chunks[0])
+    assert plain.states is None and plain.state is None  # no states at reset: none imagined
+    with pytest.raises(ValueError, match=r"reset states: expected \(3, 4\)"):
+        plain.reset(starts, "pick", states=st0[:, :3])
+    headless = WorldModelEnv(WorldModel.from_wm_config(tiny_config(state_features=())).eval(), horizon=100)
+    with pytest.raises(ValueError, match="no state head"):
+        headless.reset(starts, "pick", states=st0)

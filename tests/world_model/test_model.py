@@ -86,7 +86,7 @@ def test_from_cosmos_loads_pretrained_transformer_and_vae_and_round_trips(tmp_pa
     a = torch.rand(2, 8, 7) * 2 - 1
     ids = model.tokenize(["pick"] * 2)
     noise = torch.randn(model.noise_shape(2), generator=torch.Generator().manual_seed(0))
-    lat, probs = model.generate(c, a, ids, noise, num_inference_steps=2)
+    lat, probs, _ = model.generate(c, a, ids, noise, num_inference_steps=2)
     frames = model.decode_next(c, lat)
     assert lat.shape == (2, 16, 2, 4, 4) and probs.shape == (2, 8) and frames.shape == (2, 8, S, S, 3)
     # A fresh action MLP ends in zeros: at step 0 the pretrained denoiser is unchanged by actions.
@@ -98,7 +98,7 @@ def test_from_cosmos_loads_pretrained_transformer_and_vae_and_round_trips(tmp_pa
     saved = json.loads((tmp_path / "wm" / "config.json").read_text())
     assert saved["codec"] == "wan" and saved["transformer_kwargs"]["concat_padding_mask"] is True
     back = load_world_model(tmp_path / "wm", expect=cfg)
-    lat2, probs2 = back.generate(c, a, ids, noise, num_inference_steps=2)
+    lat2, probs2, _ = back.generate(c, a, ids, noise, num_inference_steps=2)
     assert torch.allclose(lat, lat2) and torch.allclose(probs, probs2)
 
 
@@ -162,7 +162,7 @@ def test_tiny_model_overfits_one_window():
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(9))
 
     def sample_error() -> float:  # grey levels between the sampled chunk and the real one
-        lat_g, _ = model.generate(c, a, ids, noise, num_inference_steps=4)
+        lat_g, _, _ = model.generate(c, a, ids, noise, num_inference_steps=4)
         return float(np.abs(model.decode_next(c, lat_g).numpy().astype(float) - ep.images["front"][1:]).mean())
 
     before, err_before = _fixed_loss(model, c, x0, a, ids), sample_error()
@@ -170,6 +170,41 @@ def test_tiny_model_overfits_one_window():
     after, err_after = _fixed_loss(model, c, x0, a, ids), sample_error()
     assert after < 0.1 * before, (before, after)
     assert err_after < 0.5 * err_before, (err_before, err_after)
+
+
+def test_state_head_learns_the_state_change_on_a_tiny_overfit():
+    """The joint loss trains the state head: on a few windows whose TCP moves as their actions say (0.1 m per unit
+    per step, the simulated rig's scale) and whose gripper closes on a closing command, its loss falls by 10x and
+    its mean TCP error by 3x."""
+    from learning.world_model.model import state_units
+
+    torch.manual_seed(0)
+    model = WorldModel.from_wm_config(tiny_config())
+    B, K = 6, 4
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (B, 1 + K, 32, 32, 3), dtype=np.uint8)
+    actions = np.zeros((B, K, 7), np.float32)
+    actions[:, :, :3] = rng.uniform(-0.3, 0.3, (B, 1, 3))  # a constant push per window
+    actions[:, :, 6] = np.where(np.arange(B) % 2 == 0, 1.0, -1.0)[:, None]
+    s0 = np.concatenate([rng.uniform(-0.05, 0.05, (B, 3)), np.ones((B, 1))], 1).astype(np.float32)
+    states = s0[:, None].repeat(K, 1)
+    states[:, :, :3] += 0.1 * np.cumsum(actions[:, :, :3], 1)
+    states[:, :, 3] = np.where(actions[:, :, 6] > 0, 1.0, 0.5)
+    c, x0 = model.encode_window(torch.from_numpy(frames[:, :1]), torch.from_numpy(frames[:, 1:]))
+    target = torch.from_numpy(states - s0[:, None]) * state_units(model.wm_config.state_features)
+    lat = {"cond": c, "x0": x0, "actions": torch.from_numpy(actions), "rewards": torch.zeros(B, K),
+           "text_ids": model.tokenize(["t"] * B), "state_delta": target}
+
+    def state_error() -> tuple[float, float]:  # (the state loss, the mean TCP error in mm) at the last Euler step
+        with torch.no_grad():
+            _, _, delta = model.generate(c, lat["actions"], lat["text_ids"], torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)))
+        pred = delta.numpy() * state_units(model.wm_config.state_features).numpy()
+        return float(np.mean((pred - target.numpy()) ** 2)), float(1000 * np.linalg.norm((delta.numpy() + s0[:, None] - states)[..., :3], axis=-1).mean())
+
+    (before, mm_before), _ = state_error(), _fit(model, lat, steps=300)
+    after, mm_after = state_error()
+    assert after < 0.1 * before, (before, after)
+    assert mm_after < mm_before / 3, (mm_before, mm_after)
 
 
 def test_reward_head_learns_a_trivially_separable_set():
@@ -208,7 +243,7 @@ def test_actions_change_the_prediction():
     chunk = torch.zeros(2, K, 7)
     chunk[0, :, 2], chunk[1, :, 2] = 1.0, -1.0
     noise = torch.randn(model.noise_shape(1), generator=torch.Generator().manual_seed(3)).expand(2, -1, -1, -1, -1)
-    lat_out, _ = model.generate(c0, chunk, model.tokenize(["t"] * 2), noise, num_inference_steps=4)
+    lat_out, _, _ = model.generate(c0, chunk, model.tokenize(["t"] * 2), noise, num_inference_steps=4)
     out = model.decode_next(c0, lat_out).numpy().astype(float)  # (2, K, S, S, 3)
     assert np.abs(out[0] - out[1]).mean() > 40.0  # grey levels: clearly different videos
     start = float(frames[0, 0, 0, 0, 0])

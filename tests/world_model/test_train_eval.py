@@ -116,6 +116,30 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     neg = [r["reward_max"] for r in res["episodes_detail"] if not r["real_success"]]
     pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg]
     assert res["reward_auc"] == pytest.approx(sum(pairs) / len(pairs))
+    # the state head's error over the horizon, beside dead reckoning's from the same actions
+    se = res["state_error"]
+    assert se["features"] == ["ee_x", "ee_y", "ee_z", "gripper"]
+    for method in ("state_head", "dead_reckoning"):
+        e = se[method]
+        assert e["position_mm"] >= 0 and 0 <= e["gripper"] <= 1
+        assert len(e["position_mm_per_chunk"]) == len(e["gripper_per_chunk"]) == 3  # 9 predicted frames, chunks of 4
+
+
+def test_state_errors_per_frame_and_per_chunk():
+    from learning.eval.world_model import _state_summary, state_errors
+
+    real = np.zeros((5, 4), np.float32)
+    pred = real.copy()
+    pred[:, 0] = 0.003  # 3 mm off in x
+    pred[:, 1] = 0.004  # and 4 mm in y: 5 mm
+    pred[4, 3] = 0.5  # the gripper half a stroke off at the last frame
+    e = state_errors(pred, real, ["ee_x", "ee_y", "ee_z", "gripper"])
+    np.testing.assert_allclose(e["position_mm"], 5.0, rtol=1e-5)
+    np.testing.assert_allclose(e["gripper"], [0, 0, 0, 0, 0.5])
+    assert set(state_errors(pred[:, 3:], real[:, 3:], ["gripper"])) == {"gripper"}
+    summary = _state_summary([e, {"gripper": np.array([1.0, 1.0])}], K=2)
+    assert summary["gripper_per_chunk"] == pytest.approx([0.5, 0.0, 0.5])  # chunk 0 has both episodes' frames
+    assert summary["position_mm_per_chunk"] == pytest.approx([5.0, 5.0, 5.0])
 
 
 def test_without_reward_head_the_outcome_comes_from_frames(stores, tmp_path):
