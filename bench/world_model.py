@@ -1,6 +1,7 @@
 """Benchmark of the world model: imagination speed, training speed, quality vs sampling steps, codec choice.
 
-    # speed of the tiny default config on this machine (random weights: speed does not depend on them)
+    # speed of the tiny default config on this machine (random weights: speed does not depend on them), with its
+    # robot-state head and, side by side in the same run, the same model without one (what the head costs)
     .venv/bin/python bench/world_model.py --threads 1
     # quality vs Euler steps of a trained checkpoint on held-out episodes
     .venv/bin/python bench/world_model.py --threads 1 --checkpoint runs/wm/v0 --quality data/sans/heldout --classifier-store data/sans/pickcube
@@ -10,8 +11,9 @@
     python bench/world_model.py --preset cosmos2b --device cuda --batch-sizes 1 8 --chunk 24
 
 Prints tables; the LAST line holds the headline figures:
-``imagined_steps_per_s_b1=... imagined_steps_per_s_b32=... train_samples_per_s=...``
-(an imagined step = one frame of one rollout; figures from the median call).
+``imagined_steps_per_s_b1=... imagined_steps_per_s_b32=... train_samples_per_s=... [state_head_cost_imagine_b32=...
+state_head_cost_train=...]`` (an imagined step = one frame of one rollout; figures from the median call; a cost is
+the time with the state head / without it).
 """
 
 from __future__ import annotations
@@ -42,14 +44,15 @@ COSMOS_2B_TRANSFORMER = {
 WAN21_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "temperal_downsample": [False, True, True]}
 
 
-def build_model(args) -> WorldModel:
+def build_model(args, state_head: bool = True) -> WorldModel:
     if args.checkpoint:
         return load_world_model(args.checkpoint, device=args.device)
+    no_head = {} if state_head else {"state_features": ()}
     if args.preset == "cosmos2b":
         cfg = WorldModelConfig(image_size=args.image_size or 256, chunk=args.chunk, codec="wan", transformer_kwargs=COSMOS_2B_TRANSFORMER,
-                               vae_kwargs=WAN21_VAE, prediction="velocity", residual=False, timestep_scale=1.0, rope_fps=16.0)
+                               vae_kwargs=WAN21_VAE, prediction="velocity", residual=False, timestep_scale=1.0, rope_fps=16.0, **no_head)
     else:
-        cfg = WorldModelConfig(image_size=args.image_size or 64, chunk=args.chunk)
+        cfg = WorldModelConfig(image_size=args.image_size or 64, chunk=args.chunk, **no_head)
     torch.manual_seed(0)
     model = WorldModel.from_wm_config(cfg).to(args.device)
     return model.to(torch.bfloat16) if args.dtype == "bf16" else model
@@ -64,7 +67,8 @@ def bench_imagination(model: WorldModel, args, B: int) -> dict[str, float]:
     cfg = model.wm_config
     rng = np.random.default_rng(0)
     env = WorldModelEnv(model, num_inference_steps=args.steps, horizon=10**9, device=args.device, reward_from=args.reward_from)
-    env.reset(rng.integers(0, 256, (B, cfg.image_size, cfg.image_size, 3), dtype=np.uint8), "pick up the red cube")
+    states = rng.uniform(-0.1, 0.1, (B, len(cfg.state_features))).astype(np.float32) if model.state_net is not None else None
+    env.reset(rng.integers(0, 256, (B, cfg.image_size, cfg.image_size, 3), dtype=np.uint8), "pick up the red cube", states=states)
     chunks = rng.uniform(-1, 1, (args.calls + 1, B, cfg.chunk, cfg.action_dim)).astype(np.float32)
     times = []
     for i in range(args.calls + 1):
@@ -87,6 +91,8 @@ def bench_training(model: WorldModel, args) -> dict[str, float]:
                                    torch.randint(0, 256, (B, cfg.chunk, S, S, 3), generator=g, dtype=torch.uint8))
     lat = {"cond": cond, "x0": x0, "actions": torch.rand(B, cfg.chunk, cfg.action_dim, generator=g).to(args.device) * 2 - 1,
            "rewards": (torch.rand(B, cfg.chunk, generator=g) > 0.5).float().to(args.device), "text_ids": model.tokenize(["pick up the red cube"] * B)}
+    if model.state_net is not None:
+        lat["state_delta"] = torch.randn(B, cfg.chunk, len(cfg.state_features), generator=g).to(args.device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     train = TrainConfig()
@@ -233,21 +239,33 @@ def main() -> int:
     if args.codec:
         results["codec"] = bench_codec(args)
     model = build_model(args)
+    # the same model without its state head, timed in the same run (the machine is noisy: ratios side by side)
+    bare = build_model(args, state_head=False) if model.state_net is not None and not args.checkpoint else None
     with torch.no_grad():
         imag = [bench_imagination(model, args, B) for B in args.batch_sizes]
+        imag_bare = [bench_imagination(bare, args, B) for B in args.batch_sizes] if bare is not None else []
     train = bench_training(model, args)
+    train_bare = bench_training(bare, args) if bare is not None else None
     cfg = model.wm_config
+    head = f"state head ({len(cfg.state_features)} features)" if model.state_net is not None else "no state head"
+    rows = [(f"imagined chunk ({cfg.chunk} frames/rollout), {head}", r["batch"], r["p50_s"], r["p90_s"], f"{r['steps_per_s']:.1f} steps") for r in imag]
+    rows += [("training step, " + head, train["batch"], train["p50_s"], "-", f"{train['samples_per_s']:.1f} samples")]
+    if bare is not None:
+        rows += [(f"imagined chunk ({cfg.chunk} frames/rollout), no state head", r["batch"], r["p50_s"], r["p90_s"], f"{r['steps_per_s']:.1f} steps")
+                 for r in imag_bare]
+        rows += [("training step, no state head", train_bare["batch"], train_bare["p50_s"], "-", f"{train_bare['samples_per_s']:.1f} samples")]
     print_table(f"world model speed ({args.preset}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {cfg.image_size}px, "
                 f"K={cfg.chunk}, {args.steps} Euler steps, reward from {args.reward_from}, {args.device} {args.dtype}, {torch.get_num_threads()} threads)",
-                ["what", "batch", "p50 s", "p90 s", "per s"],
-                [(f"imagined chunk ({cfg.chunk} frames/rollout)", r["batch"], r["p50_s"], r["p90_s"], f"{r['steps_per_s']:.1f} steps") for r in imag]
-                + [("training step", train["batch"], train["p50_s"], "-", f"{train['samples_per_s']:.1f} samples")])
-    results.update({"imagination": imag, "training": train})
+                ["what", "batch", "p50 s", "p90 s", "per s"], rows)
+    results.update({"imagination": imag, "training": train, "imagination_no_state_head": imag_bare, "training_no_state_head": train_bare})
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     by_b = {r["batch"]: r["steps_per_s"] for r in imag}
-    head = [f"imagined_steps_per_s_b{b}={v:.1f}" for b, v in by_b.items()] + [f"train_samples_per_s={train['samples_per_s']:.1f}"]
-    print(" ".join(head))
+    last = [f"imagined_steps_per_s_b{b}={v:.1f}" for b, v in by_b.items()] + [f"train_samples_per_s={train['samples_per_s']:.1f}"]
+    if bare is not None:
+        last += [f"state_head_cost_imagine_b{r['batch']}={r['p50_s'] / rb['p50_s']:.3f}" for r, rb in zip(imag, imag_bare)]
+        last += [f"state_head_cost_train={train['p50_s'] / train_bare['p50_s']:.3f}"]
+    print(" ".join(last))
     return 0
 
 

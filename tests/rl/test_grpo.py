@@ -69,24 +69,31 @@ def test_dead_reckoning_integrates_the_commanded_motion_like_the_safety_filter()
         r.step(np.zeros((2, 3), np.float32), chunks)
 
 
-def test_imagination_gives_a_state_policy_its_dead_reckoned_state():
-    """GRPO with a state-input policy in a (tiny, real) world model: the state of each decision starts at the
-    start frame's recorded state and follows the policy's own commands; the update uses the same states."""
-    from learning.rl.grpo import imagine
-    from learning.rl.imagined_state import DeadReckoning
+def _state_imagination(wm, features):
+    """A tiny state-input policy, its world-model env, 2 start frames with their robot states, a 2-chunk GRPO config."""
     from learning.world_model.env import WorldModelEnv
-    from learning.world_model.model import WorldModel
-    from tests.world_model.conftest import tiny_config
 
-    torch.manual_seed(0)
-    wm = WorldModel.from_wm_config(tiny_config(state_features=())).eval()  # no state head: dead reckoning
-    features = ["ee_x", "ee_y", "ee_z", "gripper"]
     policy = tiny_compact(image_size=32, chunk_length=4, state_features=features, state_mean=[0, 0, 0.1, 0.5],
                           state_std=[0.05, 0.05, 0.05, 0.5])
     env = WorldModelEnv(wm, num_inference_steps=1, horizon=8, reward_threshold=0.999)
     starts = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
     st0 = np.array([[0.0, 0.0, 0.1, 1.0], [0.05, -0.05, 0.12, 1.0]], np.float32)
     cfg = GRPOConfig(group_size=2, horizon_chunks=2, num_inference_steps=1, success_threshold=0.999, minibatch=4)
+    return policy, env, starts, st0, cfg
+
+
+def test_imagination_gives_a_state_policy_its_dead_reckoned_state():
+    """GRPO with a state-input policy in a (tiny, real) world model: the state of each decision starts at the
+    start frame's recorded state and follows the policy's own commands; the update uses the same states."""
+    from learning.rl.grpo import imagine
+    from learning.rl.imagined_state import DeadReckoning
+    from learning.world_model.model import WorldModel
+    from tests.world_model.conftest import tiny_config
+
+    torch.manual_seed(0)
+    wm = WorldModel.from_wm_config(tiny_config(state_features=())).eval()  # no state head: dead reckoning
+    features = ["ee_x", "ee_y", "ee_z", "gripper"]
+    policy, env, starts, st0, cfg = _state_imagination(wm, features)
     instr = policy.default_instruction
     with pytest.raises(ValueError, match="robot state"):
         imagine(policy, env, starts, instr, cfg, torch.Generator().manual_seed(0))
@@ -114,12 +121,7 @@ def test_imagination_takes_the_state_from_the_world_models_state_head():
     torch.manual_seed(0)
     features = ["ee_x", "ee_y", "ee_z", "gripper"]
     wm = WorldModel.from_wm_config(tiny_config(state_features=tuple(features))).eval()
-    policy = tiny_compact(image_size=32, chunk_length=4, state_features=features, state_mean=[0, 0, 0.1, 0.5],
-                          state_std=[0.05, 0.05, 0.05, 0.5])
-    env = WorldModelEnv(wm, num_inference_steps=1, horizon=8, reward_threshold=0.999)
-    starts = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
-    st0 = np.array([[0.0, 0.0, 0.1, 1.0], [0.05, -0.05, 0.12, 1.0]], np.float32)
-    cfg = GRPOConfig(group_size=2, horizon_chunks=2, num_inference_steps=1, success_threshold=0.999, minibatch=4)
+    policy, env, starts, st0, cfg = _state_imagination(wm, features)
     ro = imagine(policy, env, starts, policy.default_instruction, cfg, torch.Generator().manual_seed(0), start_states=st0)
     np.testing.assert_allclose(ro.states[:4], np.repeat(st0, 2, axis=0))
     chunks = policy.action_tokenizer.decode(ro.tokens[:4].numpy()).reshape(4, policy.chunk_length, -1)
