@@ -17,7 +17,8 @@ windows are), and we compare with reality:
 - state error (a model with a state head): the robot state it imagines at frames 1..T-1, started from the real
   state at frame 0, against the recorded one: TCP position error in mm and gripper-opening error, over all frames
   and per chunk of the horizon, beside the same errors of dead reckoning from the same actions
-  (`learning.rl.imagined_state.DeadReckoning`, what imagination uses without a state head);
+  (`learning.rl.imagined_state.DeadReckoning`, what imagination uses without a state head; its gain fitted on the
+  evaluated episodes unless one is given, so the baseline is optimistic);
 
 overall and per real outcome (success / near_success / failure), with episode counts, plus side-by-side
 ``real | generated`` MP4s. Both alignments are also given per real class with their balanced accuracy
@@ -114,11 +115,12 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                          classifier_stores: Sequence[EpisodeStore | str | Path] | None = None, num_inference_steps: int = 2,
                          reward_threshold: float = 0.9, seed: int = 0, batch_size: int = 32, video_dir: str | Path | None = None,
                          max_videos: int = 8, device: str = "cpu", reward_from: str = "last_step",
-                         classifier_threshold: float | None = None) -> dict[str, Any]:
+                         classifier_threshold: float | None = None, reckoner=None) -> dict[str, Any]:
     """Replay held-out episodes with their real actions and measure alignment and frame quality (module docstring).
 
     ``classifier``: a trained `SuccessClassifier` (or its folder); otherwise one is trained on the REAL frames of
-    ``classifier_stores`` (required then). Returns the dict that ``wvl eval-wm`` writes to wm_eval.json.
+    ``classifier_stores`` (required then). ``reckoner``: the dead reckoning the state head is compared with (default:
+    its gain and closed opening fitted on the evaluated episodes themselves, an optimistic baseline). Returns the dict that ``wvl eval-wm`` writes to wm_eval.json.
     """
     t_start = time.perf_counter()
     model = load_world_model(model_or_ckpt) if isinstance(model_or_ckpt, (str, Path)) else model_or_ckpt
@@ -141,10 +143,10 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
     video_dir = Path(video_dir) if video_dir is not None else None
     rows: list[dict[str, Any]] = []
     features = model.wm_config.state_features if model.state_net is not None else ()
-    if features:
-        from learning.rl.imagined_state import DeadReckoning, closed_opening
+    if features and reckoner is None:
+        from learning.rl.imagined_state import DeadReckoning
 
-        reckoner = DeadReckoning(features, closed_opening(store, indices))
+        reckoner = DeadReckoning.fitted(features, store, indices)  # in-sample: an optimistic baseline for the head
     head_errors: list[dict[str, np.ndarray]] = []
     reckoned_errors: list[dict[str, np.ndarray]] = []
     from robot.console import progress
@@ -209,6 +211,7 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
         "reward_balanced_accuracy": al["reward"]["balanced_accuracy"], "visual_balanced_accuracy": al["visual"]["balanced_accuracy"],
         "reward_auc": reward_auc(rows), "alignment": al,
         "state_error": {"features": list(features), "state_head": _state_summary(head_errors, K),
+                        "dead_reckoning_gain_m_per_unit": reckoner.scale, "dead_reckoning_closed_opening": reckoner.closed_opening,
                         "dead_reckoning": _state_summary(reckoned_errors, K)} if features else None,
         "per_outcome": {o: {**_quality([r for r in rows if r["outcome"] == o]),
                             "reward_alignment": al["reward"]["per_class"][o]["alignment"],
@@ -235,10 +238,17 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
             raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier, or classifier=<folder>")
         classifier = train_success_classifier(list(c["classifier_stores"]), steps=int(c["classifier_steps"]), seed=int(c["seed"]))
         classifier.save_pretrained(out / "classifier")
+    reckoner = None
+    if c.get("dead_reckoning_store"):
+        from learning.rl.imagined_state import DeadReckoning
+
+        ref = EpisodeStore(c["dead_reckoning_store"], create=False)
+        features = load_world_model(c["checkpoint"]).wm_config.state_features
+        reckoner = DeadReckoning.fitted(features, ref, range(len(ref))) if features else None
     result = evaluate_world_model(
         c["checkpoint"], c["store"], c.get("episodes"), classifier=classifier, num_inference_steps=int(c["num_inference_steps"]),
         reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]), reward_from=c["reward_from"],
-        video_dir=out / "videos", max_videos=int(c["videos"]),
+        video_dir=out / "videos", max_videos=int(c["videos"]), reckoner=reckoner,
     )
     result["checkpoint"] = str(c["checkpoint"])
     train_cfg = Path(c["checkpoint"]) / "train_config.json"

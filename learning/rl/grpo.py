@@ -425,9 +425,9 @@ def imagination_states(policy, store, indices, frames: Sequence[int] | None = No
     features = tuple(getattr(policy, "state_features", ()) or ())
     if not features:
         return None, None
-    from learning.rl.imagined_state import DeadReckoning, closed_opening, start_states
+    from learning.rl.imagined_state import DeadReckoning, start_states
 
-    return start_states(store, indices, features, frames), DeadReckoning(features, closed_opening(store, indices))
+    return start_states(store, indices, features, frames), DeadReckoning.fitted(features, store, indices)
 
 
 STARTS = ("first", "keyframes")

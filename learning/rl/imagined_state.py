@@ -6,8 +6,10 @@ features) GRPO and the loop's imagined evaluation give a state-input policy a st
 played, starting at the state recorded with the start frame:
 
 - TCP position: ``+= a[:3] * translation_m_per_unit`` per action, each step clipped to ``max_translation_m`` as
-  the safety filter clips it (the simulated rig's delta-pose action: 1.0 = 0.1 m per step, robot/conf/robot.yaml);
-  the real arm lags its command a little, so the integrated position drifts by up to a few mm per chunk;
+  the safety filter clips it. The gain is the arm's, fitted on recorded episodes (`tracking_gain`), not the
+  command's nominal scale (the simulated rig's delta-pose action: 1.0 = 0.1 m per step, robot/conf/robot.yaml): the
+  simulated Panda covers about 60% of each commanded step at 10 Hz, and integrating the nominal scale put the
+  imagined TCP 85-90 mm from the real one on average (bench/results/wm_state_head.md);
 - gripper opening: 1 (open) after an opening command, ``closed_opening`` after a closing one (the opening the
   demonstrations show with the object in the hand: a dead-reckoner cannot know whether the grasp caught it);
 - orientation features stay at their start value (the SANS experts never rotate the hand).
@@ -50,6 +52,19 @@ def keyframes(store, indices: Sequence[int], stride: int) -> list[tuple[int, int
     return [(int(i), f) for i in indices for f in range(0, max(1, int(store.row(int(i))["length"]) - stride), stride)]
 
 
+def tracking_gain(store, indices: Sequence[int], default: float = 0.1) -> float:
+    """Metres the TCP moves per unit of translation command per step, the least-squares fit of the recorded
+    displacements to the executed commands over ``indices``: sum <dp, a> / sum <a, a>. ``default`` when the
+    episodes hold no translation command."""
+    num = den = 0.0
+    for i in indices:
+        pos = store.states(int(i), ("ee_x", "ee_y", "ee_z"))
+        a = np.clip(np.asarray(store.step_table(int(i), ["action"]).column("action").to_pylist(), np.float32)[:len(pos) - 1, :3], -1, 1)
+        num += float(np.sum(np.diff(pos, axis=0)[:len(a)] * a))
+        den += float(np.sum(a * a))
+    return num / den if den > 0 else default
+
+
 def closed_opening(store, indices: Sequence[int], hold_steps: int = 3) -> float:
     """The median gripper opening ``hold_steps`` or more steps after a closing command, over ``indices``
     (about 0.5 for a 4 cm cube in the Panda's 8 cm hand); 0.0 when no episode closes the gripper."""
@@ -66,7 +81,12 @@ def closed_opening(store, indices: Sequence[int], hold_steps: int = 3) -> float:
 
 
 class DeadReckoning:
-    """``step(states (N, S), chunks (N, K, 7)) -> states`` after the chunk; see the module docstring."""
+    """``step(states (N, S), chunks (N, K, 7)) -> states`` after the chunk; see the module docstring.
+    ``DeadReckoning.fitted(features, store, indices)``: the gain and the closed opening fitted on those episodes."""
+
+    @classmethod
+    def fitted(cls, features: Sequence[str], store, indices: Sequence[int]) -> "DeadReckoning":
+        return cls(features, closed_opening(store, indices), translation_m_per_unit=tracking_gain(store, indices))
 
     def __init__(self, features: Sequence[str], closed_opening: float = 0.0, translation_m_per_unit: float = 0.1,
                  max_translation_m: float = 0.1) -> None:

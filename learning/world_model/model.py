@@ -7,7 +7,7 @@ robot-state head.
     instruction --hashed words--> (B, L, text_dim) token embeddings for the cross-attention
     CosmosTransformer3DModel --> v (2B) or x0 (tiny) (B, C, T, h, w)      (flow matching, see flow.py)
     hidden states of the last block (B, T*h'*w', D) --pool per frame, MLP--> reward logits (B, K)
-                                                      --pool per frame, MLP--> robot-state change (B, K, S)
+                                                    --pool per frame, MLP, + linear(commands)--> robot-state change (B, K, S)
 
 How the action reaches the timestep embedding. Diffusers' Cosmos transformer computes
 ``temb, embedded_timestep = self.time_embed(hidden_states, timestep)`` with a per-latent-frame timestep
@@ -173,6 +173,25 @@ class FrameHead(nn.Module):
         return self.net(feats).view(B, num_frames * self.temporal_factor, self.outputs)  # (B, T * f, outputs)
 
 
+class StateHead(FrameHead):
+    """The robot-state head: a `FrameHead` on the hidden states plus a linear map of each frame's commands (the
+    translation commanded since the conditioning frame, the gripper command). The linear part is dead reckoning
+    with a learned gain (the arm covers only part of each commanded step); the hidden states add what the frames
+    show and the commands do not (the table stops the hand, the gripper closes on the cube or on nothing)."""
+
+    COMMANDS = 4  # cumulative x, y, z translation command + the frame's gripper command
+
+    def __init__(self, dim: int, hidden: int, temporal_factor: int, outputs: int) -> None:
+        super().__init__(dim, hidden, temporal_factor, outputs)
+        self.command = nn.Linear(self.COMMANDS, outputs)
+
+    def forward(self, hidden: torch.Tensor, num_frames: int, actions: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T*tokens, D), actions (B, K, A) of the K predicted frames -> (B, K, outputs)."""
+        K = actions.shape[1]
+        commands = torch.cat([actions[..., :3].float().cumsum(1), actions[..., 6:7].float()], -1)  # (B, K, 4)
+        return super().forward(hidden, num_frames)[:, -K:] + self.command(commands)
+
+
 # The state head's regression target is the state's change since the conditioning frame in these units, so every
 # feature is of order 1 over a chunk: 1 = 10 cm of TCP travel (a chunk moves the arm up to a few cm), 1 = the whole
 # gripper stroke or a quaternion component.
@@ -240,7 +259,7 @@ class WorldModel(ModelMixin, ConfigMixin):
                                          cumulative=cfg.action_cumulative)
         self.reward_net = FrameHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
         S = len(cfg.state_features)
-        self.state_net = FrameHead(D, cfg.state_hidden, cfg.temporal_factor, S) if S else None
+        self.state_net = StateHead(D, cfg.state_hidden, cfg.temporal_factor, S) if S else None
         self._hidden: torch.Tensor | None = None
         self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)
 
@@ -343,7 +362,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         if self.reward_net is not None:
             logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:, 0]  # (B, K): drop the cond frames
         if self.state_net is not None:
-            state = self.state_net(hidden, T)[:, Tc * self.state_net.temporal_factor:]  # (B, K, S)
+            state = self.state_net(hidden, T, actions.clamp(-1, 1))  # (B, K, S): the predicted frames
         pred = out[:, :, Tc:].float()
         if cfg.residual:  # x0_hat = (last conditioning frame, held still) + the predicted change
             pred = pred + self.latent_codec.hold_last(cond).float()

@@ -69,6 +69,25 @@ def test_dead_reckoning_integrates_the_commanded_motion_like_the_safety_filter()
         r.step(np.zeros((2, 3), np.float32), chunks)
 
 
+def test_dead_reckoning_fits_the_arms_tracking_gain_from_episodes(tmp_path):
+    """The gain is what the arm did per unit of command in the recorded episodes (here an arm that covers 60% of a
+    nominal 0.1 m/unit), and the fitted reckoner integrates with it."""
+    from learning.data.store import EpisodeStore
+    from learning.rl.imagined_state import DeadReckoning, tracking_gain
+    from tests.factories import random_episode
+
+    store = EpisodeStore(tmp_path / "s")
+    for seed in range(2):
+        ep = random_episode(T=10, seed=seed)
+        ep.ee_pose[:, :3] = ep.ee_pose[0, :3] + np.r_[np.zeros((1, 3)), np.cumsum(0.06 * ep.actions[:-1, :3], 0)]
+        store.append(ep)
+    assert tracking_gain(store, [0, 1]) == pytest.approx(0.06, rel=1e-4)
+    r = DeadReckoning.fitted(["ee_x", "ee_y", "ee_z"], store, [0, 1])
+    chunk = np.zeros((1, 2, 7), np.float32)
+    chunk[0, :, 0] = 0.5
+    np.testing.assert_allclose(r.step(np.zeros((1, 3), np.float32), chunk), [[0.06, 0.0, 0.0]], atol=1e-5)
+
+
 def _state_imagination(wm, features):
     """A tiny state-input policy, its world-model env, 2 start frames with their robot states, a 2-chunk GRPO config."""
     from learning.world_model.env import WorldModelEnv
