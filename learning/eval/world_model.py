@@ -238,13 +238,15 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
             raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier, or classifier=<folder>")
         classifier = train_success_classifier(list(c["classifier_stores"]), steps=int(c["classifier_steps"]), seed=int(c["seed"]))
         classifier.save_pretrained(out / "classifier")
-    reckoner = None
-    if c.get("dead_reckoning_store"):
+    reckoner, features = None, load_world_model(c["checkpoint"]).wm_config.state_features
+    if features:  # the dead reckoning the state head is compared with
         from learning.rl.imagined_state import DeadReckoning
 
-        ref = EpisodeStore(c["dead_reckoning_store"], create=False)
-        features = load_world_model(c["checkpoint"]).wm_config.state_features
-        reckoner = DeadReckoning.fitted(features, ref, range(len(ref))) if features else None
+        ref = EpisodeStore(c.get("dead_reckoning_store") or c["store"], create=False)
+        fit_on = c.get("episodes") if not c.get("dead_reckoning_store") and c.get("episodes") else range(len(ref))
+        reckoner = DeadReckoning.fitted(features, ref, fit_on)
+        if c.get("dead_reckoning_gain") is not None:
+            reckoner.scale = float(c["dead_reckoning_gain"])
     result = evaluate_world_model(
         c["checkpoint"], c["store"], c.get("episodes"), classifier=classifier, num_inference_steps=int(c["num_inference_steps"]),
         reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]), reward_from=c["reward_from"],

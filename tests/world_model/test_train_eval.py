@@ -93,7 +93,7 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     assert wvl(["train-wm", *tiny_overrides(stores=f"[{sans.root}]"), f"out={tmp_path / 'wm'}", "train.steps=2"]) == 0
     out = tmp_path / "eval"
     rc = wvl(["eval-wm", f"checkpoint={tmp_path / 'wm'}", f"store={sans.root}", f"classifier_stores=[{sans.root}]",
-              "classifier_steps=5", "videos=2", f"out={out}", "threads=1"])
+              "classifier_steps=5", "videos=2", f"out={out}", "threads=1", f"dead_reckoning_store={sans.root}", "dead_reckoning_gain=0.1"])
     assert rc == 0
     res = json.loads((out / "wm_eval.json").read_text())
     for key in ("reward_alignment", "visual_alignment", "psnr", "ssim", "per_outcome", "counts", "classifier_real_accuracy"):
@@ -118,7 +118,7 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     assert res["reward_auc"] == pytest.approx(sum(pairs) / len(pairs))
     # the state head's error over the horizon, beside dead reckoning's from the same actions
     se = res["state_error"]
-    assert se["features"] == ["ee_x", "ee_y", "ee_z", "gripper"]
+    assert se["features"] == ["ee_x", "ee_y", "ee_z", "gripper"] and se["dead_reckoning_gain_m_per_unit"] == 0.1
     for method in ("state_head", "dead_reckoning"):
         e = se[method]
         assert e["position_mm"] >= 0 and 0 <= e["gripper"] <= 1
