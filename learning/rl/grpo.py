@@ -438,7 +438,7 @@ def imagination_starts(policy, sources: Sequence[tuple[Any, Sequence[int]]], sta
     """Where imagined rollouts start: (frames (E, H, W, 3), robot states (E, S) or None, reckoner) from the
     episodes of each (store, indices) source. ``starts="first"``: each episode's first frame; ``"keyframes"``: every
     ``stride``-th frame (default the policy's chunk length; `learning.rl.imagined_state.keyframes`). The
-    dead-reckoner's closed-gripper opening comes from the first source."""
+    dead-reckoner's gain and closed-gripper opening are fitted on the first source."""
     if starts not in STARTS:
         raise ValueError(f"starts: {starts!r} is not one of {STARTS}")
     from learning.rl.imagined_state import keyframes
