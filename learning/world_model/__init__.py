@@ -1,11 +1,12 @@
-"""The state-aware world model (issue #5): action-conditioned Cosmos DiT + reward head, training, imagination env.
+"""The state-aware world model: action-conditioned Cosmos DiT + reward head + robot-state head, training, imagination env.
 
 Interfaces for the loop / GRPO (shapes in each docstring):
     train_world_model(cfg, stores, init_from=None) -> Path        learning/world_model/train.py
     load_world_model(path, expect=None) -> WorldModel              learning/world_model/model.py
     WorldModelEnv(model, num_inference_steps=2, reward_threshold=0.9, horizon=40, device="cpu", seed=0)
-        .reset(frames (B,H,W,3) uint8, instruction) -> (B,H,W,3)
+        .reset(frames (B,H,W,3) uint8, instruction, states=(B,S) float32 or None) -> (B,H,W,3)
         .step(chunks (B,K,7) float32) -> frames (B,K,H,W,3) uint8, rewards (B,K) float32, done (B,) bool
+        .states (B,K,S) / .state (B,S): the imagined robot state (with states at reset and a state head)
     evaluate_world_model(model_or_ckpt, store, episode_indices, ...) -> dict   learning/eval/world_model.py
 """
 
