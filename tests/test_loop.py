@@ -57,6 +57,12 @@ def test_quick_loop_runs_end_to_end_and_reports_what_happened(tmp_path):
     assert (out / "keys" / "robot-1.key").exists() and (out / "keys" / "learner.key_secret").exists()
     # a rerun reuses the cached SANS demos, SFT policy and world model v0
     assert len(list(cache.glob("sans-*"))) == 1 and len(list(cache.glob("sft-*"))) == 1
+    # the world model's state head imagines exactly the SFT policy's state input (GRPO feeds it to the policy)
+    from learning.policy import load_policy
+    from learning.world_model.model import load_world_model
+
+    features = load_policy(its[0]["policy"]).state_features
+    assert features and all(load_world_model(it["world_model"]).wm_config.state_features == features for it in its)
 
 
 def check_controls(report, rollouts, out):
