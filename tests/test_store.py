@@ -157,6 +157,23 @@ def test_windows_carry_the_robot_state_targets_of_the_state_head(tmp_path):
         WindowSpec(state_features=("elbow",))
 
 
+def test_end_hold_windows_teach_holding_still_at_the_last_frame(tmp_path):
+    """Each extra window starts at the episode's last frame: its conditioning frame is that frame, every action of its
+    chunk holds the arm still with the last gripper command, and its frames and state stay the last ones."""
+    store = EpisodeStore(tmp_path / "s", VideoSettings(codec="libx264rgb", crf=0))
+    store.append(random_episode(T=10, seed=0))
+    ep = store.read(0)
+    plain = WindowDataset(store, WindowSpec(chunk=4))
+    ds = WindowDataset(store, WindowSpec(chunk=4, end_hold_windows=2, state_features=("ee_x",)))
+    assert len(ds) == len(plain) + 2
+    for w in (ds[len(ds) - 2], ds[len(ds) - 1]):
+        assert w["t"] == 9 and np.array_equal(w["cond"][0], ep.images["front"][9]) and not w["mask"].any()
+        assert np.all(w["actions"][:, :6] == 0) and np.all(w["actions"][:, 6] == ep.actions[9, 6])
+        assert np.all(w["frames"] == ep.images["front"][9]) and np.all(w["states"] == ep.ee_pose[9, 0])
+    with pytest.raises(ValueError, match="end_hold_windows needs pad_end"):
+        WindowSpec(end_hold_windows=1, pad_end=False)
+
+
 def test_meta_episodes_reads_as_one_table_with_and_without_policy_versions(tmp_path):
     """SANS episodes carry no policy_version / loop_iteration, robot rollouts do: every file has the same types,
     so pyarrow (and LeRobot) read meta/episodes as one table."""

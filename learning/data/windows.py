@@ -44,10 +44,16 @@ class WindowSpec:
     # "extras.expert_action" (a noisy expert's noise-free labels, `robot.sim.expert.ExpertSource`).
     action_column: str = "action"
     state_features: tuple[str, ...] = ()  # robot.state features of the per-frame state targets; () = none
+    # Extra windows at each episode's last frame whose chunk is all hold (the arm stays where the episode ended),
+    # this many copies per episode: a demonstration ends 2 steps after success, so without them a policy has almost
+    # no example of "done: hold still" (bench/results/sft_recipes.md). Needs pad_end.
+    end_hold_windows: int = 0
 
     def __post_init__(self) -> None:
-        if self.chunk < 1 or self.n_cond < 1 or self.stride < 1:
-            raise ValueError(f"window spec: chunk, n_cond and stride must be >= 1, got {self}")
+        if self.chunk < 1 or self.n_cond < 1 or self.stride < 1 or self.end_hold_windows < 0:
+            raise ValueError(f"window spec: chunk, n_cond and stride must be >= 1, end_hold_windows >= 0, got {self}")
+        if self.end_hold_windows and not self.pad_end:
+            raise ValueError("window spec: end_hold_windows needs pad_end (its chunk lies past the episode's end)")
         object.__setattr__(self, "state_features", check_state_features(self.state_features, "window spec: state_features"))
 
 
@@ -88,6 +94,7 @@ class WindowDataset:
                 raise WindowError(f"episode {ei}: {T} frames is shorter than one window (chunk {K} + 1); lower chunk or set pad_end")
             last_start = T - 2 if spec.pad_end else T - 1 - K
             starts.extend((j, s) for s in range(0, last_start + 1, spec.stride))
+            starts.extend((j, T - 1) for _ in range(spec.end_hold_windows))  # at the last frame: every action holds
             self.frames.append(frames)
             self.actions.append(actions)
             self.rewards.append(rewards)

@@ -104,6 +104,7 @@ class SFTConfig:
     mean_action_weight: float = 0.0  # compact VLA: weight of an MSE between the expected action (under the bin
     # distribution) and the demonstrated one: an ordinal signal that punishes a chunk shrunk toward zero; 0 = off
     label_sigma_bins: float = 0.0  # compact VLA: train on a Gaussian over neighbouring bins (this std, in bins); 0 = one-hot
+    end_hold_windows: int = 0  # copies per demo of a window at its last frame whose chunk is all hold (WindowSpec)
     seed: int = 0
     log_every: int = 50
     val_every: int = 500
@@ -217,8 +218,10 @@ def aux_targets(ee_pose: np.ndarray, gripper: np.ndarray, actions: np.ndarray, t
 
 
 def load_demos(store: EpisodeStore, indices: list[int], chunk_length: int, camera: str | None,
-               state_features: tuple[str, ...] = DEFAULT_POLICY_STATE, action_labels: str = "action") -> Demos:
-    spec = WindowSpec(chunk=chunk_length, n_cond=1, camera=camera, action_column=ACTION_LABELS[action_labels])
+               state_features: tuple[str, ...] = DEFAULT_POLICY_STATE, action_labels: str = "action",
+               end_hold_windows: int = 0) -> Demos:
+    spec = WindowSpec(chunk=chunk_length, n_cond=1, camera=camera, action_column=ACTION_LABELS[action_labels],
+                      end_hold_windows=end_hold_windows)
     ds = WindowDataset(store, spec, indices=indices)
     b = ds.batch(np.arange(len(ds)))
     task_of = dict(zip(ds.episode_indices, ds.tasks))
@@ -469,14 +472,15 @@ def train_sft(cfg: SFTConfig | DictConfig | dict, store: EpisodeStore | str | Pa
 
     train_idx, val_idx = select_episodes(store, cfg)
     t0 = time.perf_counter()
-    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels)
+    train = load_demos(store, train_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels, cfg.end_hold_windows)
     val = load_demos(store, val_idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels) if val_idx else None
     extra_idx: dict[str, list[int]] = {}
     for path in cfg.extra_stores:  # every matching episode of each extra store trains (none is held out)
         extra = EpisodeStore(path, create=False)
         extra_idx[str(extra.root)] = idx = extra.indices(outcomes=tuple(cfg.outcomes))
         if idx:
-            train = concat_demos([train, load_demos(extra, idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels)])
+            train = concat_demos([train, load_demos(extra, idx, cfg.chunk_length, cfg.camera, cfg.state_features, cfg.action_labels,
+                                                    cfg.end_hold_windows)])
         else:
             log.info("extra store %s: no %s episodes", extra.root, list(cfg.outcomes))
     log.info("SFT on %d episodes (%d windows), validating on %d episodes; data loaded in %.1f s",
