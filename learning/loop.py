@@ -406,8 +406,9 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
         sft_folder = ensure_sft(c, sans, cache)
     from learning.policy import load_policy
 
+    sft_policy = load_policy(sft_folder)
     # the state head imagines what the policy takes (unless the config names other features)
-    c["world_model"]["model"] = {"state_features": list(load_policy(sft_folder).state_features), **(c["world_model"].get("model") or {})}
+    c["world_model"]["model"] = {"state_features": list(sft_policy.state_features), **(c["world_model"].get("model") or {})}
     with timed(t_setup, "world_model_v0"):
         wm = ensure_world_model(c, sans, cache)
     with timed(t_setup, "success_classifier"):
@@ -437,9 +438,9 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
         from learning.rl.imagined_state import start_states
 
         rollouts = EpisodeStore(rollouts_root)
-        instruction = load_policy(sft_folder).default_instruction
+        instruction = sft_policy.default_instruction
         start_frames = np.stack([sans.frames(i)[0] for i in range(len(sans))])
-        sft_features = load_policy(sft_folder).state_features
+        sft_features = sft_policy.state_features
         check_states = start_states(sans, range(min(8, len(sans))), sft_features) if sft_features else None
         deployment = Deployment(c, out, server, robot, rollouts, start_frames[:8], check_states)
         prev_policy = sft_folder

@@ -45,8 +45,8 @@ class WindowSpec:
     action_column: str = "action"
     state_features: tuple[str, ...] = ()  # robot.state features of the per-frame state targets; () = none
     # Extra windows at each episode's last frame whose chunk is all hold (the arm stays where the episode ended),
-    # this many copies per episode: a demonstration ends 2 steps after success, so without them a policy has almost
-    # no example of "done: hold still" (bench/results/sft_recipes.md). Needs pad_end.
+    # this many copies per episode ("done: hold still"; a demonstration ends 2 steps after success). Tried against
+    # the policy losing success in the settle steps, it did not help (bench/results/sft_recipes.md row 27). Needs pad_end.
     end_hold_windows: int = 0
 
     def __post_init__(self) -> None:

@@ -47,7 +47,7 @@ from learning.eval.success_classifier import SuccessClassifier, real_frames, tra
 from learning.eval.video_metrics import psnr, ssim
 from learning.world_model.env import WorldModelEnv
 from learning.world_model.model import WorldModel, load_world_model
-from learning.world_model.train import store_cameras
+from learning.world_model.train import as_store, store_cameras
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,20 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                          classifier_stores: Sequence[EpisodeStore | str | Path] | None = None, num_inference_steps: int = 2,
                          reward_threshold: float = 0.9, seed: int = 0, batch_size: int = 32, video_dir: str | Path | None = None,
                          max_videos: int = 8, device: str = "cpu", reward_from: str = "last_step",
-                         classifier_threshold: float | None = None, reckoner=None) -> dict[str, Any]:
+                         classifier_threshold: float | None = None, dead_reckoning_store: EpisodeStore | str | Path | None = None,
+                         dead_reckoning_gain: float | None = None) -> dict[str, Any]:
     """Replay held-out episodes with their real actions and measure alignment and frame quality (module docstring).
 
     ``classifier``: a trained `SuccessClassifier` (or its folder); otherwise one is trained on the REAL frames of
-    ``classifier_stores`` (required then). ``reckoner``: the dead reckoning the state head is compared with (default:
-    its gain and closed opening fitted on the evaluated episodes themselves, an optimistic baseline). Returns the dict that ``wvl eval-wm`` writes to wm_eval.json.
+    ``classifier_stores`` (required then). The dead reckoning the state head is compared with has its gain and closed
+    opening fitted on ``dead_reckoning_store``'s episodes (default: the evaluated episodes themselves, an optimistic
+    baseline), its gain replaced by ``dead_reckoning_gain`` when given. Returns the dict that ``wvl eval-wm`` writes to
+    wm_eval.json.
     """
     t_start = time.perf_counter()
     model = load_world_model(model_or_ckpt) if isinstance(model_or_ckpt, (str, Path)) else model_or_ckpt
     model = model.to(device).eval()
-    store = store if isinstance(store, EpisodeStore) else EpisodeStore(store, create=False)
+    store = as_store(store)
     indices = list(range(len(store))) if episode_indices is None else [int(i) for i in episode_indices]
     if not indices:
         raise ValueError(f"episode_indices: no episodes selected from {store.root}")
@@ -143,10 +146,16 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
     video_dir = Path(video_dir) if video_dir is not None else None
     rows: list[dict[str, Any]] = []
     features = model.wm_config.state_features if model.state_net is not None else ()
-    if features and reckoner is None:
+    if features:
         from learning.rl.imagined_state import DeadReckoning
 
-        reckoner = DeadReckoning.fitted(features, store, indices)  # in-sample: an optimistic baseline for the head
+        if dead_reckoning_store is None:
+            reckoner = DeadReckoning.fitted(features, store, indices)  # in-sample: an optimistic baseline for the head
+        else:
+            ref = as_store(dead_reckoning_store)
+            reckoner = DeadReckoning.fitted(features, ref, range(len(ref)))
+        if dead_reckoning_gain is not None:
+            reckoner.scale = float(dead_reckoning_gain)
     head_errors: list[dict[str, np.ndarray]] = []
     reckoned_errors: list[dict[str, np.ndarray]] = []
     from robot.console import progress
@@ -176,12 +185,14 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                         reckoned.append(st[:, None])
             gen_all = np.concatenate(gen, 1)  # (B, n_chunks*K, H, W, 3): frames 1 .. n_chunks*K
             rew_all = np.concatenate(rew, 1)
+            if features:
+                imagined_all, reckoned_all = np.concatenate(imagined, 1), np.concatenate(reckoned, 1)  # (B, n_chunks*K, S)
             for j, (ei, frames_real, meta) in enumerate(zip(ids, real, rows_meta)):
                 T = len(frames_real)
                 g, r = gen_all[j, :T - 1], rew_all[j, :T - 1]
                 if features:
-                    head_errors.append(state_errors(np.concatenate(imagined, 1)[j, :T - 1], real_states[j][1:], features))
-                    reckoned_errors.append(state_errors(np.concatenate(reckoned, 1)[j, :T - 1], real_states[j][1:], features))
+                    head_errors.append(state_errors(imagined_all[j, :T - 1], real_states[j][1:], features))
+                    reckoned_errors.append(state_errors(reckoned_all[j, :T - 1], real_states[j][1:], features))
                 real_success = meta["outcome"] == "success"
                 p_gen = classifier.predict(g)
                 p_real = classifier.predict(frames_real[1:])
@@ -238,19 +249,11 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
             raise ValueError("classifier_stores: give the store(s) whose REAL frames train the success classifier, or classifier=<folder>")
         classifier = train_success_classifier(list(c["classifier_stores"]), steps=int(c["classifier_steps"]), seed=int(c["seed"]))
         classifier.save_pretrained(out / "classifier")
-    reckoner, features = None, load_world_model(c["checkpoint"]).wm_config.state_features
-    if features:  # the dead reckoning the state head is compared with
-        from learning.rl.imagined_state import DeadReckoning
-
-        ref = EpisodeStore(c.get("dead_reckoning_store") or c["store"], create=False)
-        fit_on = c.get("episodes") if not c.get("dead_reckoning_store") and c.get("episodes") else range(len(ref))
-        reckoner = DeadReckoning.fitted(features, ref, fit_on)
-        if c.get("dead_reckoning_gain") is not None:
-            reckoner.scale = float(c["dead_reckoning_gain"])
     result = evaluate_world_model(
         c["checkpoint"], c["store"], c.get("episodes"), classifier=classifier, num_inference_steps=int(c["num_inference_steps"]),
         reward_threshold=float(c["reward_threshold"]), seed=int(c["seed"]), batch_size=int(c["batch_size"]), reward_from=c["reward_from"],
-        video_dir=out / "videos", max_videos=int(c["videos"]), reckoner=reckoner,
+        video_dir=out / "videos", max_videos=int(c["videos"]), dead_reckoning_store=c.get("dead_reckoning_store"),
+        dead_reckoning_gain=c.get("dead_reckoning_gain"),
     )
     result["checkpoint"] = str(c["checkpoint"])
     train_cfg = Path(c["checkpoint"]) / "train_config.json"
