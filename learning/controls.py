@@ -78,7 +78,7 @@ def train_oracle(c: dict[str, Any], sft_folder: Path, sans: EpisodeStore, instru
 
     g = GRPOConfig.from_dict(c["grpo"])
     res, collect = grpo_in_simulator(load_policy(sft_folder), sans, range(len(sans)), instruction, g, out, c["sim"], c["task"],
-                                     "controls: 'oracle'")
+                                     "controls: 'oracle'", workers=int(c["oracle_workers"]))
     log.info("oracle: %d simulator episodes, %d control steps", collect.episodes, collect.sim_steps)
     return ControlPolicy("oracle", res.policy_folder, training_sim_steps=collect.sim_steps,
                          info={"training_episodes": collect.episodes, "grpo_steps": g.steps,

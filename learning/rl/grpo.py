@@ -356,7 +356,7 @@ def train_grpo(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRP
                rollouts_fn: Callable[[Any, np.ndarray, torch.Generator], Rollouts] | None = None) -> GRPOResult:
     """Run cfg.steps GRPO updates of ``policy`` (modified in place) in ``env``; save it to ``out/policy``.
     ``rollouts_fn(policy, picked start indices, generator)``: where the trajectories come from instead of imagining
-    them in ``env`` (the oracle control plays them on the simulated robot: `learning.rl.oracle`; one process).
+    them in ``env`` (the oracle control plays them on the simulated robot: `learning.rl.oracle`).
 
     start_frames (E, H, W, 3) uint8: real first frames; each step draws cfg.starts_per_step of them.
     start_states (E, S), reckoner: the robot state recorded with each start frame and how it advances in
@@ -485,11 +485,12 @@ def _run(c: dict[str, Any], dist: Dist) -> int:
     collect = None
     if c["rollouts"] == "simulator":  # the oracle control: the same GRPO, trajectories and rewards from the simulator
         if c["starts"] != "first" or dist.world_size > 1:
-            raise ValueError("rollouts=simulator: starts from the episodes' first frames (their seeds), on one process")
+            raise ValueError("rollouts=simulator: starts from the episodes' first frames (their seeds), on one process "
+                             "(its simulators are `workers` processes, not torchrun ranks)")
         from learning.rl.oracle import grpo_in_simulator
 
         res, collect = grpo_in_simulator(policy, store, indices, instruction, g, c["out"], {"kind": "maniskill", **(c.get("sim") or {})},
-                                         c["task"])
+                                         c["task"], workers=int(c["workers"]))
         n_starts = len(indices)
     elif c["rollouts"] == "imagined":
         if not c.get("world_model"):
