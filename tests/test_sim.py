@@ -45,6 +45,30 @@ def test_collect_sans_interleaves_and_labels(pick):
     assert all(e.source == "scripted" and e.task == pick.instruction for e in eps)
 
 
+def test_collect_sans_can_meet_at_the_goal_tolerance(pick):
+    """Successes placed off the goal (inside PickCube's 2.5 cm) and near-successes missing it by a little more."""
+    stats = CollectStats()
+    eps = list(collect_sans(pick, 2, 2, seed=10, stats=stats, near_success_mix={"place_offset": 1.0},
+                            success_place_offset=(0.01, 0.015), near_success_offsets={"place_offset": [0.03, 0.032]}))
+    assert [e.outcome for e in eps] == ["success", "near_success", "success", "near_success"]
+    miss = [float(np.linalg.norm(e.info["perturbation_offset_m"])) for e in eps]
+    assert all(0.0099 <= m <= 0.0151 for m in miss[0::2]) and all(0.0299 <= m <= 0.0321 for m in miss[1::2])  # (4 decimals)
+    assert all(e.info["perturbation"] == "place_offset" for e in eps)
+
+
+def test_offset_ranges_are_refused_by_name_when_wrong():
+    from robot.sim.expert import check_offsets, sample_perturbation
+
+    with pytest.raises(ValueError, match=r"near_success_offsets: 'drop' is not a perturbation kind"):
+        check_offsets({"drop": [0.0, 0.1]})
+    with pytest.raises(ValueError, match=r"success_place_offset.place_offset: need 0 <= min <= max \(m\), got \[0.02, 0.01\]"):
+        check_offsets({"place_offset": (0.02, 0.01)}, "success_place_offset")
+    rng = np.random.default_rng(0)  # the defaults stay the expert's own when a collection moves only one kind
+    grasp = [np.linalg.norm(sample_perturbation("grasp_offset", rng, offsets={"place_offset": (0.0, 0.001)}).offset)
+             for _ in range(50)]
+    assert min(grasp) >= 0.03 and max(grasp) <= 0.05
+
+
 def test_camera_sees_the_goal_marker_and_the_cube(pick):
     seen = []
     for seed in range(10):

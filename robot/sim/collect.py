@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from robot.episode import Episode
 from robot.runner import EpisodeRunner
-from robot.sim.expert import DEFAULT_GAIN, PERTURBATIONS, ExpertSource, sample_perturbation
+from robot.sim.expert import DEFAULT_GAIN, PERTURBATIONS, ExpertSource, check_offsets, sample_perturbation
 from robot.sim.maniskill import SimRobot
 from robot.sim.rollout import run_sim_episode, sim_runner
 
@@ -52,17 +52,18 @@ def run_scripted_episode(
     action_noise: float = 0.0,
     gain: float = DEFAULT_GAIN,
     offset_m: float | None = None,
+    offsets: dict[str, tuple[float, float]] | None = None,
 ) -> Episode | None:
     """One expert episode through the rig's episode runner and safety filter (`robot.sim.rollout`); None for a
     trivial seed (already solved at reset). A perturbed expert's episode ends when its plan is done.
     ``action_noise``: see `ExpertSource` (the noise-free labels go to ``extras["expert_action"]``). ``offset_m``: the
-    perturbation's size (default: drawn from the near-success range)."""
+    perturbation's size (default: drawn from ``offsets[kind]``, by default `NEAR_SUCCESS_OFFSETS`)."""
     rng = rng or np.random.default_rng(seed)
     sim = robot.sim
     sim.reset(seed)
     if sim.success:
         return None
-    pert = sample_perturbation(perturbation_kind, rng, offset_m)
+    pert = sample_perturbation(perturbation_kind, rng, offset_m, offsets)
     source = ExpertSource(sim, pert, max_translation_m=robot.arm.limits.max_translation_m, action_noise=action_noise, rng=rng,
                           gain=gain)
     runner = runner or sim_runner(robot, source_kind="scripted")
@@ -93,9 +94,16 @@ def collect_sans(
     stats: CollectStats | None = None,
     action_noise: float = 0.0,
     gain: float = DEFAULT_GAIN,
+    near_success_offsets: dict[str, Any] | None = None,
+    success_place_offset: tuple[float, float] = (0.0, 0.0),
 ) -> Iterator[Episode]:
-    """Yield successes and near-successes interleaved (so a cut-short run stays ~1:1); fills ``stats``."""
+    """Yield successes and near-successes interleaved (so a cut-short run stays ~1:1); fills ``stats``.
+    ``near_success_offsets``: ``{kind: (min, max)}`` m, the misses of the near-successes (default
+    `NEAR_SUCCESS_OFFSETS`). ``success_place_offset`` (min, max) m: the successes place this far off the goal (a
+    ``place_offset`` run that the simulator must still judge a success; (0, 0) = on the goal)."""
     mix = near_success_mix or {"place_offset": 2 / 3, "grasp_offset": 1 / 3}
+    near_offsets = check_offsets(near_success_offsets or {})
+    success_offsets = check_offsets({"place_offset": success_place_offset}, "success_place_offset")
     bad = set(mix) - (set(PERTURBATIONS) - {"none"})
     if bad:
         raise ValueError(f"near_success_mix: unknown perturbation kinds {sorted(bad)}; valid: {PERTURBATIONS[1:]}")
@@ -115,8 +123,12 @@ def collect_sans(
                 )
             attempts_left -= 1
             s, next_seed = next_seed, next_seed + 1
-            kind = "none" if want == "success" else str(rng.choice(kinds, p=probs))
-            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]), action_noise=action_noise, gain=gain)
+            if want == "success":
+                kind, offsets = ("place_offset", success_offsets) if success_offsets["place_offset"][1] > 0 else ("none", None)
+            else:
+                kind, offsets = str(rng.choice(kinds, p=probs)), near_offsets
+            ep = run_scripted_episode(robot, s, kind, np.random.default_rng([seed, s]), action_noise=action_noise, gain=gain,
+                                      offsets=offsets)
             if ep is None:
                 stats.trivial_seeds += 1
                 continue

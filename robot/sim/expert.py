@@ -7,12 +7,17 @@ proportional controller. A near-success episode runs the *same* expert aiming at
   fails 98%, the cube is carried and ends ~4.7 cm from the goal: the task is almost completed.
 - ``grasp_offset``: grasp 3-5 cm off the cube's centre: fails 96-98%, usually a clean miss.
 
+Those ranges are the defaults (`NEAR_SUCCESS_OFFSETS`); a collection can move them (``wvl collect
+near_success_offsets=...``) and can also place its successes off the goal by less than the task's tolerance
+(``success_place_offset``), so that its successes and near-successes meet at the tolerance's edge.
+
 The outcome of every episode is read from the simulator's own success flag, never assumed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +43,33 @@ class Perturbation:
         return {"perturbation": self.kind, "perturbation_offset_m": [round(float(x), 4) for x in self.offset]}
 
 
-def sample_perturbation(kind: str, rng: np.random.Generator, radius_m: float | None = None) -> Perturbation:
-    """A horizontal offset of a magnitude that makes the expert almost, but not quite, succeed (or of ``radius_m``,
-    in a random direction: the action-faithfulness table sweeps it)."""
+# The horizontal miss (m, min and max) of each near-success kind, drawn uniformly in a random direction: a size that
+# makes the expert almost, but not quite, succeed (PickCube's goal tolerance is 2.5 cm).
+NEAR_SUCCESS_OFFSETS: dict[str, tuple[float, float]] = {"place_offset": (0.035, 0.06), "grasp_offset": (0.03, 0.05)}
+
+
+def check_offsets(offsets: dict[str, Any], key: str = "near_success_offsets") -> dict[str, tuple[float, float]]:
+    """``{kind: [min, max]}`` (m) validated: known kinds, 0 <= min <= max."""
+    out = {}
+    for kind, r in offsets.items():
+        if kind not in PERTURBATIONS[1:]:
+            raise ValueError(f"{key}: {kind!r} is not a perturbation kind; valid: {PERTURBATIONS[1:]}")
+        lo, hi = (float(x) for x in r)
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"{key}.{kind}: need 0 <= min <= max (m), got [{lo}, {hi}]")
+        out[kind] = (lo, hi)
+    return out
+
+
+def sample_perturbation(kind: str, rng: np.random.Generator, radius_m: float | None = None,
+                        offsets: dict[str, tuple[float, float]] | None = None) -> Perturbation:
+    """A horizontal offset of a magnitude drawn from ``offsets[kind]`` (default `NEAR_SUCCESS_OFFSETS`), or of
+    ``radius_m``, in a random direction (the action-faithfulness table sweeps it)."""
     if kind not in PERTURBATIONS:
         raise ValueError(f"perturbation: {kind!r} is not one of {PERTURBATIONS}")
     if kind == "none":
         return Perturbation()
-    lo, hi = (0.035, 0.06) if kind == "place_offset" else (0.03, 0.05)
+    lo, hi = {**NEAR_SUCCESS_OFFSETS, **(offsets or {})}[kind]
     angle = rng.uniform(0, 2 * np.pi)
     r = rng.uniform(lo, hi) if radius_m is None else float(radius_m)
     return Perturbation(kind, np.array([r * np.cos(angle), r * np.sin(angle), 0.0]))

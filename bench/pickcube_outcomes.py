@@ -1,8 +1,11 @@
-"""Why episodes that reach the simulator's success lose it before they end: each stored episode replayed in ManiSkill.
+"""What PickCube's successes and failures physically are: each stored episode replayed in ManiSkill.
 
-The success rule (`robot/sim/rollout.py`) is the flag at the episode's end, 2 settle steps after it first rises.
-For every episode of ``--store`` (PickCube rollouts of a policy, e.g. `wvl eval-policy ... store=`) whose flag ever
-rose, the recorded actions are replayed from its seed (the replay must reproduce the recorded flags: counted) and
+**Outcomes** (first table): for every episode of ``--store``, by its recorded outcome (success / failure), where the
+cube ended relative to the goal, how far it moved on the table, and whether it was ever lifted 2 cm (a pick)
+before the episode's first success (or its end): what the world model must see to tell them apart.
+
+**Lost successes** (second table): the success rule (`robot/sim/rollout.py`) is the flag at the episode's end, 2 settle steps after it first rises.
+For every episode whose flag ever rose, the recorded actions are replayed from its seed (the replay must reproduce the recorded flags: counted) and
 ManiSkill's own terms are read at each step: the cube within 2.5 cm of the goal (``is_obj_placed``), the arm still
 (``is_robot_static``), the cube held (``is_grasped``), plus the cube's height and distance to the goal from the
 privileged state. An episode that lost the flag is put in the first class that fits:
@@ -12,9 +15,11 @@ privileged state. An episode that lost the flag is put in the first class that f
 - *arm moved*: the cube stayed placed, the arm did not stay still;
 - *cube left*: the cube left the goal without a lift;
 
-    .venv/bin/python bench/success_losses.py --store <store> [--task PickCube-v1]
+    .venv/bin/python bench/pickcube_outcomes.py --store <store> [--task PickCube-v1]
 
-Last line: reached=... kept=... lost=... lifted_away=... arm_moved=... cube_left=... held_at_first_success=...
+(``--store``: PickCube episodes with simulator seeds, e.g. `wvl eval-policy ... store=` or a SANS store.)
+
+Last line: success_end_to_goal_cm=... failure_end_to_goal_cm=... success_lifted=... failure_lifted=... reached=... kept=... lost=... lifted_away=... arm_moved=... cube_left=... held_at_first_success=...
 lifted_2cm_before_success=... replay_mismatches=...
 """
 
@@ -55,15 +60,19 @@ def main() -> None:
     store = EpisodeStore(a.store, create=False)
     sim = ManiSkillSim(ManiSkillConfig(task=a.task))
     sim.open()
-    rows, mismatched = [], 0
+    rows, outcomes, mismatched = [], [], 0
     for i in range(len(store)):
         ep = store.read(i, images=False)
         flags = np.asarray(ep.rewards) > 0
-        if not flags.any():
-            continue
         steps = replay(sim, ep)
         if not np.array_equal([s["success"] for s in steps][:len(flags)], flags):
             mismatched += 1
+        until = int(np.flatnonzero(flags)[0]) if flags.any() else len(steps) - 1
+        outcomes.append({"success": bool(flags[-1]), "end_to_goal_cm": 100 * steps[-1]["to_goal"],
+                         "start_to_goal_cm": 100 * steps[0]["to_goal"],
+                         "lifted": max(s["cube_z"] for s in steps[:until + 1]) - steps[0]["cube_z"] > 0.02})
+        if not flags.any():
+            continue
         first = int(np.flatnonzero(flags)[0])
         after = steps[first:]
         z_after = float(np.max(np.asarray(ep.actions)[first:, 2])) if first < len(ep.actions) else 0.0
@@ -81,6 +90,17 @@ def main() -> None:
                      "max_lift_cm": 100 * (max(s["cube_z"] for s in steps[:first + 1]) - steps[0]["cube_z"]),
                      "start_to_goal_cm": 100 * steps[0]["to_goal"], "end_to_goal_cm": 100 * steps[-1]["to_goal"]})
     sim.close()
+    by = {k: [o for o in outcomes if o["success"] == (k == "success")] for k in ("success", "failure")}
+
+    def med(k, key):
+        return float(np.median([o[key] for o in by[k]])) if by[k] else float("nan")
+
+    print_table(f"{len(outcomes)} episodes of {a.store}, by outcome", ["outcome", "episodes", "median cube-goal at reset (cm)",
+                "median cube-goal at end (cm)", "cube-goal at end, 10-90% (cm)", "lifted 2 cm (a pick)"],
+                [(k, len(by[k]), f"{med(k, 'start_to_goal_cm'):.1f}", f"{med(k, 'end_to_goal_cm'):.1f}",
+                  (f"{np.percentile([o['end_to_goal_cm'] for o in by[k]], 10):.1f}-"
+                   f"{np.percentile([o['end_to_goal_cm'] for o in by[k]], 90):.1f}") if by[k] else "-",
+                  f"{np.mean([o['lifted'] for o in by[k]]):.0%}" if by[k] else "-") for k in ("success", "failure")])
     kinds = ["kept", "lifted away", "arm moved", "cube left"]
     table = []
     for k in kinds:
@@ -97,7 +117,9 @@ def main() -> None:
                  "median highest cube lift until then (cm)",
                  "median cube-goal at reset (cm)", "median cube-goal at end (cm)"], table)
     n = {k: sum(x["kind"] == k for x in rows) for k in kinds}
-    print(f"reached={len(rows)} kept={n['kept']} lost={len(rows) - n['kept']} lifted_away={n['lifted away']} "
+    print(f"success_end_to_goal_cm={med('success', 'end_to_goal_cm'):.2f} failure_end_to_goal_cm={med('failure', 'end_to_goal_cm'):.2f} "
+          f"success_lifted={sum(o['lifted'] for o in by['success'])} failure_lifted={sum(o['lifted'] for o in by['failure'])} "
+          f"reached={len(rows)} kept={n['kept']} lost={len(rows) - n['kept']} lifted_away={n['lifted away']} "
           f"arm_moved={n['arm moved']} cube_left={n['cube left']} held_at_first_success={sum(x['held'] for x in rows)} "
           f"lifted_2cm_before_success={sum(x['max_lift_cm'] > 2 for x in rows)} replay_mismatches={mismatched}")
 
