@@ -78,10 +78,14 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
         return store
     from robot.sim.expert import EXPERT_VERSION
 
+    offsets = {k: s[k] for k in ("near_success_offsets", "success_place_offset") if s.get(k) is not None}
+    if offsets and (c["sim"].get("kind") or "maniskill") != "maniskill":
+        raise ValueError(f"sans: {sorted(offsets)} move the scripted ManiSkill expert's targets; sim={c['sim'].get('kind')} has none")
     robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])  # lazy: the simulator opens on connect
     # The scene in effect joins the key: a task's defaults (framing, workspace) can change with the code.
     scene = {"camera": robot.config.camera_info(), **getattr(robot.config, "workspace_info", dict)()}
-    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store"}, EXPERT_VERSION, scene)
+    # (options left at null stay out of the key: stores collected before they existed are still found)
+    key = config_hash(c["task"], c["sim"], {k: v for k, v in s.items() if k != "store" and v is not None}, EXPERT_VERSION, scene)
     root = cache / f"sans-{key}"
     done = root / "COMPLETE"
     if done.exists():
@@ -97,7 +101,7 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
 
     with progress() as bar:
         job = bar.add_task("SANS demos", total=s["success"] + s["near_success"], status="")
-        for ep in collect_sans(robot, s["success"], s["near_success"], seed=s["seed"], stats=stats):
+        for ep in collect_sans(robot, s["success"], s["near_success"], seed=s["seed"], stats=stats, **offsets):
             store.append(ep)
             bar.update(job, advance=1, status=f"success {stats.kept['success']} near-success {stats.kept['near_success']}")
     robot.close()
