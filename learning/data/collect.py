@@ -59,7 +59,7 @@ def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     if gain is not None and cfg.sim.kind != "maniskill":
         raise ValueError(f"expert_gain: the scripted expert's gain exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
     extra = {"action_noise": noise} if noise else {}
-    offsets = {k: list(v) for k, v in (cfg.get("near_success_offsets") or {}).items() if v is not None}
+    offsets = {k: v for k, v in (cfg.get("near_success_offsets") or {}).items() if v is not None}
     success_offset = tuple(float(x) for x in (cfg.get("success_place_offset") or (0.0, 0.0)))
     if (offsets or any(success_offset)) and cfg.sim.kind != "maniskill":
         raise ValueError(f"near_success_offsets/success_place_offset: the scripted expert's offsets exist for the ManiSkill "

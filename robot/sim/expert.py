@@ -49,9 +49,11 @@ NEAR_SUCCESS_OFFSETS: dict[str, tuple[float, float]] = {"place_offset": (0.035, 
 
 
 def check_offsets(offsets: dict[str, Any], key: str = "near_success_offsets") -> dict[str, tuple[float, float]]:
-    """``{kind: [min, max]}`` (m) validated: known kinds, 0 <= min <= max."""
+    """``{kind: [min, max]}`` (m) validated: known kinds, 0 <= min <= max; a kind given as None keeps its default."""
     out = {}
     for kind, r in offsets.items():
+        if r is None:
+            continue
         if kind not in PERTURBATIONS[1:]:
             raise ValueError(f"{key}: {kind!r} is not a perturbation kind; valid: {PERTURBATIONS[1:]}")
         lo, hi = (float(x) for x in r)
