@@ -8,7 +8,10 @@ budget, and its cost is every simulator step it takes (`SimulatorRollouts.sim_st
 
 The episodes of an update are independent, so ``workers`` simulator processes play them side by side (each with its
 own simulator and a CPU copy of the policy, refreshed with the current weights every update). Every episode samples
-from its own generator, seeded from GRPO's, so the rollouts do not depend on how many workers played them.
+from its own generator, seeded from GRPO's, so from fresh simulators the rollouts do not depend on how many workers
+played them (`tests/rl/test_oracle.py`; 64 of 64 SFT-policy episodes identical). After earlier episodes on the same
+simulators a few can differ (`bench/results/oracle_workers.txt`: 945 vs 952 control steps, the same successes): the
+simulator carries something across resets that this does not control.
 
     res, collect = grpo_in_simulator(policy, sans, range(len(sans)), instruction, cfg, out, sim_cfg, task, workers=2)
 """
