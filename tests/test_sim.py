@@ -63,6 +63,8 @@ def test_offset_ranges_are_refused_by_name_when_wrong():
         check_offsets({"drop": [0.0, 0.1]})
     with pytest.raises(ValueError, match=r"success_place_offset.place_offset: need 0 <= min <= max \(m\), got \[0.02, 0.01\]"):
         check_offsets({"place_offset": (0.02, 0.01)}, "success_place_offset")
+    with pytest.raises(ValueError, match=r"near_success_offsets.grasp_offset: give \[min, max\] in m, got \[0.03\]"):
+        check_offsets({"grasp_offset": [0.03]})
     rng = np.random.default_rng(0)  # the defaults stay the expert's own when a collection moves only one kind
     grasp = [np.linalg.norm(sample_perturbation("grasp_offset", rng, offsets={"place_offset": (0.0, 0.001)}).offset)
              for _ in range(50)]

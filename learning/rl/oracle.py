@@ -8,10 +8,10 @@ budget, and its cost is every simulator step it takes (`SimulatorRollouts.sim_st
 
 The episodes of an update are independent, so ``workers`` simulator processes play them side by side (each with its
 own simulator and a CPU copy of the policy, refreshed with the current weights every update). Every episode samples
-from its own generator, seeded from GRPO's, so from fresh simulators the rollouts do not depend on how many workers
-played them (`tests/rl/test_oracle.py`; 64 of 64 SFT-policy episodes identical). After earlier episodes on the same
-simulators a few can differ (`bench/results/oracle_workers.txt`: 945 vs 952 control steps, the same successes): the
-simulator carries something across resets that this does not control.
+from its own generator, seeded from GRPO's, so the rollouts should not depend on how many workers played them: with
+the tests' tiny policy they do not (`tests/rl/test_oracle.py`); with the loop's SFT policy a few episodes differ
+(`bench/results/oracle_workers.txt`: 983 vs 982 control steps in 64 episodes, the same success rate), for a cause
+not yet found (something in the simulator or its rendering that depends on the process).
 
     res, collect = grpo_in_simulator(policy, sans, range(len(sans)), instruction, cfg, out, sim_cfg, task, workers=2)
 """
@@ -90,17 +90,23 @@ def play_episode(robot: Any, policy, seed: int, sample_seed: int, cfg: GRPOConfi
 _W: dict[str, Any] = {}
 
 
-def _worker_init(sim_cfg: dict, task: str, policy_folder: str, log_level: int) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(1)  # the workers are the parallelism
+def _connected_robot(sim_cfg: dict, task: str):
+    """The simulated robot named by a `sim` config group (as a dict), connected."""
     from omegaconf import OmegaConf
 
     from learning.data.collect import make_sim_robot
-    from learning.policy import load_policy
 
     robot = make_sim_robot(OmegaConf.create(sim_cfg), task)
     robot.connect()
-    _W.update(robot=robot, policy=load_policy(policy_folder, device="cpu"), update=None)
+    return robot
+
+
+def _worker_init(sim_cfg: dict, task: str, policy_folder: str, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)  # the workers are the parallelism
+    from learning.policy import load_policy
+
+    _W.update(robot=_connected_robot(sim_cfg, task), policy=load_policy(policy_folder, device="cpu"), update=None)
 
 
 def _worker_play(job: tuple) -> list[tuple[int, dict[str, Any]]]:
@@ -151,12 +157,7 @@ class SimulatorRollouts:
         """(trajectory index, scene seed, sampling seed) -> the played episode, in this process or on the workers."""
         if self.workers == 1:
             if self._robot is None:
-                from omegaconf import OmegaConf
-
-                from learning.data.collect import make_sim_robot
-
-                self._robot = make_sim_robot(OmegaConf.create(self.sim_cfg), self.task)
-                self._robot.connect()
+                self._robot = _connected_robot(self.sim_cfg, self.task)
             return {n: play_episode(self._robot, policy, seed, s, self.cfg, self.instruction) for n, seed, s in jobs}
         if self._pool is None:  # the workers build the policy's architecture from a saved copy, once
             from learning.eval.policy_eval import worker_log_level
@@ -167,7 +168,7 @@ class SimulatorRollouts:
                                                       initargs=(self.sim_cfg, self.task, self._tmp.name, worker_log_level()))
         self._updates += 1
         weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-        g = self.cfg.group_size  # one job per group: about 2 x workers jobs per update for an even load
+        g = self.cfg.group_size  # one job per group: starts_per_step jobs shared out as the workers free up
         batches = [(self._updates, weights, jobs[i:i + g], self.cfg, self.instruction) for i in range(0, len(jobs), g)]
         return {n: ep for batch in self._pool.imap_unordered(_worker_play, batches) for n, ep in batch}
 

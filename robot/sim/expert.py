@@ -56,6 +56,8 @@ def check_offsets(offsets: dict[str, Any], key: str = "near_success_offsets") ->
             continue
         if kind not in PERTURBATIONS[1:]:
             raise ValueError(f"{key}: {kind!r} is not a perturbation kind; valid: {PERTURBATIONS[1:]}")
+        if len(r) != 2:
+            raise ValueError(f"{key}.{kind}: give [min, max] in m, got {list(r)}")
         lo, hi = (float(x) for x in r)
         if not 0.0 <= lo <= hi:
             raise ValueError(f"{key}.{kind}: need 0 <= min <= max (m), got [{lo}, {hi}]")
