@@ -4,8 +4,9 @@ One GRPO update's rollouts (``--starts`` start scenes x ``--group`` episodes, ``
 saved policy (``--policy``, e.g. the loop's SFT policy; default: a freshly initialised compact VLA with the default
 state input) on simulated PickCube, timed with `learning.rl.oracle.SimulatorRollouts` at workers = 1 and at
 ``--workers``. The first update starts the simulators (and workers) and is timed apart; ``--repeats`` more are timed.
-Each episode samples from its own seed, so both should play the same episodes: the table says whether they did on
-the first update (fresh simulators) and on the later ones (simulators that have played episodes before).
+Each episode samples from its own seed and the simulator rebuilds its scene at every reset, so both should play the
+same episodes: the table says whether they did on the first update (fresh simulators) and on the later ones
+(simulators that have played episodes before).
 
     .venv/bin/python bench/oracle_workers.py [--policy <policy folder>] [--workers 2] [--repeats 2]
 

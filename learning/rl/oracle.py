@@ -8,10 +8,9 @@ budget, and its cost is every simulator step it takes (`SimulatorRollouts.sim_st
 
 The episodes of an update are independent, so ``workers`` simulator processes play them side by side (each with its
 own simulator and a CPU copy of the policy, refreshed with the current weights every update). Every episode samples
-from its own generator, seeded from GRPO's, so the rollouts should not depend on how many workers played them: with
-the tests' tiny policy they do not (`tests/rl/test_oracle.py`); with the loop's SFT policy a few episodes differ
-(`bench/results/oracle_workers.txt`: 983 vs 982 control steps in 64 episodes, the same success rate), for a cause
-not yet found (something in the simulator or its rendering that depends on the process).
+from its own generator, seeded from GRPO's, and the simulator rebuilds its scene at every reset (an episode does not
+depend on the ones a worker played before it, `ManiSkillConfig.rebuild_scene`), so the rollouts do not depend on how
+many workers played them (`tests/rl/test_oracle.py`, `bench/oracle_workers.py`).
 
     res, collect = grpo_in_simulator(policy, sans, range(len(sans)), instruction, cfg, out, sim_cfg, task, workers=2)
 """
