@@ -3,7 +3,7 @@
 The success rule is the simulator's flag at the episode's end (`robot/sim/rollout.py`); the loop's judges (the reward
 head, the success classifier) call an episode successful when *any* frame reads success. This trains the
 success classifier's CNN (`learning.eval.success_classifier.SuccessClassifier`, 600 steps, balanced batches, the same
-recipe) on labelled real rollouts in two ways and scores both on held-out real rollouts, per class:
+recipe, `train_on_frames`) on labelled real rollouts in two ways and scores both on held-out real rollouts, per class:
 
 - ``any frame``: trained on every frame with its per-frame flag, an episode = any frame above 0.9 (the loop's rule);
 - ``settled``: the same rule, trained on every frame labelled 1 only where the flag holds from there to the episode's
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.data.store import EpisodeStore  # noqa: E402
-from learning.eval.success_classifier import SuccessClassifier, train_success_classifier  # noqa: E402
+from learning.eval.success_classifier import train_on_frames, train_success_classifier  # noqa: E402
 from robot.console import print_table  # noqa: E402
 
 
@@ -54,27 +53,6 @@ def all_frames(store: EpisodeStore, label) -> tuple[np.ndarray, np.ndarray]:
     """Every frame of every episode with ``label(per-frame flags)``."""
     return (np.concatenate([store.frames(i) for i in range(len(store))]),
             np.concatenate([label(store.success(i)) for i in range(len(store))]))
-
-
-def train_on(frames: np.ndarray, labels: np.ndarray, steps: int = 600, batch_size: int = 64, lr: float = 2e-3,
-             seed: int = 0) -> SuccessClassifier:
-    """`train_success_classifier`'s recipe on given frames and labels (balanced batches, 2-px jitter, cosine lr)."""
-    pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = SuccessClassifier(image_size=frames.shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    for step in range(steps):
-        idx = np.concatenate([rng.choice(pos, batch_size // 2), rng.choice(neg, batch_size - batch_size // 2)])
-        dy, dx = rng.integers(-2, 3, 2)
-        x = torch.roll(torch.from_numpy(frames[idx]), shifts=(int(dy), int(dx)), dims=(1, 2))
-        loss = F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(labels[idx]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
-    return model.eval()
 
 
 def scores(verdict: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -103,7 +81,7 @@ def main() -> None:
                  f"{time.perf_counter() - t0:.0f}"])
 
     t0 = time.perf_counter()
-    settled_model = train_on(*all_frames(train, settled), steps=a.steps)
+    settled_model = train_on_frames(*all_frames(train, settled), steps=a.steps)
     settled_verdict = np.array([settled_model.predict(test.frames(i)).max() > 0.9 for i in range(len(test))])
     last["settled"] = scores(settled_verdict, truth)
     rows.append(["any frame > 0.9", "every frame, 1 where the flag holds to the end", *[f"{100 * x:.0f}%" for x in last["settled"]],
@@ -111,7 +89,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     frames, labels, _ = final_frames(train, a.last)
-    final_model = train_on(frames, labels, steps=a.steps)
+    final_model = train_on_frames(frames, labels, steps=a.steps)
     final_verdict = np.array([final_model.predict(test.frames(i)[-1:])[0] > 0.5 for i in range(len(test))])
     last["final_frame"] = scores(final_verdict, truth)
     rows.append(["final frame > 0.5", f"last {a.last} frames, the episode's outcome", *[f"{100 * x:.0f}%" for x in last["final_frame"]],

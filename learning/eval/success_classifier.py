@@ -81,7 +81,12 @@ def train_success_classifier(stores: Sequence[EpisodeStore | str | Path], steps:
                              seed: int = 0, width: int = 32) -> SuccessClassifier:
     """Train on real frames of ``stores`` (balanced positives / negatives per batch; small shifts as augmentation)."""
     stores = [s if isinstance(s, EpisodeStore) else EpisodeStore(s, create=False) for s in stores]
-    frames, labels = real_frames(stores)
+    return train_on_frames(*real_frames(stores), steps=steps, batch_size=batch_size, lr=lr, seed=seed, width=width)
+
+
+def train_on_frames(frames: np.ndarray, labels: np.ndarray, steps: int = 600, batch_size: int = 64, lr: float = 2e-3,
+                    seed: int = 0, width: int = 32) -> SuccessClassifier:
+    """Train on (N, H, W, 3) uint8 ``frames`` with (N,) 0/1 ``labels``: balanced batches, a 2-px jitter, cosine lr."""
     pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"success classifier: needs frames of both kinds; got {len(pos)} success and {len(neg)} other frames")
