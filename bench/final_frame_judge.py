@@ -3,7 +3,7 @@
 The success rule is the simulator's flag at the episode's end (`robot/sim/rollout.py`); the loop's judges (the reward
 head, the success classifier) call an episode successful when *any* frame reads success. This trains the
 success classifier's CNN (`learning.eval.success_classifier.SuccessClassifier`, 600 steps, balanced batches, the same
-recipe, `train_on_frames`) on labelled real rollouts in two ways and scores both on held-out real rollouts, per class:
+recipe, `train_on_frames`) on labelled real rollouts in three ways and scores both on held-out real rollouts, per class:
 
 - ``any frame``: trained on every frame with its per-frame flag, an episode = any frame above 0.9 (the loop's rule);
 - ``settled``: the same rule, trained on every frame labelled 1 only where the flag holds from there to the episode's
@@ -33,15 +33,14 @@ from learning.eval.success_classifier import train_on_frames, train_success_clas
 from robot.console import print_table  # noqa: E402
 
 
-def final_frames(store: EpisodeStore, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The last ``last`` frames of every episode, each labelled with its episode's outcome, and their episode index."""
-    frames, labels, episode = [], [], []
+def final_frames(store: EpisodeStore, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``last`` frames of every episode, each labelled with its episode's outcome."""
+    frames, labels = [], []
     for i in range(len(store)):
         f = store.frames(i)[-last:]
         frames.append(f)
         labels.append(np.full(len(f), float(store.row(i)["outcome"] == "success"), np.float32))
-        episode.append(np.full(len(f), i))
-    return np.concatenate(frames), np.concatenate(labels), np.concatenate(episode)
+    return np.concatenate(frames), np.concatenate(labels)
 
 
 def settled(flags: np.ndarray) -> np.ndarray:
@@ -88,8 +87,7 @@ def main() -> None:
                  f"{time.perf_counter() - t0:.0f}"])
 
     t0 = time.perf_counter()
-    frames, labels, _ = final_frames(train, a.last)
-    final_model = train_on_frames(frames, labels, steps=a.steps)
+    final_model = train_on_frames(*final_frames(train, a.last), steps=a.steps)
     final_verdict = np.array([final_model.predict(test.frames(i)[-1:])[0] > 0.5 for i in range(len(test))])
     last["final_frame"] = scores(final_verdict, truth)
     rows.append(["final frame > 0.5", f"last {a.last} frames, the episode's outcome", *[f"{100 * x:.0f}%" for x in last["final_frame"]],

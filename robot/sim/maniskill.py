@@ -98,7 +98,8 @@ class ManiSkillConfig:
     # Rebuild the scene at every reset, so an episode depends only on its seed and its actions. Without it PhysX
     # keeps state from the episodes played before in the same simulator: the same seed and the same sampled actions
     # diverged after different earlier episodes (1 in 64 policy episodes), so an evaluation or an oracle update
-    # depended on how its episodes were shared out among worker processes. Costs ~0.3 s per reset (2-core machine).
+    # depended on how its episodes were shared out among worker processes. Costs ~0.25 s per reset (2-core machine,
+    # bench/results/oracle_workers.txt).
     rebuild_scene: bool = True
     rig: str = "sim-maniskill"
 
@@ -209,21 +210,11 @@ class ManiSkillSim:
                 ) from e
             raise
         u = self.env.unwrapped
-        self._unhide_goal()
         if c.object_spawn_half_size is not None:
             u.cube_spawn_half_size = float(c.object_spawn_half_size)
         if c.goal_height is not None:
             u.max_goal_height = float(c.goal_height)
         log.info("ManiSkill %s ready in %.1f s (%dx%d camera, %g Hz)", c.task, time.perf_counter() - t0, c.image_size, c.image_size, c.control_hz)
-
-    def _unhide_goal(self) -> None:
-        """Let the camera see the goal marker ManiSkill hides from sensors (again after every scene rebuild)."""
-        u = self.env.unwrapped
-        spec = task_spec(self.config.task)
-        if self.config.show_goal and spec.goal_actor and hasattr(u, spec.goal_actor):
-            goal = getattr(u, spec.goal_actor)
-            if goal in u._hidden_objects:
-                u._hidden_objects.remove(goal)
 
     def close(self) -> None:
         if self.env is not None:
@@ -235,12 +226,13 @@ class ManiSkillSim:
         if self.env is None:
             self.open()
         self._obs, self._info = self.env.reset(seed=int(seed), options={"reconfigure": True} if self.config.rebuild_scene else None)
-        if self.config.rebuild_scene:
-            self._unhide_goal()
         u = self.env.unwrapped
         spec = task_spec(self.config.task)
         if self.config.show_goal and spec.goal_actor and hasattr(u, spec.goal_actor):
-            getattr(u, spec.goal_actor).show_visual()
+            goal = getattr(u, spec.goal_actor)
+            if goal in u._hidden_objects:  # ManiSkill hides it from sensors (again in every rebuilt scene)
+                u._hidden_objects.remove(goal)
+            goal.show_visual()
             self._obs = u.get_obs()  # re-render with the goal visible
         self._info = self._evaluate()
         self._steps = 0
