@@ -102,6 +102,7 @@ class RealSenseCamera(ThreadedCamera):
         self._hw_offset: float | None = None
         self._wall_offset = 0.0
         self._last_frame_at = 0.0
+        self._last_color_number: int | None = None
         self.reconnects = 0
         self.K: np.ndarray | None = None  # (3, 3) colour intrinsics from the device / recording
         self.D: np.ndarray | None = None
@@ -153,6 +154,7 @@ class RealSenseCamera(ThreadedCamera):
         self._hw_offset = None
         self._wall_offset = time.time() - time.monotonic()
         self._last_frame_at = time.monotonic()
+        self._last_color_number = None
 
     def _close(self) -> None:
         if self._pipe is not None:
@@ -188,6 +190,12 @@ class RealSenseCamera(ThreadedCamera):
         color = fs.get_color_frame()
         if not color:
             return None
+        # The syncer can hand out the same colour frame twice (seen in playback on a loaded machine, when the
+        # depth frame arrives late): a repeated observation would be recorded as a step where the scene stood still.
+        number = int(color.get_frame_number())
+        if number == self._last_color_number:
+            return None
+        self._last_color_number = number
         rgb = np.asanyarray(color.get_data()).copy()  # librealsense recycles the buffer
         depth = None
         if c.depth:
@@ -196,7 +204,7 @@ class RealSenseCamera(ThreadedCamera):
                 return None
             depth = np.asanyarray(d.get_data())
             depth = depth.copy() if abs(self._depth_to_mm - 1.0) < 1e-6 else np.clip(depth * self._depth_to_mm, 0, 65535).astype(np.uint16)
-        return Frame(rgb=rgb, stamp=self._stamp(color), depth=depth, index=int(color.get_frame_number()))
+        return Frame(rgb=rgb, stamp=self._stamp(color), depth=depth, index=number)
 
     def _reconnect(self, silent_s: float) -> None:
         """No frames for ``frame_timeout_s``: restart the pipeline (a USB drop re-enumerates the device)."""
