@@ -200,6 +200,9 @@ def evaluate_world_model(model_or_ckpt: WorldModel | str | Path, store: EpisodeS
                     "episode": ei, "outcome": meta["outcome"], "length": T, "real_success": real_success,
                     "reward_max": float(r.max()) if model.reward_net is not None else None,
                     "reward_success": bool((r > reward_threshold).any()) if model.reward_net is not None else None,
+                    # per generated frame over the whole replay (past the episode's end the arm holds still), so
+                    # other decision rules (the episode's last frame, a fixed horizon) can be read afterwards
+                    "reward_frames": [round(float(x), 4) for x in rew_all[j]] if model.reward_net is not None else None,
                     "visual_success": bool((p_gen > clf_th).any()), "visual_max": float(p_gen.max()),
                     "psnr": float(psnr(g, frames_real[1:]).mean()), "ssim": float(ssim(g, frames_real[1:]).mean()),
                     "classifier_real_correct": float(bool((p_real > clf_th).any()) == real_success),

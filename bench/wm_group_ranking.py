@@ -1,0 +1,146 @@
+"""Does the imagined reward order a GRPO group the way the simulator does? The signal GRPO actually uses.
+
+GRPO compares the G trajectories sampled from one start: an advantage is a trajectory's reward minus its group's mean.
+So what a world model's reward must get right is the order *within* a group (same scene, different sampled actions),
+not across scenes, which is what `wvl eval-wm`'s AUC pools. This measures it in two steps:
+
+    # 1. the policy plays G sampled episodes (GRPO's temperature, as the oracle samples) from each of S scenes; the
+    #    simulator labels each; the store keeps every episode with its scene seed
+    .venv/bin/python bench/wm_group_ranking.py collect --policy <policy folder> --scenes <store whose seeds to use> \
+        --groups 32 --group-size 8 --temperature 0.5 --out <grouped store>
+    # 2. the world model replays each episode's real actions from its first frame (wvl eval-wm), then per group
+    wvl eval-wm checkpoint=<wm> store=<grouped store> classifier=<classifier> out=<eval dir> videos=0
+    .venv/bin/python bench/wm_group_ranking.py score --store <grouped store> --eval <eval dir>/wm_eval.json
+
+Scores, over the groups with both a real success and a real failure (only they carry a GRPO gradient):
+- ``group_auc``: P(a real success's imagined score > a real failure's of the same group), ties half; 0.5 = chance;
+- ``sign_agreement``: the share of trajectories whose advantage sign under the imagined reward equals the sign under
+  the simulator's (0 advantages, a group the imagined reward calls all-equal, count as wrong);
+for four imagined scores: the loop's rule (any frame's reward > 0.9, a 0/1 reward as GRPO gets it), the maximum reward
+over the episode's frames, the reward of its last frame (where the simulator judged it), and the reward at the end of
+the imagined horizon (``--horizon`` frames; a finished episode's arm holds still until then), which does not depend on
+when the real episode ended.
+
+Last line: groups=... informative=... <score>_group_auc=... <score>_sign=... for score in any_frame, max, last, horizon_end
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from robot.console import print_table  # noqa: E402
+
+
+def collect(args: argparse.Namespace) -> None:
+    import torch
+
+    from learning.data.store import EpisodeStore
+    from learning.policy import load_policy
+    from learning.rl.grpo import GRPOConfig
+    from learning.rl.oracle import SamplingSource, _connected_robot, episode_seeds
+    from robot.sim.rollout import run_sim_episode, sim_runner
+
+    torch.set_num_threads(1)
+    scenes = EpisodeStore(args.scenes, create=False)
+    seeds = episode_seeds(scenes, range(len(scenes)))[:args.groups]
+    if len(seeds) < args.groups:
+        raise ValueError(f"--scenes: {scenes.root} has {len(seeds)} episodes, fewer than --groups {args.groups}")
+    policy = load_policy(args.policy, device="cpu")
+    cfg = GRPOConfig.from_dict({"temperature": args.temperature, "horizon_chunks": args.horizon_chunks})
+    robot = _connected_robot({"kind": "maniskill"}, args.task)
+    out = EpisodeStore(args.out)
+    t0 = time.perf_counter()
+    try:
+        for g, seed in enumerate(seeds):
+            wins = 0
+            for k in range(args.group_size):
+                runner = sim_runner(robot, max_steps=cfg.horizon_chunks * policy.chunk_length, source_kind="policy")
+                gen = torch.Generator().manual_seed(args.sample_seed + g * args.group_size + k)
+                source = SamplingSource(policy, cfg, gen, policy.default_instruction)
+                res = run_sim_episode(runner, robot, source, seed, reset=lambda s: (robot.sim.reset(s), s)[1],
+                                      info={"group": g, "temperature": args.temperature})
+                res.episode.outcome = "success" if res.success else "failure"
+                out.append(res.episode)
+                wins += bool(res.success)
+            print(f"group {g} (seed {seed}): {wins}/{args.group_size} successes  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    finally:
+        robot.close()
+
+
+def _scores(row: dict, threshold: float, horizon: int) -> dict[str, float]:
+    full = np.asarray(row["reward_frames"], np.float64)  # the whole replay; the arm holds still past the episode's end
+    r = full[:row["length"] - 1]  # the episode's own frames
+    if len(full) < horizon:
+        raise ValueError(f"episode {row['episode']}: {len(full)} imagined frames, fewer than the horizon {horizon}")
+    return {"any_frame": float((r > threshold).any()), "max": float(r.max()), "last": float(r[-1]),
+            "horizon_end": float(full[horizon - 1])}
+
+
+def score(args: argparse.Namespace) -> None:
+    from learning.data.store import EpisodeStore
+
+    store = EpisodeStore(args.store, create=False)
+    ev = json.loads(Path(args.eval).read_text())
+    rows = {r["episode"]: r for r in ev["episodes_detail"]}
+    if any(r.get("reward_frames") is None for r in rows.values()):
+        raise ValueError(f"--eval: {args.eval} has no per-frame rewards (a world model without a reward head, or an older eval-wm)")
+    groups: dict[int, list[tuple[bool, dict[str, float]]]] = {}
+    for i, r in rows.items():
+        g = int(json.loads(store.row(i)["info_json"])["group"])
+        groups.setdefault(g, []).append((bool(r["real_success"]), _scores(r, ev["reward_threshold"], args.horizon)))
+    names = ("any_frame", "max", "last", "horizon_end")
+    auc = {n: [] for n in names}
+    sign = {n: [] for n in names}
+    informative = 0
+    for members in groups.values():
+        real = np.array([s for s, _ in members], np.float64)
+        if real.min() == real.max():
+            continue
+        informative += 1
+        adv_real = real - real.mean()
+        for n in names:
+            imag = np.array([sc[n] for _, sc in members])
+            pos, neg = imag[real == 1], imag[real == 0]
+            auc[n].append(float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()))
+            adv_imag = imag - imag.mean()
+            sign[n].append(float((np.sign(adv_imag) == np.sign(adv_real)).mean()))
+    successes = sum(s for m in groups.values() for s, _ in m)
+    episodes = sum(len(m) for m in groups.values())
+    table = [(n, f"{np.mean(auc[n]):.3f}" if auc[n] else "n/a", f"{np.mean(sign[n]):.3f}" if sign[n] else "n/a") for n in names]
+    print_table(f"{args.eval}: {len(groups)} groups, {episodes} episodes, {successes} real successes, "
+                f"{informative} groups with both outcomes", ["imagined score", "group AUC", "advantage sign agrees"], table)
+    pairs = " ".join(f"{n}_group_auc={np.mean(auc[n]):.3f} {n}_sign={np.mean(sign[n]):.3f}" for n in names if auc[n])
+    print(f"groups={len(groups)} informative={informative} {pairs}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="G sampled episodes per scene, labelled by the simulator")
+    c.add_argument("--policy", required=True)
+    c.add_argument("--scenes", required=True, help="a store whose episodes' seeds are the scenes (e.g. policy rollouts on the tuning seeds)")
+    c.add_argument("--groups", type=int, default=32)
+    c.add_argument("--group-size", type=int, default=8)
+    c.add_argument("--temperature", type=float, default=0.5)
+    c.add_argument("--horizon-chunks", type=int, default=5)
+    c.add_argument("--task", default="PickCube-v1")
+    c.add_argument("--sample-seed", type=int, default=0)
+    c.add_argument("--out", required=True)
+    s = sub.add_parser("score", help="within-group ranking of a `wvl eval-wm` run on the grouped store")
+    s.add_argument("--store", required=True)
+    s.add_argument("--eval", required=True, help="the wm_eval.json of `wvl eval-wm` on --store")
+    s.add_argument("--horizon", type=int, default=40, help="frames of an imagined GRPO rollout (horizon_chunks x K)")
+    args = p.parse_args()
+    collect(args) if args.cmd == "collect" else score(args)
+
+
+if __name__ == "__main__":
+    main()
