@@ -8,8 +8,11 @@ One GRPO step, top to bottom (SimpleVLA-RL's recipe on World-VLA-Loop's imagined
    ``temperature`` (recording the chunk's tokens and their log-probs), the world model imagines the next K
    frames and their per-frame success probability; repeat until the reward head says success
    (> ``success_threshold``, 0.9 as in the paper) or ``horizon_chunks`` chunks have been played;
-3. trajectory reward R = 1 if it succeeded, else 0; advantages are group-relative,
-   A = (R - mean_group R) / std_group R; groups whose members all agree carry no signal and are dropped;
+3. trajectory reward R = 1 if it succeeded, else 0 (``reward: success``), or the highest success probability the
+   reward head gave any of its frames (``reward: probability``: a ranking even when no rollout crosses the
+   threshold); advantages are group-relative, A = (R - mean_group R) / std_group R (A = R - mean_group R for the
+   probability, whose small differences the std would blow up to +-1); groups whose members all agree carry no
+   signal and are dropped;
 4. every decision (chunk) of a trajectory gets its trajectory's advantage; minimise the PPO-clip loss on the
    tokens (asymmetric clip 0.2 / 0.28), optionally + ``kl_coef`` * KL(policy || SFT policy) (0 by default),
    normalised as ``loss_norm`` says (default ``trajectory``: each rollout weighs the same, whatever its length;
@@ -59,6 +62,7 @@ class GRPOConfig:
     temperature: float = 1.6  # sampling temperature (SimpleVLA-RL: 1.6)
     horizon_chunks: int = 5  # imagined chunks per trajectory (x K actions)
     success_threshold: float = 0.9  # reward-head probability that counts as success (paper: 0.9)
+    reward: str = "success"  # success: R = 1 above the threshold, else 0 | probability: R = max success probability
     lr: float = 1e-5  # SimpleVLA-RL uses 5e-6 for a 7B VLA; a compact VLA tolerates more
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -81,6 +85,8 @@ class GRPOConfig:
             raise ValueError(f"grpo.group_size: must be >= 2 (advantages are group-relative), got {self.group_size}")
         if not self.temperature > 0:
             raise ValueError(f"grpo.temperature: must be > 0, got {self.temperature}")
+        if self.reward not in ("success", "probability"):
+            raise ValueError(f"grpo.reward: {self.reward!r} is not 'success' or 'probability'")
         if not 0 < self.success_threshold < 1:
             raise ValueError(f"grpo.success_threshold: must be in (0, 1), got {self.success_threshold}")
         if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
@@ -118,6 +124,16 @@ class Rollouts:
     chunks_played: np.ndarray  # (n_traj,) chunks until done
     final_frames: np.ndarray  # (n_traj, H, W, 3) last imagined frame (for logging/videos)
     states: np.ndarray | None = None  # (N, S) the robot state each chunk was chosen with (a state-input policy)
+    reward_max: np.ndarray | None = None  # (n_traj,) highest success probability over the imagined frames
+
+    def rewards(self, kind: str) -> np.ndarray:
+        """GRPO's trajectory rewards (n_traj,): the success flag, or the highest success probability."""
+        if kind == "probability":
+            if self.reward_max is None:
+                raise ValueError("grpo.reward=probability: these rollouts carry no success probabilities (the simulator's "
+                                 "are 0/1: use reward=success)")
+            return self.reward_max
+        return self.success
 
 
 def _skip_draws(policy, generator: torch.Generator, rollouts: int) -> None:
@@ -149,6 +165,7 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     obs = env.reset(frames, instruction, seed=env.seed + first if first else None, states=st if head else None)
     alive = np.ones(n, bool)
     success = np.zeros(n, bool)
+    reward_max = np.zeros(n, np.float32)
     played = np.zeros(n, np.int64)
     images, tokens, logps, traj, states = [], [], [], [], []
     for _ in range(cfg.horizon_chunks):
@@ -168,7 +185,9 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
         if st is not None:
             st = env.state.copy() if head else reckoner.step(st, chunks.cpu().numpy())
         played[idx] += 1
-        success |= alive & (np.asarray(rewards).max(axis=1) > cfg.success_threshold)
+        chunk_max = np.asarray(rewards, np.float32).max(axis=1)
+        reward_max = np.where(alive, np.maximum(reward_max, chunk_max), reward_max)
+        success |= alive & (chunk_max > cfg.success_threshold)
         alive &= ~np.asarray(done, bool) & ~success
         obs = next_frames[:, -1]  # the policy sees the last imagined frame
         if not dist.any(alive):  # all ranks play the same number of chunks (the sharded policy runs in lockstep)
@@ -176,7 +195,7 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     return Rollouts(
         images=np.concatenate(images), tokens=torch.cat(tokens), old_logp=torch.cat(logps), traj=np.concatenate(traj),
         success=success.astype(np.float32), group=np.repeat(np.arange(S), G), chunks_played=played, final_frames=obs.copy(),
-        states=np.concatenate(states) if states else None,
+        states=np.concatenate(states) if states else None, reward_max=reward_max,
     )
 
 
@@ -221,8 +240,8 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
     and the returned statistics are those of the whole step (see the module docstring)."""
     dist = dist or Dist()
     rng = generator or np.random.default_rng(cfg.seed)
-    rewards = torch.as_tensor(ro.success).reshape(-1, cfg.group_size)  # (S, G): whole groups on every rank
-    adv_traj, informative = group_advantages(rewards)
+    rewards = torch.as_tensor(ro.rewards(cfg.reward)).reshape(-1, cfg.group_size)  # (S, G): whole groups on every rank
+    adv_traj, informative = group_advantages(rewards, scale=cfg.reward == "success")
     adv = adv_traj.reshape(-1)[torch.as_tensor(ro.traj)]  # (N,) each decision takes its trajectory's advantage
     keep = informative.repeat_interleave(cfg.group_size)[torch.as_tensor(ro.traj)]  # drop decisions of flat groups
     tot = dist.all_sum([ro.success.sum(), len(ro.success), float(informative.sum()), len(informative), len(ro.traj),

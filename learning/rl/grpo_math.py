@@ -20,15 +20,17 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards (N_groups, G) -> (advantages (N_groups, G), informative (N_groups,) bool).
 
-    Uses the population std of the group (as SimpleVLA-RL / TRL do). Non-informative groups get advantage 0.
+    Uses the population std of the group (as SimpleVLA-RL / TRL do); ``scale=False`` leaves it out (Dr. GRPO), which
+    a continuous reward needs: a group whose rewards differ by 0.001 would otherwise get advantages of +-1.
+    Non-informative groups get advantage 0.
     """
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True, unbiased=False)
     informative = (rewards.max(dim=1).values - rewards.min(dim=1).values) > 0
-    adv = (rewards - mean) / (std + eps)
+    adv = (rewards - mean) / (std + eps) if scale else rewards - mean
     adv = torch.where(informative[:, None], adv, torch.zeros_like(adv))
     return adv, informative
 

@@ -34,6 +34,26 @@ def test_a_grpo_step_raises_the_log_prob_of_the_advantaged_chunk():
     assert 0.0 <= stats["clip_fraction"] <= 1.0 and stats["entropy"] > 0
 
 
+def test_the_probability_reward_favours_the_rollout_the_reward_head_rated_higher():
+    """reward=probability: no rollout crossed the threshold (success all 0), the head's highest probability ranks them."""
+    torch.manual_seed(0)
+    policy = tiny_compact()
+    ro, instr = _rollouts(policy, [0, 0, 0, 0])
+    ro.reward_max = np.array([0.6, 0.1, 0.1, 0.1], np.float32)
+    cfg = GRPOConfig(group_size=4, lr=3e-4, epochs=4, minibatch=4, reward="probability")
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0), ro, instr, cfg)
+    with torch.no_grad():
+        new = policy.log_prob(ro.images, instr, ro.tokens, temperature=1.6)
+    old = ro.old_logp.sum(-1)
+    assert stats["updated"] == 1.0 and stats["imagined_success"] == 0.0
+    assert new[0] > old[0] and torch.all(new[1:] < old[1:])
+    ro.reward_max = None  # the simulator's rollouts: 0/1 only
+    with pytest.raises(ValueError, match="reward=probability"):
+        grpo_update(policy, torch.optim.AdamW(policy.parameters()), ro, instr, cfg)
+    with pytest.raises(ValueError, match="grpo.reward"):
+        GRPOConfig(reward="dense")
+
+
 def test_groups_that_all_agree_change_nothing():
     policy = tiny_compact()
     before = [p.detach().clone() for p in policy.parameters()]
@@ -149,6 +169,7 @@ def test_imagination_takes_the_state_from_the_world_models_state_head():
     replay.step(chunks)
     np.testing.assert_allclose(ro.states[4:], replay.state[ro.traj[4:]], atol=1e-5)
     assert not np.allclose(ro.states[4:], np.repeat(st0, 2, axis=0)[ro.traj[4:]])
+    assert ro.reward_max.shape == (4,) and np.all((ro.reward_max > 0) & (ro.reward_max < 1))  # the head's best frame
 
 
 @pytest.mark.parametrize("success, moves", [([1, 0, 0, 0], True), ([0, 0, 0, 0], False)])

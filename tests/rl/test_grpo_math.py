@@ -15,6 +15,15 @@ def test_group_advantages_on_a_hand_computed_group():
     torch.testing.assert_close(adv[2], torch.tensor([-0.25, -0.25, -0.25, 0.75]) / std, atol=1e-4, rtol=0)
 
 
+def test_unscaled_advantages_keep_a_continuous_reward_s_small_differences_small():
+    rewards = torch.tensor([[0.010, 0.012, 0.011, 0.011], [0.9, 0.1, 0.5, 0.5]])
+    adv, informative = group_advantages(rewards, scale=False)
+    assert informative.tolist() == [True, True]
+    torch.testing.assert_close(adv, rewards - rewards.mean(1, keepdim=True))
+    scaled, _ = group_advantages(rewards)
+    assert scaled[0].abs().max() > 1.0 > 100 * adv[0].abs().max()  # the std would make 0.001 a full advantage
+
+
 def test_clipped_loss_at_ratio_one_is_minus_the_mean_advantage_and_masks():
     logp = torch.log(torch.full((2, 3), 0.5))
     adv = torch.tensor([1.0, -2.0])
