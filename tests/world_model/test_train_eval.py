@@ -111,6 +111,9 @@ def test_eval_writes_alignment_quality_and_videos(stores, tmp_path):
     # the reward decision is the env's done rule on the head's probabilities
     for row in res["episodes_detail"]:
         assert row["reward_success"] == (row["reward_max"] > 0.9)
+        # the per-frame rewards cover the whole replay; the episode's own frames give its max
+        own = row["reward_frames"][:row["length"] - 1]
+        assert len(row["reward_frames"]) >= row["length"] - 1 and max(own) == pytest.approx(row["reward_max"], abs=1e-4)
     # the AUC is the share of (real success, real non-success) pairs whose imagined max reward is ranked right
     pos = [r["reward_max"] for r in res["episodes_detail"] if r["real_success"]]
     neg = [r["reward_max"] for r in res["episodes_detail"] if not r["real_success"]]
