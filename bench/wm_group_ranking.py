@@ -14,14 +14,16 @@ not across scenes, which is what `wvl eval-wm`'s AUC pools. This measures it in 
 
 Scores, over the groups with both a real success and a real failure (only they carry a GRPO gradient):
 - ``group_auc``: P(a real success's imagined score > a real failure's of the same group), ties half; 0.5 = chance;
-- ``sign_agreement``: the share of trajectories whose advantage sign under the imagined reward equals the sign under
+- ``sign_agreement``: the share of trajectories whose advantage sign under the imagined score equals the sign under
   the simulator's (0 advantages, a group the imagined reward calls all-equal, count as wrong);
-for four imagined scores: the loop's rule (any frame's reward > 0.9, a 0/1 reward as GRPO gets it), the maximum reward
-over the episode's frames, the reward of its last frame (where the simulator judged it), and the reward at the end of
-the imagined horizon (``--horizon`` frames; a finished episode's arm holds still until then), which does not depend on
-when the real episode ended.
+and pooled over all episodes (any store `wvl eval-wm` ran on, grouped or not): AUC and per-class accuracy at 0.5.
+Imagined scores: ``any_frame`` the loop's rule (a frame's reward > 0.9, the 0/1 reward GRPO got by default), ``max``
+the highest success probability over the episode's frames, ``max_horizon`` the same over the whole imagined horizon
+(``--horizon`` frames; a finished episode's arm holds still until then: what ``grpo.reward=probability`` reads when
+nothing stops the rollout early), ``last`` the probability at the episode's last frame (where the simulator judged;
+it knows when the real episode ended, which imagination does not), ``horizon_end`` at the horizon's last frame.
 
-Last line: groups=... informative=... <score>_group_auc=... <score>_sign=... for score in any_frame, max, last, horizon_end
+Last line: episodes=... <score>_auc=... [groups=... informative=... <score>_group_auc=... <score>_sign=...]
 """
 
 from __future__ import annotations
@@ -75,13 +77,21 @@ def collect(args: argparse.Namespace) -> None:
         robot.close()
 
 
+SCORES = ("any_frame", "max", "max_horizon", "last", "horizon_end")
+
+
 def _scores(row: dict, threshold: float, horizon: int) -> dict[str, float]:
     full = np.asarray(row["reward_frames"], np.float64)  # the whole replay; the arm holds still past the episode's end
     r = full[:row["length"] - 1]  # the episode's own frames
     if len(full) < horizon:
         raise ValueError(f"episode {row['episode']}: {len(full)} imagined frames, fewer than the horizon {horizon}")
-    return {"any_frame": float((r > threshold).any()), "max": float(r.max()), "last": float(r[-1]),
-            "horizon_end": float(full[horizon - 1])}
+    return {"any_frame": float((r > threshold).any()), "max": float(r.max()), "max_horizon": float(full[:horizon].max()),
+            "last": float(r[-1]), "horizon_end": float(full[horizon - 1])}
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(pos > neg), ties half."""
+    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
 
 
 def score(args: argparse.Namespace) -> None:
@@ -92,33 +102,44 @@ def score(args: argparse.Namespace) -> None:
     rows = {r["episode"]: r for r in ev["episodes_detail"]}
     if any(r.get("reward_frames") is None for r in rows.values()):
         raise ValueError(f"--eval: {args.eval} has no per-frame rewards (a world model without a reward head, or an older eval-wm)")
+    real_all = np.array([bool(r["real_success"]) for r in rows.values()])
+    sc_all = [_scores(r, ev["reward_threshold"], args.horizon) for r in rows.values()]
+    # across all episodes (scenes mixed, as `wvl eval-wm` pools them): AUC, and accuracy per class at 0.5
+    pooled = []
+    for n in SCORES:
+        x = np.array([sc[n] for sc in sc_all])
+        th = ev["reward_threshold"] if n == "any_frame" else 0.5
+        pooled.append((n, f"{_auc(x[real_all], x[~real_all]):.3f}" if real_all.any() and not real_all.all() else "n/a",
+                       f"{np.mean((x > th)[real_all]):.2f}" if real_all.any() else "n/a",
+                       f"{np.mean((x <= th)[~real_all]):.2f}" if (~real_all).any() else "n/a"))
+    print_table(f"{args.eval}: {len(rows)} episodes, {int(real_all.sum())} real successes, pooled",
+                ["imagined score", "AUC", "successes > 0.5", "others <= 0.5"], pooled)
+    out = [f"episodes={len(rows)}"] + [f"{n}_auc={a}" for n, a, _, _ in pooled]
     groups: dict[int, list[tuple[bool, dict[str, float]]]] = {}
-    for i, r in rows.items():
-        g = int(json.loads(store.row(i)["info_json"])["group"])
-        groups.setdefault(g, []).append((bool(r["real_success"]), _scores(r, ev["reward_threshold"], args.horizon)))
-    names = ("any_frame", "max", "last", "horizon_end")
-    auc = {n: [] for n in names}
-    sign = {n: [] for n in names}
-    informative = 0
-    for members in groups.values():
-        real = np.array([s for s, _ in members], np.float64)
-        if real.min() == real.max():
-            continue
-        informative += 1
-        adv_real = real - real.mean()
-        for n in names:
-            imag = np.array([sc[n] for _, sc in members])
-            pos, neg = imag[real == 1], imag[real == 0]
-            auc[n].append(float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()))
-            adv_imag = imag - imag.mean()
-            sign[n].append(float((np.sign(adv_imag) == np.sign(adv_real)).mean()))
-    successes = sum(s for m in groups.values() for s, _ in m)
-    episodes = sum(len(m) for m in groups.values())
-    table = [(n, f"{np.mean(auc[n]):.3f}" if auc[n] else "n/a", f"{np.mean(sign[n]):.3f}" if sign[n] else "n/a") for n in names]
-    print_table(f"{args.eval}: {len(groups)} groups, {episodes} episodes, {successes} real successes, "
-                f"{informative} groups with both outcomes", ["imagined score", "group AUC", "advantage sign agrees"], table)
-    pairs = " ".join(f"{n}_group_auc={np.mean(auc[n]):.3f} {n}_sign={np.mean(sign[n]):.3f}" for n in names if auc[n])
-    print(f"groups={len(groups)} informative={informative} {pairs}")
+    for (i, r), sc in zip(rows.items(), sc_all):
+        g = json.loads(store.row(i)["info_json"]).get("group")
+        if g is not None:
+            groups.setdefault(int(g), []).append((bool(r["real_success"]), sc))
+    if groups:
+        auc = {n: [] for n in SCORES}
+        sign = {n: [] for n in SCORES}
+        informative = 0
+        for members in groups.values():
+            real = np.array([s for s, _ in members], np.float64)
+            if real.min() == real.max():
+                continue
+            informative += 1
+            adv_real = real - real.mean()
+            for n in SCORES:
+                imag = np.array([sc[n] for _, sc in members])
+                auc[n].append(_auc(imag[real == 1], imag[real == 0]))
+                sign[n].append(float((np.sign(imag - imag.mean()) == np.sign(adv_real)).mean()))
+        table = [(n, f"{np.mean(auc[n]):.3f}" if auc[n] else "n/a", f"{np.mean(sign[n]):.3f}" if sign[n] else "n/a") for n in SCORES]
+        print_table(f"within groups: {len(groups)} groups, {informative} with both outcomes",
+                    ["imagined score", "group AUC", "advantage sign agrees"], table)
+        out += [f"groups={len(groups)}", f"informative={informative}"]
+        out += [f"{n}_group_auc={np.mean(auc[n]):.3f} {n}_sign={np.mean(sign[n]):.3f}" for n in SCORES if auc[n]]
+    print(" ".join(out))
 
 
 def main() -> None:
