@@ -52,9 +52,9 @@ def collect(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     scenes = EpisodeStore(args.scenes, create=False)
-    seeds = episode_seeds(scenes, range(len(scenes)))[:args.groups]
+    seeds = episode_seeds(scenes, range(len(scenes)))[args.first_scene:args.first_scene + args.groups]
     if len(seeds) < args.groups:
-        raise ValueError(f"--scenes: {scenes.root} has {len(seeds)} episodes, fewer than --groups {args.groups}")
+        raise ValueError(f"--scenes: {scenes.root} has {len(scenes)} episodes, fewer than --first-scene {args.first_scene} + --groups {args.groups}")
     policy = load_policy(args.policy, device="cpu")
     cfg = GRPOConfig.from_dict({"temperature": args.temperature, "horizon_chunks": args.horizon_chunks})
     robot = _connected_robot({"kind": "maniskill"}, args.task)
@@ -149,6 +149,7 @@ def main() -> None:
     c.add_argument("--policy", required=True)
     c.add_argument("--scenes", required=True, help="a store whose episodes' seeds are the scenes (e.g. policy rollouts on the tuning seeds)")
     c.add_argument("--groups", type=int, default=32)
+    c.add_argument("--first-scene", type=int, default=0, help="the first episode of --scenes to use")
     c.add_argument("--group-size", type=int, default=8)
     c.add_argument("--temperature", type=float, default=0.5)
     c.add_argument("--horizon-chunks", type=int, default=5)
