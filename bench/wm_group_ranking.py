@@ -47,8 +47,7 @@ def collect(args: argparse.Namespace) -> None:
     from learning.data.store import EpisodeStore
     from learning.policy import load_policy
     from learning.rl.grpo import GRPOConfig
-    from learning.rl.oracle import SamplingSource, _connected_robot, episode_seeds
-    from robot.sim.rollout import run_sim_episode, sim_runner
+    from learning.rl.oracle import connected_sim_robot, episode_seeds, sampled_episode
 
     torch.set_num_threads(1)
     scenes = EpisodeStore(args.scenes, create=False)
@@ -57,18 +56,15 @@ def collect(args: argparse.Namespace) -> None:
         raise ValueError(f"--scenes: {scenes.root} has {len(scenes)} episodes, fewer than --first-scene {args.first_scene} + --groups {args.groups}")
     policy = load_policy(args.policy, device="cpu")
     cfg = GRPOConfig.from_dict({"temperature": args.temperature, "horizon_chunks": args.horizon_chunks})
-    robot = _connected_robot({"kind": "maniskill"}, args.task)
+    robot = connected_sim_robot({"kind": "maniskill"}, args.task)
     out = EpisodeStore(args.out)
     t0 = time.perf_counter()
     try:
         for g, seed in enumerate(seeds):
             wins = 0
             for k in range(args.group_size):
-                runner = sim_runner(robot, max_steps=cfg.horizon_chunks * policy.chunk_length, source_kind="policy")
-                gen = torch.Generator().manual_seed(args.sample_seed + g * args.group_size + k)
-                source = SamplingSource(policy, cfg, gen, policy.default_instruction)
-                res = run_sim_episode(runner, robot, source, seed, reset=lambda s: (robot.sim.reset(s), s)[1],
-                                      info={"group": g, "temperature": args.temperature})
+                _, res = sampled_episode(robot, policy, seed, args.sample_seed + g * args.group_size + k, cfg,
+                                         policy.default_instruction, info={"group": g, "temperature": args.temperature})
                 res.episode.outcome = "success" if res.success else "failure"
                 out.append(res.episode)
                 wins += bool(res.success)
@@ -89,13 +85,9 @@ def _scores(row: dict, threshold: float, horizon: int) -> dict[str, float]:
             "last": float(r[-1]), "horizon_end": float(full[horizon - 1])}
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg), ties half."""
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
-
-
 def score(args: argparse.Namespace) -> None:
     from learning.data.store import EpisodeStore
+    from learning.eval.world_model import pairwise_auc
 
     store = EpisodeStore(args.store, create=False)
     ev = json.loads(Path(args.eval).read_text())
@@ -109,7 +101,7 @@ def score(args: argparse.Namespace) -> None:
     for n in SCORES:
         x = np.array([sc[n] for sc in sc_all])
         th = ev["reward_threshold"] if n == "any_frame" else 0.5
-        pooled.append((n, f"{_auc(x[real_all], x[~real_all]):.3f}" if real_all.any() and not real_all.all() else "n/a",
+        pooled.append((n, f"{pairwise_auc(x[real_all], x[~real_all]):.3f}" if real_all.any() and not real_all.all() else "n/a",
                        f"{np.mean((x > th)[real_all]):.2f}" if real_all.any() else "n/a",
                        f"{np.mean((x <= th)[~real_all]):.2f}" if (~real_all).any() else "n/a"))
     print_table(f"{args.eval}: {len(rows)} episodes, {int(real_all.sum())} real successes, pooled",
@@ -132,7 +124,7 @@ def score(args: argparse.Namespace) -> None:
             adv_real = real - real.mean()
             for n in SCORES:
                 imag = np.array([sc[n] for _, sc in members])
-                auc[n].append(_auc(imag[real == 1], imag[real == 0]))
+                auc[n].append(pairwise_auc(imag[real == 1], imag[real == 0]))
                 sign[n].append(float((np.sign(imag - imag.mean()) == np.sign(adv_real)).mean()))
         table = [(n, f"{np.mean(auc[n]):.3f}" if auc[n] else "n/a", f"{np.mean(sign[n]):.3f}" if sign[n] else "n/a") for n in SCORES]
         print_table(f"within groups: {len(groups)} groups, {informative} with both outcomes",

@@ -69,6 +69,11 @@ def reward_auc(rows: Sequence[dict[str, Any]]) -> float | None:
     neg = np.array([r["reward_max"] for r in rows if not r["real_success"] and r["reward_max"] is not None])
     if not len(pos) or not len(neg):
         return None
+    return pairwise_auc(pos, neg)
+
+
+def pairwise_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a score of ``pos`` > a score of ``neg``) over all pairs, ties half: the area under the ROC curve."""
     return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
 
 

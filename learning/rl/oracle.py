@@ -70,15 +70,23 @@ class SamplingSource:
         return chunk[0].cpu().numpy().astype(np.float32)
 
 
-def play_episode(robot: Any, policy, seed: int, sample_seed: int, cfg: GRPOConfig, instruction: str) -> dict[str, Any]:
-    """One GRPO trajectory on the simulated ``robot`` from the scene of ``seed``, sampling with its own generator
-    (``sample_seed``): the decisions it played, the simulator's success flag and the control steps it took."""
+def sampled_episode(robot: Any, policy, seed: int, sample_seed: int, cfg: GRPOConfig, instruction: str,
+                    info: dict[str, Any] | None = None) -> tuple[SamplingSource, Any]:
+    """Play the policy on the simulated ``robot`` from the scene of ``seed``, sampling at ``cfg.temperature`` with its
+    own generator (``sample_seed``), for ``cfg.horizon_chunks`` chunks at most: the source (the decisions it took) and
+    the runner's `EpisodeResult` (the recorded episode, ``info`` added to its info, and the simulator's success)."""
     from robot.sim.rollout import run_sim_episode, sim_runner
 
     runner = sim_runner(robot, max_steps=cfg.horizon_chunks * policy.chunk_length, source_kind="policy")
     gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(int(sample_seed))
     source = SamplingSource(policy, cfg, gen, instruction)
-    res = run_sim_episode(runner, robot, source, seed, reset=lambda s: (robot.sim.reset(s), s)[1])
+    return source, run_sim_episode(runner, robot, source, seed, reset=lambda s: (robot.sim.reset(s), s)[1], info=info)
+
+
+def play_episode(robot: Any, policy, seed: int, sample_seed: int, cfg: GRPOConfig, instruction: str) -> dict[str, Any]:
+    """One GRPO trajectory (`sampled_episode`): the decisions it played, the simulator's success flag and the control
+    steps it took."""
+    source, res = sampled_episode(robot, policy, seed, sample_seed, cfg, instruction)
     if not source.images:
         raise RuntimeError(f"oracle rollout from seed {seed}: no decision was played ({res.end_reason}: {res.detail})")
     return {"images": source.images, "states": source.states, "tokens": source.tokens, "logps": source.logps,
@@ -89,7 +97,7 @@ def play_episode(robot: Any, policy, seed: int, sample_seed: int, cfg: GRPOConfi
 _W: dict[str, Any] = {}
 
 
-def _connected_robot(sim_cfg: dict, task: str):
+def connected_sim_robot(sim_cfg: dict, task: str):
     """The simulated robot named by a `sim` config group (as a dict), connected."""
     from omegaconf import OmegaConf
 
@@ -105,7 +113,7 @@ def _worker_init(sim_cfg: dict, task: str, policy_folder: str, log_level: int) -
     torch.set_num_threads(1)  # the workers are the parallelism
     from learning.policy import load_policy
 
-    _W.update(robot=_connected_robot(sim_cfg, task), policy=load_policy(policy_folder, device="cpu"), update=None)
+    _W.update(robot=connected_sim_robot(sim_cfg, task), policy=load_policy(policy_folder, device="cpu"), update=None)
 
 
 def _worker_play(job: tuple) -> list[tuple[int, dict[str, Any]]]:
@@ -156,7 +164,7 @@ class SimulatorRollouts:
         """(trajectory index, scene seed, sampling seed) -> the played episode, in this process or on the workers."""
         if self.workers == 1:
             if self._robot is None:
-                self._robot = _connected_robot(self.sim_cfg, self.task)
+                self._robot = connected_sim_robot(self.sim_cfg, self.task)
             return {n: play_episode(self._robot, policy, seed, s, self.cfg, self.instruction) for n, seed, s in jobs}
         if self._pool is None:  # the workers build the policy's architecture from a saved copy, once
             from learning.eval.policy_eval import worker_log_level
