@@ -50,6 +50,23 @@ def test_same_initial_state_gives_the_same_first_frame(robot):
         robot.sim.reset(50)
 
 
+def test_an_episode_depends_only_on_its_initial_state_not_on_the_episodes_before(robot):
+    # ManiSkill's PhysX kept state across resets (tests/test_sim.py); MuJoCo's reset must not: the same initial state
+    # and actions after different earlier episodes give the same frames and joints, bit for bit
+    rng = np.random.default_rng(0)
+    actions, others = rng.uniform(-1, 1, (2, 6, 7)).astype(np.float32)
+
+    def play(index, acts):
+        robot.sim.reset(index)
+        return [(robot.arm.send_action(a), robot.cameras["front"].read().rgb.copy(), robot.arm.read_state().joints.copy())[1:]
+                for a in acts]
+
+    first = play(3, actions)
+    play(4, others)
+    again = play(3, actions)
+    assert all(np.array_equal(f, g) and np.array_equal(j, k) for (f, j), (g, k) in zip(first, again))
+
+
 def test_gripper_follows_the_contract_sign(robot):
     robot.sim.reset(0)
     opened = robot.arm.read_state().gripper
