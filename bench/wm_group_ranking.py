@@ -11,6 +11,7 @@ not across scenes, which is what `wvl eval-wm`'s AUC pools. This measures it in 
     # 2. the world model replays each episode's real actions from its first frame (wvl eval-wm), then per group
     wvl eval-wm checkpoint=<wm> store=<grouped store> classifier=<classifier> out=<eval dir> videos=0
     .venv/bin/python bench/wm_group_ranking.py score --store <grouped store> --eval <eval dir>/wm_eval.json
+    # several stores judged by one world model pool into one measure: --store <a> <b> --eval <a eval> <b eval>
 
 Scores, over the groups with both a real success and a real failure (only they carry a GRPO gradient):
 - ``group_auc``: P(a real success's imagined score > a real failure's of the same group), ties half; 0.5 = chance;
@@ -89,29 +90,39 @@ def score(args: argparse.Namespace) -> None:
     from learning.data.store import EpisodeStore
     from learning.eval.world_model import pairwise_auc
 
-    store = EpisodeStore(args.store, create=False)
-    ev = json.loads(Path(args.eval).read_text())
-    rows = {r["episode"]: r for r in ev["episodes_detail"]}
-    if any(r.get("reward_frames") is None for r in rows.values()):
-        raise ValueError(f"--eval: {args.eval} has no per-frame rewards (a world model without a reward head, or an older eval-wm)")
+    if len(args.store) != len(args.eval):
+        raise ValueError(f"--store and --eval pair up: {len(args.store)} stores, {len(args.eval)} evals")
+    # (store, row) per episode: several evaluations of one world model on disjoint stores pool into one measure
+    rows: dict[tuple[int, int], dict] = {}
+    stores, thresholds = [], set()
+    for k, (store_path, eval_path) in enumerate(zip(args.store, args.eval)):
+        stores.append(EpisodeStore(store_path, create=False))
+        ev = json.loads(Path(eval_path).read_text())
+        thresholds.add(ev["reward_threshold"])
+        if any(r.get("reward_frames") is None for r in ev["episodes_detail"]):
+            raise ValueError(f"--eval: {eval_path} has no per-frame rewards (a world model without a reward head, or an older eval-wm)")
+        rows.update({(k, r["episode"]): r for r in ev["episodes_detail"]})
+    if len(thresholds) != 1:
+        raise ValueError(f"--eval: the evaluations used different reward thresholds {sorted(thresholds)}")
+    threshold = thresholds.pop()
     real_all = np.array([bool(r["real_success"]) for r in rows.values()])
-    sc_all = [_scores(r, ev["reward_threshold"], args.horizon) for r in rows.values()]
+    sc_all = [_scores(r, threshold, args.horizon) for r in rows.values()]
     # across all episodes (scenes mixed, as `wvl eval-wm` pools them): AUC, and accuracy per class at 0.5
     pooled = []
     for n in SCORES:
         x = np.array([sc[n] for sc in sc_all])
-        th = ev["reward_threshold"] if n == "any_frame" else 0.5
+        th = threshold if n == "any_frame" else 0.5
         pooled.append((n, f"{pairwise_auc(x[real_all], x[~real_all]):.3f}" if real_all.any() and not real_all.all() else "n/a",
                        f"{np.mean((x > th)[real_all]):.2f}" if real_all.any() else "n/a",
                        f"{np.mean((x <= th)[~real_all]):.2f}" if (~real_all).any() else "n/a"))
-    print_table(f"{args.eval}: {len(rows)} episodes, {int(real_all.sum())} real successes, pooled",
+    print_table(f"{', '.join(args.eval)}: {len(rows)} episodes, {int(real_all.sum())} real successes, pooled",
                 ["imagined score", "AUC", "successes > 0.5", "others <= 0.5"], pooled)
     out = [f"episodes={len(rows)}"] + [f"{n}_auc={a}" for n, a, _, _ in pooled]
-    groups: dict[int, list[tuple[bool, dict[str, float]]]] = {}
-    for (i, r), sc in zip(rows.items(), sc_all):
-        g = json.loads(store.row(i)["info_json"]).get("group")
+    groups: dict[tuple[int, int], list[tuple[bool, dict[str, float]]]] = {}
+    for ((k, i), r), sc in zip(rows.items(), sc_all):
+        g = json.loads(stores[k].row(i)["info_json"]).get("group")
         if g is not None:
-            groups.setdefault(int(g), []).append((bool(r["real_success"]), sc))
+            groups.setdefault((k, int(g)), []).append((bool(r["real_success"]), sc))
     if groups:
         auc = {n: [] for n in SCORES}
         sign = {n: [] for n in SCORES}
@@ -149,8 +160,8 @@ def main() -> None:
     c.add_argument("--sample-seed", type=int, default=0)
     c.add_argument("--out", required=True)
     s = sub.add_parser("score", help="within-group ranking of a `wvl eval-wm` run on the grouped store")
-    s.add_argument("--store", required=True)
-    s.add_argument("--eval", required=True, help="the wm_eval.json of `wvl eval-wm` on --store")
+    s.add_argument("--store", required=True, nargs="+", help="one or more stores (pooled)")
+    s.add_argument("--eval", required=True, nargs="+", help="the wm_eval.json of `wvl eval-wm` on each --store, in the same order")
     s.add_argument("--horizon", type=int, default=40, help="frames of an imagined GRPO rollout (horizon_chunks x K)")
     args = p.parse_args()
     collect(args) if args.cmd == "collect" else score(args)
