@@ -44,7 +44,8 @@ import zmq
 from learning.data.store import EpisodeConflictError, EpisodeStore, StoreError, VideoSettings
 from robot import wire
 from robot.episode import MAX_DECODED_BYTES, Episode, EpisodeFormatError, EpisodeValidationError
-from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact, sha256_file
+from robot.files import sha256_file
+from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact
 
 log = logging.getLogger(__name__)
 

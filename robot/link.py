@@ -49,6 +49,7 @@ import numpy as np
 import zmq
 
 from robot import wire
+from robot.files import fsync_dir, sha256_file
 from robot.episode import Episode
 from robot.policy_artifact import ArtifactError, PolicyManifest, read_artifact
 
@@ -104,17 +105,6 @@ class LinkConfig:
         need(0 < self.max_policy_bytes <= wire.MAX_POLICY_BYTES, "max_policy_bytes", f"must be in (0, {wire.MAX_POLICY_BYTES}]")
         need(wire.MIN_CHUNK_BYTES <= self.max_recv_bytes <= wire.MAX_PAYLOAD_BYTES, "max_recv_bytes",
              f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 # ====================================================================================================== inbox
@@ -294,7 +284,7 @@ class PolicyInbox:
             dest = self.versions / k
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
-            _fsync_dir(self.versions)
+            fsync_dir(self.versions)
             old_ready = self._state["ready"]
             self._state["ready"] = k
             self._manifests[k] = validated
@@ -328,7 +318,7 @@ class PolicyInbox:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self.generation += 1
 
     def _load(self) -> None:
@@ -470,7 +460,7 @@ class Outbox:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             if e.errno == errno.ENOSPC:
@@ -750,7 +740,7 @@ class Outbox:
         if sp is not None:
             # Delete only now: the learner has the episode in its store. The file is the only record of it here.
             sp.path.unlink(missing_ok=True)
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
             log.info("episode %s committed by the learner as #%d%s", uid, index, " (already there)" if duplicate else "")
         with self._cond:
             self._pending.pop(uid, None)
@@ -946,7 +936,7 @@ class Outbox:
             with self._lock:
                 self._c["resends"] += 1
         elif code == wire.ERR_SHA256 and mine:
-            digest = _sha256_file(cur.sp.path)
+            digest = sha256_file(cur.sp.path)
             if digest != cur.sp.sha256:
                 os.close(cur.fd)
                 self._cur = None
@@ -975,14 +965,6 @@ class Outbox:
             self._dl = None
         else:
             log.warning("learner error %s: %s", code, text)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while buf := f.read(1 << 20):
-            h.update(buf)
-    return h.hexdigest()
 
 
 # ====================================================================================================== inference

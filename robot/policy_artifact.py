@@ -22,11 +22,12 @@ Reading an artifact verifies structure and hashes; `robot.policy_runtime` then v
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from robot.files import sha256_file
 
 FORMAT_NAME = "wvl-policy"
 # 2: the ``state`` field (robot state as a policy input). Version-1 manifests are still read (no state).
@@ -37,14 +38,6 @@ MANIFEST_FILE = "manifest.json"
 
 class ArtifactError(ValueError):
     """A policy artifact is malformed, tampered with or incompatible; the message names the field or file."""
-
-
-def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

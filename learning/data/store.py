@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from learning.data.video import CODECS as VIDEO_CODECS
 from learning.data.video import PIX_FMTS, decode_video, encode_video
 from robot.episode import Episode
+from robot.files import fsync_dir
 from robot.state import state_matrix
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,6 @@ def image_key(cam: str) -> str:
 
 def _chunk_file(index: int) -> dict[str, int]:
     return {"chunk_index": index // CHUNKS_SIZE, "file_index": index % CHUNKS_SIZE}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -361,7 +351,7 @@ class EpisodeStore:
                 tmp = _tmp_path(final)
                 pq.write_table(_typed_row_table(row), tmp)
                 _commit_file(tmp, final)  # commit point
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
             except OSError as e:
                 hint = "the disk is full; free space and retry" if e.errno == errno.ENOSPC else "check the folder's permissions"
                 raise StoreError(f"could not append episode {episode.uuid} to {self.root}: {e.strerror} ({hint}); nothing was committed") from e

@@ -135,7 +135,8 @@ def test_publishing_a_broken_artifact_fails_on_the_learner(make_server, tmp_path
 def _offer_for(folder, version):
     import hashlib
 
-    from robot.policy_artifact import MANIFEST_FILE, sha256_file
+    from robot.files import sha256_file
+    from robot.policy_artifact import MANIFEST_FILE
 
     names = ["policy.onnx", MANIFEST_FILE]
     blob = b"".join((folder / n).read_bytes() for n in names)
