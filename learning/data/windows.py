@@ -143,7 +143,3 @@ class WindowDataset:
     def batch(self, idx: np.ndarray | list[int]) -> dict[str, np.ndarray]:
         items = [self[int(i)] for i in idx]
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
-
-    def first_frames(self) -> np.ndarray:
-        """(E, H, W, 3): frame 0 of every loaded episode (start states for imagination)."""
-        return np.stack([f[0] for f in self.frames])
