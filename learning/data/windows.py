@@ -29,6 +29,15 @@ from robot.state import check_state_features
 OUTCOME_IDS = {"success": 0, "near_success": 1, "failure": 2, "unlabeled": 3}
 
 
+def held_actions(actions: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The (T, 7) episode's actions at ``steps``; from its last recorded step on, hold still (zero motion, the last
+    gripper command): the physically right continuation of a finished episode, for training windows and replays alike."""
+    last = len(actions) - 1
+    out = actions[np.minimum(steps, last)].copy()
+    out[steps >= last, :6] = 0.0  # the last recorded action is already a hold; beyond it, hold still
+    return out
+
+
 class WindowError(ValueError):
     """A window cannot be built (too-short episode, mismatched image sizes); the message names the episode."""
 
@@ -116,10 +125,7 @@ class WindowDataset:
         nxt = np.arange(t + 1, t + K + 1)
         mask = nxt < T
         nxt_c = np.minimum(nxt, T - 1)
-        act_idx = np.arange(t, t + K)
-        acts = actions[np.minimum(act_idx, T - 1)].copy()
-        hold = act_idx >= T - 1  # the last recorded action is already a hold; beyond it, hold still
-        acts[hold, :6] = 0.0
+        acts = held_actions(actions, np.arange(t, t + K))
         prev = t - K  # the window before this one: what an autoregressive rollout generated this window's cond from
         prev_cond_idx = np.clip(np.arange(prev - C + 1, prev + 1), 0, T - 1)
         prev_acts = actions[np.clip(np.arange(prev, t), 0, T - 1)]

@@ -41,6 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
+from learning.data.windows import held_actions
 from learning.data.video import encode_video
 from learning.eval.alignment import CLASS_SHORT, LABELLED, alignment_by_class, format_class_cell
 from learning.eval.success_classifier import SuccessClassifier, real_frames, train_success_classifier
@@ -55,11 +56,7 @@ log = logging.getLogger(__name__)
 def replay_actions(actions: np.ndarray, n_chunks: int, K: int) -> np.ndarray:
     """(T, 7) episode actions -> (n_chunks, K, 7) chunks; past the last recorded step, hold still (zero motion,
     last gripper command), as `WindowDataset` pads its windows."""
-    T = len(actions)
-    idx = np.arange(n_chunks * K)
-    out = actions[np.minimum(idx, T - 1)].copy()
-    out[idx >= T - 1, :6] = 0.0
-    return out.reshape(n_chunks, K, -1)
+    return held_actions(actions, np.arange(n_chunks * K)).reshape(n_chunks, K, -1)
 
 
 def reward_auc(rows: Sequence[dict[str, Any]]) -> float | None:
