@@ -76,17 +76,19 @@ def camera_frames(camera: Camera, every: int = 1, max_frames: int | None = None,
     try:
         if on_connect is not None:
             on_connect(camera)
-        i, stale, last, dup_s = 0, 0, None, 0.0
+        i, stale, dup_s = 0, 0, 0.0
+        seen: set[int] = set()  # a recording's frame comes once; a frame read again is not a new image
         while max_frames is None or i < max_frames * every:
             try:
                 frame = camera.read()
-                if frame.index == last:  # read again before the playback delivered the next one (a loaded CPU)
+                if frame.index in seen:  # read again before the playback delivered the next one (a loaded CPU)
                     time.sleep(0.005)
                     dup_s += 0.005
                     if dup_s > 10:
                         raise StaleFrameError(f"camera {camera.name}: frame {frame.index} for 10 s")
                     continue
-                last, stale, dup_s = frame.index, 0, 0.0
+                seen.add(frame.index)
+                stale, dup_s = 0, 0.0
             except ReplayEndedError:
                 break
             except StaleFrameError:

@@ -195,7 +195,7 @@ def test_realsense_factory_intrinsics_from_a_recording(tmp_path):
                               on_connect=lambda c: found.update(k=factory_intrinsics(c))))
     # librealsense may drop the frames a playback emits before set_real_time(False) takes effect (write_synthetic_recording's
     # docstring); on a loaded machine that was 2 of the 3 here, so only "some frames, all of the recorded size" is exact.
-    assert 1 <= len(frames) <= 3 and all(f[1].shape == (480, 640, 3) for f in frames) and found["k"].fy == 600.0
+    assert 1 <= len(frames) <= 3 and all(f[1].shape == (480, 640, 3) for f in frames) and found["k"].fy == 600.0, [n for n, _ in frames]
 
 
 def test_static_transform_message_with_real_ros2_types(eye_to_hand):
