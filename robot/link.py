@@ -49,8 +49,8 @@ import numpy as np
 import zmq
 
 from robot import wire
-from robot.files import fsync_dir, sha256_file
 from robot.episode import Episode
+from robot.files import fsync_dir, sha256_file
 from robot.policy_artifact import ArtifactError, PolicyManifest, read_artifact
 
 log = logging.getLogger(__name__)

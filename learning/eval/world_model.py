@@ -41,8 +41,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
-from learning.data.windows import held_actions
 from learning.data.video import encode_video
+from learning.data.windows import held_actions
 from learning.eval.alignment import CLASS_SHORT, LABELLED, alignment_by_class, format_class_cell
 from learning.eval.success_classifier import SuccessClassifier, real_frames, train_success_classifier
 from learning.eval.video_metrics import psnr, ssim

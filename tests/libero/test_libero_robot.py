@@ -58,8 +58,11 @@ def test_an_episode_depends_only_on_its_initial_state_not_on_the_episodes_before
 
     def play(index, acts):
         robot.sim.reset(index)
-        return [(robot.arm.send_action(a), robot.cameras["front"].read().rgb.copy(), robot.arm.read_state().joints.copy())[1:]
-                for a in acts]
+        seen = []
+        for a in acts:
+            robot.arm.send_action(a)
+            seen.append((robot.cameras["front"].read().rgb.copy(), robot.arm.read_state().joints.copy()))
+        return seen
 
     first = play(3, actions)
     play(4, others)
