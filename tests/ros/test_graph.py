@@ -144,7 +144,9 @@ def test_policy_node_drives_the_simulated_arm_driver_and_the_episode_reaches_the
         assert len(ep) == 16 and ep.images["front"].shape == (16, 64, 64, 3) and ep.rig == "ros2"
         _check_reached(ep.ee_pose, graph)
         assert len(twists) >= 10 and all(t[1].header.frame_id == "base_link" for t in twists)
-        assert not list((tmp_path / "outbox").glob("*.ep")), "committed episodes leave the spool"
+        # The learner commits, then acks; the robot deletes its spool file when the ack arrives, a moment later.
+        wait_until(lambda: not list((tmp_path / "outbox").glob("*.ep")), 30,
+                   "the committed episode leaving the robot's spool", graph)
     finally:
         graph.stop()
         server.close()
