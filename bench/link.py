@@ -45,7 +45,8 @@ from rich.console import Console  # noqa: E402
 
 from robot.console import table  # noqa: E402
 from robot.episode import Episode  # noqa: E402
-from robot.link import LinkConfig, Outbox, PolicyInbox  # noqa: E402
+from robot.link.outbox import LinkConfig, Outbox  # noqa: E402
+from robot.link.policy_inbox import PolicyInbox  # noqa: E402
 
 RAW_RECEIVER = r"""
 import sys, zmq
@@ -159,7 +160,7 @@ def upload(ob: Outbox, ep: Episode) -> dict:
 
 
 def policy_push(mb: float, tmp: Path) -> float:
-    from learning.server import LearnerServer
+    from learning.server.learner import LearnerServer
     from tests.link.policy_fixtures import make_policy, ort_validate
 
     art = tmp / "artifact"

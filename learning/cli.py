@@ -86,7 +86,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "serve": Command(
         "run the learner server: robots upload episodes into a store over ZeroMQ, policies are pushed back",
-        "learning.server:main", "learning/serve",
+        "learning.server.cli:main", "learning/serve",
     ),
 }
 

@@ -287,7 +287,7 @@ class Deployment:
 
     c: dict[str, Any]
     out: Path
-    server: Any  # learning.server.LearnerServer
+    server: Any  # learning.server.learner.LearnerServer
     robot: Any  # RobotProcess | the ROS graph | None (robot.kind=external)
     rollouts: EpisodeStore
     check_images: np.ndarray  # the export's smoke-check inputs
@@ -420,7 +420,7 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
     report.notes.append("setup seconds (0 when cached): " + ", ".join(f"{k} {v:.0f}" for k, v in t_setup.items()))
 
     # ---- the learner link and the robot process
-    from learning.server import LearnerServer
+    from learning.server.learner import LearnerServer
     from robot import wire
 
     rollouts_root = out / "rollouts"

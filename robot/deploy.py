@@ -1,6 +1,6 @@
 """`wvl robot deploy`: the robot side of the co-evolution loop, as it runs on a rig.
 
-The robot connects to the learner (CURVE-authenticated DEALER, `robot.link.Outbox`), receives policies into a
+The robot connects to the learner (CURVE-authenticated DEALER, `robot.link.outbox.Outbox`), receives policies into a
 verified `PolicyInbox` (hash, manifest, the ONNX runtime's own validation), and each time a new version is
 ready -- and only between episodes -- swaps it in and runs ``episodes`` evaluation episodes through the
 `PolicyRuntime`, the `SafetyFilter` and the `EpisodeRunner`. Every finished episode goes to the outbox, which
@@ -33,7 +33,8 @@ def deploy(c: dict[str, Any], rig, runner, stop: threading.Event | None = None) 
     ``stop``: set by the caller to leave after the current episode (a ROS 2 node runs this on a worker thread);
     without one, SIGTERM / SIGINT set it (the main thread of `wvl robot deploy`)."""
     from robot import wire
-    from robot.link import Outbox, PolicyInbox
+    from robot.link.outbox import Outbox
+    from robot.link.policy_inbox import PolicyInbox
     from robot.main import play_episodes
 
     d = c["deploy"]

@@ -13,7 +13,7 @@ classes the ROS 2 nodes use (`robot.runner.EpisodeRunner`, `robot.safety.SafetyF
 Rigs: ``sim`` (ManiSkill, built from `robot.sim.maniskill` directly; time is the simulator's own unless
 ``realtime``), ``dry`` (a kinematic arm and a synthetic camera: the control stack without any simulator),
 ``custom`` (a Python arm driver from ``arm_factory`` plus cameras from the registry, e.g. RealSense).
-Episodes go to ``sink``: ``folder`` (``<outbox>/<uuid>.episode``, atomic) or ``link`` (`robot.link.Outbox`,
+Episodes go to ``sink``: ``folder`` (``<outbox>/<uuid>.episode``, atomic) or ``link`` (`robot.link.outbox.Outbox`,
 uploaded to the learner). No torch is imported except by the simulator.
 """
 
@@ -123,7 +123,7 @@ def build_sink(cfg: dict[str, Any]) -> tuple[EpisodeSink, Callable[[], None]]:
         return FolderSink(cfg["outbox"]), lambda: None
     if cfg["sink"] == "link":
         from robot import wire
-        from robot.link import Outbox
+        from robot.link.outbox import Outbox
 
         lk = cfg["link"]
         keys = wire.PLAINTEXT if lk["plaintext"] else wire.RobotKeys.load(lk["secret_key"], lk["learner_key"])

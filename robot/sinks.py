@@ -1,6 +1,6 @@
 """Episode sinks: where finished episodes go (``EpisodeSink = Callable[[Episode], None]``).
 
-The learner link's durable outbox (`robot.link.Outbox.put`) is the production sink. `FolderSink` is the
+The learner link's durable outbox (`robot.link.outbox.Outbox.put`) is the production sink. `FolderSink` is the
 fallback the single-process `wvl robot` uses without a learner: each episode is written as
 ``<folder>/<uuid>.episode`` (``Episode.to_bytes()``), atomically (temp file, fsync, rename, fsync of the
 folder), so a crash never leaves a half-written episode that looks complete.

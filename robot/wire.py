@@ -1,4 +1,4 @@
-"""The learner link's wire protocol, shared by the robot (`robot/link.py`) and the learner (`learning/server.py`).
+"""The learner link's wire protocol, shared by the robot (`robot/link/`) and the learner (`learning/server/`).
 
 Sockets: the robot's DEALER connects to the learner's ROUTER (one connection carries episodes up and
 policies down); remote inference uses a second DEALER/ROUTER pair so that a 1 MiB episode chunk never

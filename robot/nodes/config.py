@@ -162,7 +162,7 @@ class PolicyNodeConfig:
     max_rotation_rad: float = 0.1
     pose_frame: str = "base"  # the frame of the EE pose topic (base; world for ManiSkill's simulated Panda): the safety box's
     outbox: str = "outbox/robot"
-    sink: str = "folder"  # folder (<outbox>/<uuid>.episode) | link (robot.link.Outbox: spooled in outbox, shipped to the learner)
+    sink: str = "folder"  # folder (<outbox>/<uuid>.episode) | link (robot.link.outbox.Outbox: spooled in outbox, shipped to the learner)
     link_endpoint: str = "tcp://127.0.0.1:5555"  # sink=link: the learner's address
     link_secret_key: str = ""  # sink=link: this robot's CURVE secret key file ("" with link_plaintext)
     link_learner_key: str = ""  # sink=link: the learner's public key file

@@ -92,7 +92,7 @@ class PolicyNode(Node):
         if c.sink == "folder":
             return FolderSink(c.outbox), None
         from robot import wire
-        from robot.link import Outbox
+        from robot.link.outbox import Outbox
 
         keys = wire.PLAINTEXT if c.link_plaintext else wire.RobotKeys.load(c.link_secret_key, c.link_learner_key)
         outbox = Outbox(c.outbox, c.link_endpoint, keys, robot_id=c.robot_id)

@@ -11,9 +11,11 @@ from typing import Callable
 import pytest
 
 from learning.data.store import VideoSettings
-from learning.server import LearnerServer, ServerConfig
+from learning.server.config import ServerConfig
+from learning.server.learner import LearnerServer
 from robot import wire
-from robot.link import LinkConfig, Outbox, PolicyInbox
+from robot.link.outbox import LinkConfig, Outbox
+from robot.link.policy_inbox import PolicyInbox
 from tests.link.policy_fixtures import ort_validate
 
 # Small chunks so that a 40 kB test episode travels as ~10 chunks; short timers so that recovery is quick.

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from robot import wire
-from robot.link import LinkConfig, Outbox
+from robot.link.outbox import LinkConfig, Outbox
 from tests.factories import random_episode
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zmq
 
-from learning.server import InferenceServer
+from learning.server.inference import InferenceServer
 from robot import wire
-from robot.link import RemotePolicy
+from robot.link.remote_policy import RemotePolicy
 
 IMG = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 

@@ -14,9 +14,9 @@ import pytest
 import zmq
 
 from learning.data.store import EpisodeStore, StoreError
-from learning.server import ServerConfig
+from learning.server.config import ServerConfig
 from robot import wire
-from robot.link import LinkConfig, Outbox, OutboxFullError
+from robot.link.outbox import LinkConfig, Outbox, OutboxFullError
 from tests.factories import random_episode
 from tests.link.conftest import FAST, LOSSLESS, wait_for
 
@@ -271,7 +271,7 @@ def test_config_errors_name_the_field(tmp_path, keys):
     with pytest.raises(ValueError, match="robot_id"):
         Outbox(tmp_path, "tcp://127.0.0.1:1", wire.PLAINTEXT, robot_id="bad id!")
     with pytest.raises(OSError, match="cannot bind"):
-        from learning.server import LearnerServer
+        from learning.server.learner import LearnerServer
 
         LearnerServer(tmp_path / "s", "tcp://256.0.0.1:1", keys.learner(), video=LOSSLESS)
 
@@ -285,7 +285,7 @@ def _free_port() -> int:
 
 
 def test_a_bug_on_either_side_is_logged_and_survived(make_server, make_outbox, monkeypatch, caplog):
-    from learning.server import LearnerServer
+    from learning.server.learner import LearnerServer
 
     server = make_server()
     boom = {"server": 0, "robot": 0}

@@ -145,7 +145,7 @@ def _offer_for(folder, version):
 
 
 def test_install_checks_every_file_and_the_hook_result(tmp_path):
-    from robot.link import PolicyInbox
+    from robot.link.policy_inbox import PolicyInbox
 
     with pytest.raises(TypeError, match="validate"):
         PolicyInbox(tmp_path / "x", validate=None)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import zmq
 
-from learning.server import ServerConfig
+from learning.server.config import ServerConfig
 from robot import wire
 from tests.factories import random_episode
 from tests.link.conftest import wait_for
@@ -100,7 +100,7 @@ def test_ep_begin_is_answered_when_every_open_upload_is_ingesting(make_server, k
 
 
 def test_a_bug_in_a_handler_still_gets_an_error_reply(make_server, keys, monkeypatch):
-    from learning.server import LearnerServer
+    from learning.server.learner import LearnerServer
 
     def broken(self, sess, msg):
         raise RuntimeError("bug in EP_BEGIN")

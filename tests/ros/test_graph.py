@@ -119,7 +119,7 @@ def test_policy_node_drives_the_simulated_arm_driver_and_the_episode_reaches_the
 
     from learning.data.store import EpisodeStore
     from learning.loop import ROBOT_ID, make_keys
-    from learning.server import LearnerServer
+    from learning.server.learner import LearnerServer
 
     learner_keys, key_dir = make_keys(tmp_path / "keys")
     server = LearnerServer(tmp_path / "learner", "tcp://127.0.0.1:*", learner_keys).start()

@@ -1,5 +1,5 @@
 """The learner end of the link: receives episodes into the episode store, publishes policies, answers remote
-inference. Protocol and authentication: `robot/wire.py`; the robot end: `robot/link.py`.
+inference. Protocol and authentication: `robot/wire.py`; the robot end: `robot/link/`.
 
 `LearnerServer` owns one ROUTER socket, served by one I/O thread (`start()`) or the caller (`serve_forever()`,
 what `wvl serve` does). Episode uploads are written chunk by chunk into ``<state>/incoming/<uuid>.part`` (CRC32
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -38,57 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import zmq
 
 from learning.data.store import EpisodeConflictError, EpisodeStore, StoreError, VideoSettings
+from learning.server.config import OnEpisode, ServerConfig
+from learning.server.policies import PolicyOffer, load_current_offer, publish_artifact
+from learning.server.uploads import HashWorker, Upload
 from robot import wire
-from robot.episode import MAX_DECODED_BYTES, Episode, EpisodeFormatError, EpisodeValidationError
-from robot.files import sha256_file
-from robot.policy_artifact import MANIFEST_FILE, ArtifactError, PolicyManifest, read_artifact
+from robot.episode import Episode, EpisodeFormatError, EpisodeValidationError
+from robot.policy_artifact import PolicyManifest
 
 log = logging.getLogger(__name__)
-
-OnEpisode = Callable[[int, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    max_episode_bytes: int = wire.MAX_EPISODE_BYTES
-    max_decoded_bytes: int = MAX_DECODED_BYTES  # an episode's arrays, decoded, at most (zlib ones: see MAX_INFLATE_RATIO)
-    max_chunk_bytes: int = 4 << 20        # largest CHUNK payload accepted (robots default to 1 MiB)
-    policy_chunk_bytes: int = 1 << 20     # POL_CHUNK size
-    max_uploads: int = 16                 # uploads with an open file at once; beyond, the least recent is closed (kept on disk)
-    max_partial_uploads: int = 256        # partial uploads kept on disk; beyond, the least recently touched is deleted
-    max_partial_bytes: int = 32 << 30     # declared bytes of all partial uploads on disk; beyond, idle ones are deleted
-    partial_ttl_s: float = 3600.0         # a partial upload untouched this long that no connected robot is sending is deleted
-    disk_reserve_bytes: int = 256 << 20   # refuse an upload that would leave less free space than this
-    max_robots: int = 256                 # sessions at once
-    stale_after_s: float = 10.0           # a robot silent this long may be replaced by a new connection with its id
-    max_clock_skew_s: float = 2.0         # warn when a robot's wall clock is further off than this
-    heartbeat_s: float = 1.0              # ZMTP heartbeat (dead TCP peers are dropped after 3x this)
-    rcv_hwm: int = 64                     # messages queued per peer before ZeroMQ stops reading its socket
-    state_every_chunks: int = 32          # persist an upload's chunk bitmap every N chunks (resume after restart)
-    warn_every_s: float = 5.0             # at most one warning per peer and reason per this many seconds
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, why: str) -> None:
-            if not ok:
-                raise ValueError(f"server config field {name!r}: {why}, got {getattr(self, name)!r}")
-
-        need(0 < self.max_episode_bytes <= wire.MAX_EPISODE_BYTES, "max_episode_bytes", f"must be in (0, {wire.MAX_EPISODE_BYTES}]")
-        need(0 < self.max_decoded_bytes <= MAX_DECODED_BYTES, "max_decoded_bytes", f"must be in (0, {MAX_DECODED_BYTES}]")
-        need(wire.MIN_CHUNK_BYTES <= self.max_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "max_chunk_bytes",
-             f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
-        need(wire.MIN_CHUNK_BYTES <= self.policy_chunk_bytes <= wire.MAX_PAYLOAD_BYTES, "policy_chunk_bytes",
-             f"must be in [{wire.MIN_CHUNK_BYTES}, {wire.MAX_PAYLOAD_BYTES}]")
-        for name in ("max_uploads", "max_partial_uploads", "max_robots", "rcv_hwm", "state_every_chunks"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "must be an int >= 1")
-        for name in ("partial_ttl_s", "stale_after_s", "max_clock_skew_s", "heartbeat_s", "warn_every_s"):
-            need(getattr(self, name) > 0, name, "must be positive")
-        need(self.disk_reserve_bytes >= 0, "disk_reserve_bytes", "must be >= 0")
-        need(self.max_partial_bytes >= self.max_episode_bytes, "max_partial_bytes",
-             f"must be >= max_episode_bytes ({self.max_episode_bytes}) so that the largest episode can be received")
 
 
 @dataclass
@@ -99,133 +58,6 @@ class _Session:
     last_seen: float
     clock_skew_s: float
 
-
-class _Upload:
-    """One episode being received: a sparse .part file, a bitmap of chunks held, an in-order SHA-256."""
-
-    def __init__(self, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int, robot_id: str | None = None) -> None:
-        self.uid, self.size, self.sha256, self.chunk_size, self.n = uid, size, sha256, chunk_size, n
-        self.robot_id = robot_id  # the robot that last sent EP_BEGIN or a chunk for it
-        self.path, self.state_path = folder / f"{uid}.part", folder / f"{uid}.state"
-        self.have = bytearray(n)
-        self.n_have = 0
-        self.hasher = hashlib.sha256()  # updated by the _HashWorker thread only
-        self.hashed = 0          # chunks [0, hashed) have been fed to the hasher
-        self.dirty = 0           # chunks received since the bitmap was persisted
-        self.fd: int | None = None
-        self.ingesting = False
-        self.waiters: set[str] = set()  # robot ids to send COMMIT to
-        self.touched = time.monotonic()  # last EP_BEGIN or chunk
-
-    def matches(self, size: int, sha256: str, chunk_size: int) -> bool:
-        return (self.size, self.sha256, self.chunk_size) == (size, sha256, chunk_size)
-
-    def open(self) -> None:
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def chunk_len(self, idx: int) -> int:
-        return min(self.chunk_size, self.size - idx * self.chunk_size)
-
-    def save_state(self) -> None:
-        # Atomic replace; no fsync: the bitmap is a hint (a power loss at worst makes the SHA-256 fail and the
-        # robot resend everything), while a killed process keeps its page-cache writes.
-        tmp = self.state_path.with_suffix(".state.tmp")
-        tmp.write_text(json.dumps({"size": self.size, "sha256": self.sha256, "chunk_size": self.chunk_size, "n": self.n,
-                                   "have": wire.pack_bitmap(self.have).hex(), "robot": self.robot_id}))
-        os.replace(tmp, self.state_path)
-        self.dirty = 0
-
-    @classmethod
-    def resume(cls, folder: Path, uid: str, size: int, sha256: str, chunk_size: int, n: int, robot_id: str | None = None) -> "_Upload":
-        """Reopen a partial upload left by an earlier run when it describes the same bytes; else start afresh."""
-        up = cls(folder, uid, size, sha256, chunk_size, n, robot_id)
-        try:
-            st = json.loads(up.state_path.read_text())
-            if (st["size"], st["sha256"], st["chunk_size"], st["n"]) == (size, sha256, chunk_size, n) and up.path.exists():
-                up.have = wire.unpack_bitmap(bytes.fromhex(st["have"]), n)
-                up.n_have = sum(up.have)
-                log.info("resuming upload of episode %s: %d/%d chunks already here", uid, up.n_have, n)
-                return up
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        up.path.unlink(missing_ok=True)
-        up.state_path.unlink(missing_ok=True)
-        return up
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
-        self.state_path.unlink(missing_ok=True)
-
-
-class _HashWorker:
-    """SHA-256 of uploads in a thread of its own. Hashing is the slowest step per byte (~0.5 GB/s on the build
-    machines) and hashlib releases the GIL, so it overlaps the socket work. Bounded: `feed` blocks while more than
-    ``max_bytes`` wait; chunks of one upload are fed in order (FIFO)."""
-
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
-        self.max_bytes = max_bytes
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._cv = threading.Condition()
-        self._queued = 0
-        self._thread = threading.Thread(target=self._run, name="wvl-learner-sha256", daemon=True)
-        self._thread.start()
-
-    def feed(self, up: "_Upload", buf: bytes | memoryview) -> None:
-        n = len(buf)
-        with self._cv:
-            while self._queued and self._queued + n > self.max_bytes:
-                self._cv.wait()
-            self._queued += n
-        self._q.put((up, buf))
-
-    def digest(self, up: "_Upload") -> str:
-        """Wait until everything fed for ``up`` is hashed; its hex digest."""
-        done = threading.Event()
-        self._q.put((up, done))
-        done.wait()
-        return up.hasher.hexdigest()
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while (item := self._q.get()) is not None:
-            up, buf = item
-            if isinstance(buf, threading.Event):
-                buf.set()
-                continue
-            up.hasher.update(buf)
-            with self._cv:
-                self._queued -= len(buf)
-                self._cv.notify_all()
-
-
-@dataclass
-class _Offer:
-    version: str
-    sha256: str
-    size: int
-    chunk_size: int
-    files: list[tuple[str, int, str]]
-    blob: Path
-    manifest: PolicyManifest
-    fd: int | None = None
-
-    @property
-    def n_chunks(self) -> int:
-        return wire.n_chunks(self.size, self.chunk_size)
-
-    def header(self) -> dict[str, Any]:
-        return {"version": self.version, "sha256": self.sha256, "size": self.size, "chunk_size": self.chunk_size,
-                "n_chunks": self.n_chunks, "files": [list(f) for f in self.files]}
 
 
 @dataclass
@@ -276,17 +108,19 @@ class LearnerServer:
         self._sessions: dict[bytes, _Session] = {}
         self._by_robot: dict[str, bytes] = {}
         self._robots: dict[str, dict[str, Any]] = {}
-        self._uploads: collections.OrderedDict[str, _Upload] = collections.OrderedDict()
+        self._uploads: collections.OrderedDict[str, Upload] = collections.OrderedDict()
         self._warned: dict[tuple[bytes, str], tuple[float, int]] = {}
         self._last_flush = time.monotonic()
         self._next_sweep = time.monotonic()
         self._control: queue.SimpleQueue = queue.SimpleQueue()    # (kind, data) from other threads
         self._ingest_q: queue.Queue = queue.Queue()
-        self._sha = _HashWorker()
+        self._sha = HashWorker()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cleanup_incoming()
-        self._offer: _Offer | None = self._load_current_offer()
+        self._offer: PolicyOffer | None = load_current_offer(self.policies_dir, config.policy_chunk_bytes)
+        if self._offer is not None:
+            self._counters.policy_version = self._offer.version
 
         self._ctx = zmq.Context(1)
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -357,44 +191,11 @@ class LearnerServer:
     def publish_policy(self, artifact_folder: str | os.PathLike) -> PolicyManifest:
         """Verify an artifact (manifest + hashes), snapshot it under the server's state folder and offer it to every
         robot (now and on each later connection). Returns its manifest. Raises ArtifactError naming the problem."""
-        folder = Path(artifact_folder)
-        manifest = read_artifact(folder)
-        version = manifest.policy_version
-        if not wire.NAME_RE.match(version):
-            raise ArtifactError(f"manifest field 'policy_version': {version!r} must match {wire.NAME_RE.pattern} to be shipped")
-        names = sorted(manifest.sha256) + [MANIFEST_FILE]
-        files = [(n, (folder / n).stat().st_size, manifest.sha256.get(n) or sha256_file(folder / n)) for n in names]
-        size = sum(s for _, s, _ in files)
-        if size > wire.MAX_POLICY_BYTES:
-            raise ArtifactError(f"artifact {folder} is {size} bytes, over the {wire.MAX_POLICY_BYTES} byte limit")
-        # Snapshot: one blob (files concatenated in `files` order) that later edits of the source folder cannot touch.
-        h = hashlib.sha256()
-        tmp = self.policies_dir / f".{version}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "wb") as out:
-            for name, _, digest in files:
-                fh = hashlib.sha256()
-                with open(folder / name, "rb") as f:
-                    while buf := f.read(1 << 20):
-                        h.update(buf)
-                        fh.update(buf)
-                        out.write(buf)
-                if fh.hexdigest() != digest:
-                    tmp.unlink(missing_ok=True)
-                    raise ArtifactError(f"{folder / name} changed while it was being published; publish again")
-            out.flush()
-            os.fsync(out.fileno())
-        sha = h.hexdigest()
-        dest = self.policies_dir / f"{version}-{sha[:12]}"
-        dest.mkdir(exist_ok=True)
-        os.replace(tmp, dest / "blob")
-        offer = _Offer(version, sha, size, self.config.policy_chunk_bytes, files, dest / "blob", manifest)
-        (dest / "offer.json").write_text(json.dumps({"version": version, "sha256": sha, "size": size, "files": files}))
-        cur = self.policies_dir / "current.json"
-        cur.with_suffix(".tmp").write_text(json.dumps({"dir": dest.name}))
-        os.replace(cur.with_suffix(".tmp"), cur)
+        offer = publish_artifact(artifact_folder, self.policies_dir, self.config.policy_chunk_bytes)
         self._control.put(("offer", offer))
-        log.info("published policy %s (%d bytes, %d files, sha256 %s...)", version, size, len(files), sha[:12])
-        return manifest
+        log.info("published policy %s (%d bytes, %d files, sha256 %s...)", offer.version, offer.size, len(offer.files),
+                 offer.sha256[:12])
+        return offer.manifest
 
     def robot_status(self) -> dict[str, dict[str, Any]]:
         """robot id -> {running, ready, rejected, reason, connected, last_seen_s (ago), clock_skew_s, episodes}."""
@@ -637,7 +438,7 @@ class LearnerServer:
                                  "uploads from robots still connected; keep the episode and retry later", ref=msg.type, id=uid)
                 log.warning("refused episode %s from %r: partial uploads would exceed max_partial_bytes", uid, sess.robot_id)
                 return
-            up = _Upload.resume(self.incoming, uid, size, sha, cs, n, sess.robot_id)
+            up = Upload.resume(self.incoming, uid, size, sha, cs, n, sess.robot_id)
             self._uploads[uid] = up
             self._bound_uploads(keep=uid)
         self._uploads.move_to_end(uid)
@@ -944,45 +745,11 @@ class LearnerServer:
         if idx >= o.n_chunks:
             self._reject(sess.peer, wire.ERR_OUT_OF_RANGE, f"POL_GET idx {idx} >= n_chunks {o.n_chunks}", ref=msg.type, idx=idx)
             return
-        if o.fd is None:
-            o.fd = os.open(o.blob, os.O_RDONLY)
-        data = os.pread(o.fd, o.chunk_size, idx * o.chunk_size)
+        data = o.read_chunk(idx)
         self._send(sess.peer, wire.encode(wire.POL_CHUNK, {"version": o.version, "sha256": o.sha256, "idx": idx,
                                                            "crc32": wire.crc32(data)}, data))
         with self._lock:
             self._counters.policy_bytes_sent += len(data)
-
-    def _load_current_offer(self) -> _Offer | None:
-        cur = self.policies_dir / "current.json"
-        if not cur.exists():
-            return None
-        try:
-            d = json.loads(cur.read_text())
-            folder = self.policies_dir / d["dir"]
-            o = json.loads((folder / "offer.json").read_text())
-            blob = folder / "blob"
-            if blob.stat().st_size != o["size"]:
-                raise ValueError(f"{blob} has {blob.stat().st_size} bytes, offer.json says {o['size']}")
-            files = [tuple(f) for f in o["files"]]
-            manifest_bytes = self._read_blob_file(blob, files, MANIFEST_FILE)
-            manifest = PolicyManifest.from_dict(json.loads(manifest_bytes))
-        except (OSError, ValueError, KeyError, TypeError, ArtifactError) as e:
-            log.error("published policy state in %s is unreadable (%s); publish a policy again", self.policies_dir, e)
-            return None
-        with self._lock:
-            self._counters.policy_version = o["version"]
-        return _Offer(o["version"], o["sha256"], o["size"], self.config.policy_chunk_bytes, files, blob, manifest)
-
-    @staticmethod
-    def _read_blob_file(blob: Path, files: list, name: str) -> bytes:
-        off = 0
-        for n, size, _ in files:
-            if n == name:
-                with open(blob, "rb") as f:
-                    f.seek(off)
-                    return f.read(size)
-            off += size
-        raise KeyError(name)
 
     # ------------------------------------------------------------------ housekeeping
     def _drain_control(self) -> None:
@@ -992,9 +759,8 @@ class LearnerServer:
             except queue.Empty:
                 return
             if kind == "offer":
-                old = self._offer
-                if old is not None and old.fd is not None:
-                    os.close(old.fd)
+                if self._offer is not None:
+                    self._offer.close()
                 self._offer = data
                 with self._lock:
                     self._counters.policies_published += 1
@@ -1041,9 +807,8 @@ class LearnerServer:
             if up.n_have and not up.ingesting:
                 up.save_state()
             up.close()
-        if self._offer is not None and self._offer.fd is not None:
-            os.close(self._offer.fd)
-            self._offer.fd = None
+        if self._offer is not None:
+            self._offer.close()
         self._close_sockets()
         log.info("learner server on %s stopped: %s", self.endpoint, {k: v for k, v in self.counters().items() if v})
 
@@ -1057,181 +822,3 @@ class LearnerServer:
         wire.BYE: _on_bye, wire.PING: _on_ping, wire.POL_STATUS: _on_pol_status, wire.EP_BEGIN: _on_ep_begin,
         wire.CHUNK: _on_chunk, wire.EP_END: _on_ep_end, wire.POL_GET: _on_pol_get,
     }
-
-
-# ---------------------------------------------------------------------------------------------------- inference
-PolicyFn = Callable[[np.ndarray, str], np.ndarray]
-
-
-class InferenceServer:
-    """Remote inference for policies too big for the robot PC: INFER(image, instruction) -> ACTION(chunk).
-
-    ``policy(image (H, W, 3) uint8, instruction) -> (K, action_dim) float`` runs in the server thread, one request
-    at a time. When requests pile up (the policy is slower than the robot's rate), only the newest per robot is
-    answered; older ones get ERROR late at once (the robot has stopped waiting for them anyway)."""
-
-    def __init__(self, endpoint: str, keys: wire.LearnerKeys | wire.Plaintext, policy: PolicyFn, *,
-                 max_image_bytes: int = 8 << 20) -> None:
-        self.policy = policy
-        self.max_image_bytes = max_image_bytes
-        self._ctx = zmq.Context(1)
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.linger = 0
-        self._sock.rcvhwm = 32
-        self._sock.maxmsgsize = max_image_bytes + 4096
-        self._auth = wire.configure_server(self._ctx, self._sock, keys, what=f"inference server on {endpoint}")
-        try:
-            self._sock.bind(endpoint)
-        except zmq.ZMQError as e:
-            self._sock.close(0)
-            if self._auth is not None:
-                self._auth.stop()
-            self._ctx.term()
-            raise OSError(f"inference server: cannot bind {endpoint} ({e})") from e
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._counts = {"requests": 0, "answered": 0, "superseded": 0, "rejects": 0, "policy_errors": 0}
-        self._latency: collections.deque[float] = collections.deque(maxlen=1000)
-
-    def start(self) -> "InferenceServer":
-        self._thread = threading.Thread(target=self._run, name="wvl-inference", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._sock.close(0)
-        if self._auth is not None:
-            self._auth.stop()
-        self._ctx.term()
-
-    def counters(self) -> dict[str, Any]:
-        with self._lock:
-            c: dict[str, Any] = dict(self._counts)
-            lat = sorted(self._latency)
-        if lat:
-            c["policy_ms_p50"] = round(1e3 * lat[len(lat) // 2], 3)
-            c["policy_ms_p99"] = round(1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3)
-        return c
-
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[key] += n
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._sock.poll(20):
-                continue
-            newest: dict[bytes, tuple[wire.Message, np.ndarray]] = {}
-            for _ in range(256):
-                try:
-                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                peer = frames[0].bytes
-                try:
-                    msg = wire.decode(frames[1:], max_payload=self.max_image_bytes)
-                    if msg.type != wire.INFER:
-                        raise wire.WireError(wire.ERR_UNKNOWN_TYPE, f"{msg.name} is not an inference request")
-                    image = _image_from(msg)
-                except wire.WireError as e:
-                    self._count("rejects")
-                    log.debug("inference: refused a request: %s", e)
-                    self._reply(peer, wire.error(e.code, str(e), frames[1].bytes[:16] if len(frames) > 1 else None, **e.detail))
-                    continue
-                self._count("requests")
-                if peer in newest:
-                    old = newest[peer][0]
-                    self._count("superseded")
-                    self._reply(peer, wire.error(wire.ERR_LATE, "a newer request from this robot superseded it", wire.INFER,
-                                                 req=old.header["req"]))
-                newest[peer] = (msg, image)
-            for peer, (msg, image) in newest.items():
-                self._answer(peer, msg, image)
-
-    def _answer(self, peer: bytes, msg: wire.Message, image: np.ndarray) -> None:
-        req = msg.header["req"]
-        t0 = time.perf_counter()
-        try:
-            chunk = np.ascontiguousarray(np.asarray(self.policy(image, msg.header["instruction"]), dtype=np.float32))
-            if chunk.ndim != 2 or not np.all(np.isfinite(chunk)):
-                raise ValueError(f"policy returned shape {chunk.shape} (need (K, action_dim)) or non-finite values")
-        except Exception as e:
-            self._count("policy_errors")
-            log.warning("inference policy failed: %s", e)
-            self._reply(peer, wire.error(wire.ERR_POLICY_FAILED, f"policy failed: {e}", wire.INFER, req=req))
-            return
-        with self._lock:
-            self._latency.append(time.perf_counter() - t0)
-        self._count("answered")
-        self._reply(peer, wire.encode(wire.ACTION, {"req": req, "shape": list(chunk.shape), "dtype": "<f4"}, chunk.tobytes()))
-
-    def _reply(self, peer: bytes, frames: list) -> None:
-        try:
-            self._sock.send_multipart([peer, *frames], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
-
-
-def _image_from(msg: wire.Message) -> np.ndarray:
-    shape, dtype = msg.header["shape"], msg.header["dtype"]
-    if dtype != "|u1" or len(shape) != 3 or shape[2] != 3 or shape[0] * shape[1] > wire.MAX_IMAGE_PIXELS:
-        raise wire.WireError(wire.ERR_BAD_FIELD, f"INFER image must be (H, W, 3) uint8 ('|u1'), got {shape} {dtype!r}",
-                             req=msg.header["req"])
-    if len(msg.payload) != shape[0] * shape[1] * 3:
-        raise wire.WireError(wire.ERR_OUT_OF_RANGE, f"INFER payload has {len(msg.payload)} bytes for shape {shape}",
-                             req=msg.header["req"])
-    return np.frombuffer(msg.payload, dtype=np.uint8).reshape(shape)
-
-
-# ---------------------------------------------------------------------------------------------------- wvl serve
-def main(cfg: Any, mode: str | None = None) -> int:
-    """`wvl serve`: run the learner server in this process until Ctrl-C / SIGTERM (or run_s)."""
-    import signal
-
-    kc = cfg["keys"]  # (cfg.keys is DictConfig's method)
-    if kc.plaintext:
-        keys: wire.LearnerKeys | wire.Plaintext = wire.PLAINTEXT
-    else:
-        keys = wire.LearnerKeys.load(kc.secret, kc.allow)
-    lim = cfg.limits
-    config = ServerConfig(max_episode_bytes=int(lim.max_episode_mb) << 20, max_chunk_bytes=int(lim.max_chunk_mb) << 20,
-                          max_decoded_bytes=int(lim.max_decoded_mb) << 20, max_partial_bytes=int(lim.max_partial_mb) << 20,
-                          partial_ttl_s=float(lim.partial_ttl_s),
-                          disk_reserve_bytes=int(lim.disk_reserve_mb) << 20, max_robots=int(lim.max_robots))
-    server = LearnerServer(cfg.store, str(cfg.endpoint), keys, config=config,
-                           video=VideoSettings(codec=str(cfg.video.codec), crf=int(cfg.video.crf),
-                                               lossless=bool(cfg.video.get("lossless", False))), state_dir=cfg.state)
-    if cfg.policy:
-        server.publish_policy(cfg.policy)
-    stop = server._stop
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    t_end = None if cfg.run_s is None else time.monotonic() + float(cfg.run_s)
-
-    def watchdog() -> None:
-        while not stop.wait(float(cfg.status_every_s)):
-            c = server.counters()
-            log.info("status: %d committed, %d duplicate, %.1f MB in, %d rejects, %d sessions, policy %s",
-                     c["episodes_committed"], c["episodes_duplicate"], c["bytes_received"] / 1e6, c["rejects"], c["sessions"],
-                     c["policy_version"])
-        return None
-
-    threading.Thread(target=watchdog, name="wvl-serve-status", daemon=True).start()
-    if t_end is not None:
-        threading.Thread(target=lambda: (stop.wait(max(0.0, t_end - time.monotonic())), stop.set()), daemon=True).start()
-    print(f"serving on {server.endpoint} (store {server.store.root}); Ctrl-C to stop", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
