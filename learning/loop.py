@@ -322,30 +322,26 @@ def imagined_success(policy, wm_path: Path, frames: np.ndarray, instruction: str
     import torch
 
     from learning.rl.grpo import GRPOConfig, imagines_state
+    from learning.rl.imagination import play
     from learning.world_model.env import WorldModelEnv
 
     g = GRPOConfig.from_dict(c["grpo"])
     env = WorldModelEnv(wm_path, num_inference_steps=g.num_inference_steps, reward_threshold=g.success_threshold,
                         horizon=g.horizon_chunks * policy.chunk_length, seed=c["seed"])
     head = states is not None and imagines_state(env, policy)
-    obs = env.reset(frames, instruction, states=states if head else None)
-    videos = [[f] for f in obs]
-    success = np.zeros(len(frames), bool)
-    alive = np.ones(len(frames), bool)
+    videos = [[f] for f in frames]
+
+    def act(obs: np.ndarray, st: np.ndarray | None, alive: np.ndarray) -> np.ndarray:
+        return policy.act(obs, instruction, states=st).cpu().numpy()
+
+    def keep(alive: np.ndarray, imagined: np.ndarray) -> None:
+        for i in alive:
+            videos[i].extend(imagined[i])
+
     with torch.no_grad():
-        for _ in range(g.horizon_chunks):
-            chunks = policy.act(obs, instruction, states=states).cpu().numpy().astype(np.float32)
-            nxt, rewards, done = env.step(chunks)
-            if states is not None:
-                states = env.state.copy() if head else reckoner.step(states, chunks)
-            for i in np.flatnonzero(alive):
-                videos[i].extend(nxt[i])
-            success |= alive & (rewards.max(axis=1) > g.success_threshold)
-            alive &= ~np.asarray(done, bool) & ~success
-            obs = nxt[:, -1]
-            if not alive.any():
-                break
-    return float(success.mean()), success, [np.stack(v) for v in videos]
+        out = play(env, act, frames, instruction, g.horizon_chunks, g.success_threshold, states=states, head=head,
+                   reckoner=reckoner, on_chunk=keep)
+    return float(out.success.mean()), out.success, [np.stack(v) for v in videos]
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -421,7 +417,6 @@ def run_loop(cfg: DictConfig | dict[str, Any]) -> LoopReport:
 
     # ---- the learner link and the robot process
     from learning.server.learner import LearnerServer
-    from robot import wire
 
     rollouts_root = out / "rollouts"
     if rollouts_root.exists():

@@ -50,6 +50,7 @@ import torch
 
 from learning.distributed import Dist, current, distributed_session, wrap_policy
 from learning.rl.grpo_math import LOSS_NORMS, clipped_token_loss, group_advantages, kl_to_reference, trajectory_token_weights
+from learning.rl.imagination import play
 
 log = logging.getLogger(__name__)
 
@@ -162,40 +163,28 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     st = None if st is None else np.repeat(st, G, axis=0)
     n = len(frames)
     first = dist.rank * n  # global index of this rank's first rollout: its world-model noise is seeded by it
-    obs = env.reset(frames, instruction, seed=env.seed + first if first else None, states=st if head else None)
-    alive = np.ones(n, bool)
-    success = np.zeros(n, bool)
-    reward_max = np.zeros(n, np.float32)
-    played = np.zeros(n, np.int64)
     images, tokens, logps, traj, states = [], [], [], [], []
-    for _ in range(cfg.horizon_chunks):
+
+    def act(obs: np.ndarray, st: np.ndarray | None, alive: np.ndarray) -> np.ndarray:
         _skip_draws(policy, generator, first)  # the rollouts of lower ranks
         chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator, states=st)
         _skip_draws(policy, generator, n * dist.world_size - first - n)  # ... and of higher ranks
         # the per-token log-probs of exactly what was drawn, at the sampling temperature (the PPO "old" policy)
         lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature, states=st)
-        idx = np.flatnonzero(alive)
-        images.append(obs[idx])
+        images.append(obs[alive])
         if st is not None:
-            states.append(st[idx])
-        tokens.append(tok[idx].cpu())
-        logps.append(lp[idx].cpu())
-        traj.append(idx)
-        next_frames, rewards, done = env.step(chunks.cpu().numpy().astype(np.float32))
-        if st is not None:
-            st = env.state.copy() if head else reckoner.step(st, chunks.cpu().numpy())
-        played[idx] += 1
-        chunk_max = np.asarray(rewards, np.float32).max(axis=1)
-        reward_max = np.where(alive, np.maximum(reward_max, chunk_max), reward_max)
-        success |= alive & (chunk_max > cfg.success_threshold)
-        alive &= ~np.asarray(done, bool) & ~success
-        obs = next_frames[:, -1]  # the policy sees the last imagined frame
-        if not dist.any(alive):  # all ranks play the same number of chunks (the sharded policy runs in lockstep)
-            break
+            states.append(st[alive])
+        tokens.append(tok[alive].cpu())
+        logps.append(lp[alive].cpu())
+        traj.append(alive)
+        return chunks.cpu().numpy()
+
+    out = play(env, act, frames, instruction, cfg.horizon_chunks, cfg.success_threshold, states=st, head=head,
+               reckoner=reckoner, reset_seed=env.seed + first if first else None, any_alive=dist.any)
     return Rollouts(
         images=np.concatenate(images), tokens=torch.cat(tokens), old_logp=torch.cat(logps), traj=np.concatenate(traj),
-        success=success.astype(np.float32), group=np.repeat(np.arange(S), G), chunks_played=played, final_frames=obs.copy(),
-        states=np.concatenate(states) if states else None, reward_max=reward_max,
+        success=out.success.astype(np.float32), group=np.repeat(np.arange(S), G), chunks_played=out.chunks_played,
+        final_frames=out.final_frames, states=np.concatenate(states) if states else None, reward_max=out.reward_max,
     )
 
 
