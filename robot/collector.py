@@ -165,7 +165,7 @@ class StreamCollector:
         fresh_cmd = now - self._action.received <= c.command_timeout_s
         action = self._action.value if fresh_cmd else np.array([0, 0, 0, 0, 0, 0, 1.0 if grip >= 0.5 else -1.0], np.float32)
         repeated = any(self._last_index.get(n) == x.stamp for n, x in self._images.items())
-        t = now if not len(self._rec) else max(now, self._rec._steps[-1]["timestamp"] + 1e-6)
+        t = self._rec.timestamp_after_last(now)
         self._rec.add_step(
             timestamp=t, images={n: x.value for n, x in self._images.items()},
             depth={n: d for n, d in self._depth.items() if d is not None} or None,

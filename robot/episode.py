@@ -384,6 +384,11 @@ class EpisodeRecorder:
     def __len__(self) -> int:
         return len(self._steps)
 
+    def timestamp_after_last(self, t: float) -> float:
+        """``t``, moved just past the last step's timestamp when it is not later: an episode's timestamps strictly
+        increase even when a clock repeats a reading."""
+        return t if not self._steps else max(t, self._steps[-1]["timestamp"] + 1e-6)
+
     def add_step(
         self,
         *,

@@ -254,9 +254,7 @@ class EpisodeRunner:
             try:
                 if loop.ticks:  # one period after the last step, like any other observation
                     self.clock.sleep_until(loop.ticks[-1].deadline + loop.period)
-                t = self.clock.now()
-                if len(rec) and t <= rec._steps[-1]["timestamp"]:
-                    t = rec._steps[-1]["timestamp"] + 1e-6
+                t = rec.timestamp_after_last(self.clock.now())
                 group, obs = self._observe(t, len(rec), instruction)
                 hold = self.safety.hold_action()
                 self._hold()
