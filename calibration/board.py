@@ -17,6 +17,7 @@ import numpy as np
 
 from calibration.errors import BoardNotFoundError, UnitsError
 from calibration.geometry import from_rvec_tvec
+from robot.config_dict import dataclass_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,7 @@ class BoardConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BoardConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"board: unknown key(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "board")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -39,7 +39,7 @@ import logging
 import os
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -48,6 +48,8 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
+
+from robot.config_dict import dataclass_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +83,7 @@ class DistConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DistConfig":
-        d = dict(d or {})
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"dist: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "dist")
 
 
 @dataclass

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from robot.policy_artifact import ArtifactError, MODEL_FILE, PolicyManifest, read_artifact
+from robot.config_dict import dataclass_from_dict
+from robot.policy_artifact import MODEL_FILE, ArtifactError, PolicyManifest, read_artifact
 from robot.state import STATE_FEATURES, state_vector
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,7 @@ class RigSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RigSpec":
-        names = set(cls.__dataclass_fields__)
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"rig: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "rig")
 
 
 def available_providers(preferred: tuple[str, ...] | list[str] | None = None) -> list[str]:

@@ -52,12 +52,13 @@ import enum
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from robot.arms.base import ArmLimits, ArmState
+from robot.config_dict import dataclass_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,7 @@ class SafetyConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SafetyConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"safety: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d, "safety")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -13,12 +13,13 @@ per device; here the YAML of each device holds its numbers):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from robot.arms.base import ArmLimits
+from robot.config_dict import dataclass_from_dict
 from teleop.command import TeleopCommand
 
 
@@ -44,11 +45,7 @@ class TeleopMapping:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TeleopMapping":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"mapping: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d, "mapping")
 
     @property
     def remap(self) -> np.ndarray:

@@ -23,7 +23,7 @@ This policy runs where torch runs (a GPU box); the robot's ONNX artifact comes f
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch import nn
 
 from learning.policy.base import PolicyInputError, PolicyMixin
 from learning.policy.tokenizers import ActionTokenizer
+from robot.config_dict import dataclass_from_dict
 
 ADAPTER_FILE = "wvl_vla.json"
 
@@ -67,15 +68,7 @@ class HFVLAConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HFVLAConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"{ADAPTER_FILE}: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        d = dict(d)
-        for k in ("action_token_ids", "instructions", "state_features"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, ADAPTER_FILE)
 
 
 class HFVLA(nn.Module, PolicyMixin):

@@ -23,7 +23,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from learning.data.store import EpisodeStore
 from learning.data.windows import WindowDataset, WindowSpec
 from learning.distributed import Dist, current, distributed_session, wrap_policy
+from robot.config_dict import dataclass_from_dict
 from robot.console import print_table
 from robot.episode import OUTCOMES
 from robot.state import DEFAULT_POLICY_STATE, check_state_features, state_matrix
@@ -156,29 +157,16 @@ class SFTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SFTConfig":
         d = dict(d)
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"sft config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        for k in ("outcomes", "state_features", "extra_stores"):
-            if k in d:
-                d[k] = tuple([d[k]] if isinstance(d[k], str) else (d[k] or ()))
+        for k in ("outcomes", "state_features", "extra_stores"):  # one name may be given alone
+            if isinstance(d.get(k), str):
+                d[k] = (d[k],)
+            elif k in d and d[k] is None:
+                d[k] = ()
         if "model" in d and not isinstance(d["model"], CompactModelConfig):
-            m = dict(d["model"] or {})
-            if "conv_channels" in m:
-                m["conv_channels"] = tuple(m["conv_channels"])
-            d["model"] = _sub(CompactModelConfig, m, "model")
+            d["model"] = dataclass_from_dict(CompactModelConfig, d["model"], "model")
         if "hf" in d and not isinstance(d["hf"], HFConfig):
-            d["hf"] = _sub(HFConfig, dict(d["hf"] or {}), "hf")
-        return cls(**d)
-
-
-def _sub(cls, d: dict, prefix: str):
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"{prefix}: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-    return cls(**d)
+            d["hf"] = dataclass_from_dict(HFConfig, d["hf"], "hf")
+        return dataclass_from_dict(cls, d, "sft config")
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -41,7 +41,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,6 +51,7 @@ import torch
 from learning.distributed import Dist, current, distributed_session, wrap_policy
 from learning.rl.grpo_math import LOSS_NORMS, clipped_token_loss, group_advantages, kl_to_reference, trajectory_token_weights
 from learning.rl.imagination import play
+from robot.config_dict import dataclass_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,7 @@ class GRPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GRPOConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"grpo config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "grpo config")
 
 
 @dataclass

@@ -7,9 +7,10 @@ under a different architecture config is refused with the differing fields named
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from robot.config_dict import dataclass_from_dict
 from robot.state import DEFAULT_POLICY_STATE, check_state_features
 
 # The tiny Cosmos transformer that trains on a 2-core CPU in minutes. Same class as the 2B model
@@ -156,11 +157,7 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"world model config: unknown field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "world model config")
 
 
 def config_mismatch(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -238,12 +235,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"train config: unknown field(s) {unknown}; valid: {sorted(names)}")
-        d = dict(d)
-        for k in ("outcomes", "mix"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "train config")

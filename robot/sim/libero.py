@@ -38,15 +38,16 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robot.arms.base import ArmLimits, ArmState
-from robot.sim.devices import SimulatedArm, SimulatedCamera
+from robot.config_dict import dataclass_from_dict
 from robot.errors import DeviceNotConnectedError
+from robot.sim.devices import SimulatedArm, SimulatedCamera
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +174,10 @@ class LiberoConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LiberoConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"sim config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
         d = dict(d)
         if "task" in d:
             d["task"] = resolve_task(d.get("suite", cls.suite), d["task"])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "sim config")
 
     @property
     def task_name(self) -> str:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from robot.arms.base import ArmLimits, ArmState
-from robot.sim.devices import SimulatedArm, SimulatedCamera
+from robot.config_dict import dataclass_from_dict
 from robot.errors import DeviceNotConnectedError
+from robot.sim.devices import SimulatedArm, SimulatedCamera
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,7 @@ class ManiSkillConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ManiSkillConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"sim config: unknown keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "sim config")
 
     @property
     def instruction(self) -> str:
