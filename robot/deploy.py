@@ -35,7 +35,7 @@ def deploy(c: dict[str, Any], rig, runner, stop: threading.Event | None = None) 
     from robot import wire
     from robot.link.outbox import Outbox
     from robot.link.policy_inbox import PolicyInbox
-    from robot.main import play_episodes
+    from robot.rig import play_episodes
 
     d = c["deploy"]
     lk = c["link"]

@@ -22,18 +22,17 @@ from __future__ import annotations
 import importlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from robot.arms.base import Arm
 from robot.cameras import make_camera
-from robot.cameras.base import Camera
 from robot.cameras.group import CameraGroup
 from robot.console import print_table
 from robot.control import make_clock
+from robot.rig import Rig, play_episodes
 from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyConfig, SafetyFilter
 from robot.sinks import EpisodeSink, FolderSink
@@ -43,19 +42,6 @@ log = logging.getLogger(__name__)
 RIGS = ("sim", "dry", "custom")
 SOURCES = ("policy", "scripted", "teleop")
 DEVICES = ("scripted", "keyboard", "spacemouse", "gamepad")
-
-
-@dataclass
-class Rig:
-    arm: Arm
-    cameras: dict[str, Camera]
-    instruction: str
-    # reset_scene(i, stride=1) -> the seed played: episode i's scene (sim: seed + i, replaced by + stride while
-    # it is solved at reset, robot.sim.rollout.reset_unsolved; a real rig asks the operator)
-    reset_scene: Callable[..., int | None]
-    success: Callable[[], bool] | None
-    close: Callable[[], None]
-    sim: Any = None  # robot.sim.maniskill.ManiSkillSim for the simulated rig
 
 
 def _import(target: str) -> Any:
@@ -259,19 +245,6 @@ def main(cfg: DictConfig, mode: str | None = None) -> int:
         cams.disconnect()
         rig.close()
         close_sink()
-
-
-def play_episodes(rig: Rig, runner: EpisodeRunner, source, n: int, first: int = 0, *, meta: dict[str, Any] | None = None,
-                  info: dict[str, Any] | None = None, stop: Callable[[], bool] | None = None) -> Iterator[tuple[int, Any]]:
-    """The robot process's episode loop (`wvl robot run` and `wvl robot deploy`): episode i of ``n`` resets scene
-    ``first + i`` (sim: seed + first + i, a scene solved at reset replaced by + n, as `wvl eval-policy` does:
-    robot.sim.rollout) and runs one episode of ``source``. Yields (i, EpisodeResult); stops early when ``stop()``."""
-    for i in range(n):
-        if stop is not None and stop():
-            return
-        played = rig.reset_scene(first + i, n)
-        ep_info = {**(info or {}), **({"seed": played} if played is not None else {})}
-        yield i, runner.run(source, rig.instruction, success=rig.success, info=ep_info, **(meta or {}))
 
 
 def _collect(c, rig: Rig, runner: EpisodeRunner, mapping, sink, realtime: bool) -> int:

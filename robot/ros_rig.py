@@ -1,12 +1,12 @@
 """A simulated rig reached over ROS 2 topics (rclpy-free; `robot.nodes.policy_node` in ``mode: deploy`` is its shell).
 
-`wvl robot deploy` plays each evaluation episode on a `robot.main.Rig`: ``reset_scene(i, stride)`` puts scene i in
+`wvl robot deploy` plays each evaluation episode on a `robot.rig.Rig`: ``reset_scene(i, stride)`` puts scene i in
 front of the arm and returns the seed played, ``success()`` is the simulator's task flag. Behind ROS 2 the simulator
 is `robot.nodes.sim_arm_node` (a `robot.arms.sim_driver.SimArmDriver`), reached through two topics: the driver's
 event topic (``reset <seed> <stride>``: `robot.sim.rollout.reset_unsolved` there, solved-at-reset scenes replaced by
 seed + stride, ...) and its status topic (JSON every period and after every command: seed, resets, step, success,
 commands received, instruction). `SimTopics` is that client; `ros_sim_rig` makes the `Rig` whose arm and camera are
-the policy node's `TopicArm` / `TopicCamera`, so `robot.deploy.deploy` -> `robot.main.play_episodes` ->
+the policy node's `TopicArm` / `TopicCamera`, so `robot.deploy.deploy` -> `robot.rig.play_episodes` ->
 `robot.runner.EpisodeRunner` run unchanged: same seeds, same success rule, same Episode fields as on the
 in-process simulated rig.
 
@@ -131,8 +131,8 @@ def wait_fresh(arm: Any, cameras: dict[str, Any], stamp: float, timeout_s: float
 
 def ros_sim_rig(arm: Any, cameras: dict[str, Any], sim: SimTopics, instruction: str, *, seed_base: int = 0,
                 fresh_timeout_s: float = 5.0):
-    """A `robot.main.Rig` over topics: scene i is ``seed_base + i`` on the driver (solved ones replaced by + stride)."""
-    from robot.main import Rig
+    """A `robot.rig.Rig` over topics: scene i is ``seed_base + i`` on the driver (solved ones replaced by + stride)."""
+    from robot.rig import Rig
 
     def reset_scene(i: int, stride: int = 1) -> int:
         played, stamp = sim.reset(seed_base + int(i), stride)

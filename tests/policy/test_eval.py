@@ -78,7 +78,7 @@ def test_evaluate_policy_on_the_simulated_robot(tmp_path):
 @pytest.mark.slow
 def test_eval_policy_and_the_robot_process_play_the_same_rollouts(tmp_path):
     """`wvl eval-policy` and the robot process (`wvl robot run`; `wvl robot deploy`, the loop's robot, runs the same
-    `robot.main.play_episodes`) on the same seeds: the same scenes, the same actions step for step through the
+    `robot.rig.play_episodes`) on the same seeds: the same scenes, the same actions step for step through the
     same safety filter, and the same success labels (robot.sim.rollout: the flag at the episode's end)."""
     pytest.importorskip("mani_skill")
     from learning.cli import main

@@ -135,6 +135,34 @@ def test_robot_and_teleop_never_import_torch_learning_or_rclpy_outside_nodes():
                 assert "rclpy" not in names, f"{rel} imports rclpy"
 
 
+# The application layer: entry points and the process graph that compose devices, teleop and calibration into a
+# running robot process.
+# (ROS 2 node shells stay in robot/nodes/, the one place rclpy may be imported.)
+APPLICATION = ("robot/main.py", "robot/deploy.py", "robot/ros_graph.py", "robot/nodes/")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return names | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
+def test_the_base_layers_never_import_the_application_layer():
+    """robot/ (but its application layer), teleop/ and calibration/ import nothing above them: no entry point, no
+    node shell; robot's base imports neither teleop nor calibration (they build on it, not it on them)."""
+    app_modules = ("robot.main", "robot.deploy", "robot.ros_graph", "robot.nodes")
+    for pkg in ("robot", "teleop", "calibration"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(APPLICATION):
+                continue
+            names = _imports(path)
+            up = {n for n in names if n.startswith(app_modules)}
+            if pkg == "robot":
+                up |= {n for n in names if n.split(".")[0] in ("teleop", "calibration")}
+            assert not up, f"{rel} imports {sorted(up)}, above its layer"
+
+
 # ---------------------------------------------------------------------------------------------- collector logic
 class Clock:
     def __init__(self):
