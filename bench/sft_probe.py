@@ -169,9 +169,7 @@ def offline(policy_dir: str, store_dir: str, n_episodes: int) -> None:
 
     @torch.no_grad()
     def run(d):  # -> greedy chunks (N, K, D), aux estimates in metres (N, AUX_DIM)
-        outs = [policy.logits_and_aux(policy._images(d.images[s:s + 256], policy.image_hw),
-                                      policy.encode_instructions(d.instructions[s:s + 256]),
-                                      policy._states(d.states[s:s + 256] if feats else None, len(d.images[s:s + 256])))
+        outs = [policy.logits_and_aux_from(d.images[s:s + 256], d.instructions[s:s + 256], d.states[s:s + 256] if feats else None)
                 for s in range(0, len(d), 256)]
         greedy = policy.tokens_to_actions(torch.cat([o[0] for o in outs]).argmax(-1)).numpy()
         return greedy, torch.cat([o[1] for o in outs]).numpy() * aux_std + aux_mean

@@ -299,6 +299,13 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         ids = self.word_tokenizer.encode_batch(instructions, self.config.max_instruction_len)
         return torch.from_numpy(ids).to(self._device())
 
+    def logits_and_aux_from(self, images, instructions, states=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`logits_and_aux` on the policy interface's inputs (checked): (B, H, W, 3) uint8 images, B instructions (or
+        one), (B, S) robot states for a state-input policy. What SFT trains and the probes read."""
+        imgs = self._images(images, self.image_hw)
+        words = self.encode_instructions(self._instructions(instructions, imgs.shape[0]))
+        return self.logits_and_aux(imgs, words, self._states(states, imgs.shape[0]))
+
     def _context_logits(self, images, instructions, states=None) -> torch.Tensor:
         imgs = self._images(images, self.image_hw)
         words = self.encode_instructions(self._instructions(instructions, imgs.shape[0]))

@@ -347,9 +347,7 @@ def sft_aux_loss(policy, images: np.ndarray, instructions: list[str], chunks: np
     With ``label_sigma_bins`` > 0 the action loss is the cross-entropy against a Gaussian over the bins around the
     demonstrated one: neighbouring bins are neighbouring actions, which one-hot targets do not say, so a small
     data set teaches a 256-way head to regress (the greedy action is still the argmax bin)."""
-    imgs = policy._images(images, policy.image_hw)
-    st = policy._states(_states_or_none(policy, states), imgs.shape[0])
-    logits, pred = policy.logits_and_aux(imgs, policy.encode_instructions(instructions), st)
+    logits, pred = policy.logits_and_aux_from(images, instructions, _states_or_none(policy, states))
     tokens = policy.actions_to_tokens(chunks).to(logits.device)
     logp_all = torch.log_softmax(logits, dim=-1)  # (B, K * D, V)
     logp = logp_all.gather(-1, tokens[..., None]).squeeze(-1)  # (B, K * D)
