@@ -30,7 +30,8 @@ On several ranks (torchrun, learning/distributed.py) the same step is computed, 
 rank imagines ``starts_per_step / world_size`` whole groups (a group is never split, so its statistics are
 local), every rollout keeps the world-model noise and policy draws it has in a 1-process run, the minibatches
 are the 1-process run's minibatches of decisions with each rank computing the loss of the decisions it holds, and
-the policy's gradients are reduced once per optimizer step (FSDP2).
+the policy's gradients are reduced once per optimizer step (FSDP2). The bookkeeping that makes it so lives in
+learning/rl/grpo_ranks.py; `grpo_update` itself reads as the single-process step.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ import numpy as np
 import torch
 
 from learning.distributed import Dist, current, distributed_session, wrap_policy
-from learning.rl.grpo_math import LOSS_NORMS, clipped_token_loss, group_advantages, kl_to_reference, trajectory_token_weights
+from learning.rl.grpo_math import LOSS_NORMS, clipped_token_loss, group_advantages, kl_to_reference
+from learning.rl.grpo_ranks import KeptDecisions, skip_draws
 from learning.rl.imagination import play
 from robot.config_dict import dataclass_from_dict
 
@@ -134,16 +136,6 @@ class Rollouts:
         return self.success
 
 
-def _skip_draws(policy, generator: torch.Generator, rollouts: int) -> None:
-    """Advance ``generator`` past the sampling draws of ``rollouts`` rollouts of other ranks. The compact VLA draws one
-    uniform per action token and bin per rollout, and torch fills a tensor from its CPU generator in order, so a rank
-    that skips the rows before its own draws exactly what a 1-process run draws for them (other policies and CUDA
-    generators: still a fresh stream per rank, just not the 1-process one)."""
-    if rollouts:
-        torch.rand((rollouts, policy.chunk_length * policy.action_dim, policy.action_tokenizer.n_bins),
-                   generator=generator, device=generator.device)
-
-
 @torch.no_grad()
 def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOConfig, generator: torch.Generator,
             dist: Dist | None = None, start_states: np.ndarray | None = None, reckoner=None) -> Rollouts:
@@ -163,9 +155,9 @@ def imagine(policy, env, start_frames: np.ndarray, instruction: str, cfg: GRPOCo
     images, tokens, logps, traj, states = [], [], [], [], []
 
     def act(obs: np.ndarray, st: np.ndarray | None, alive: np.ndarray) -> np.ndarray:
-        _skip_draws(policy, generator, first)  # the rollouts of lower ranks
+        skip_draws(policy, generator, first)  # the rollouts of lower ranks
         chunks, tok, _ = policy.sample(obs, instruction, temperature=cfg.temperature, generator=generator, states=st)
-        _skip_draws(policy, generator, n * dist.world_size - first - n)  # ... and of higher ranks
+        skip_draws(policy, generator, n * dist.world_size - first - n)  # ... and of higher ranks
         # the per-token log-probs of exactly what was drawn, at the sampling temperature (the PPO "old" policy)
         lp = policy.token_log_probs(obs, instruction, tok, temperature=cfg.temperature, states=st)
         images.append(obs[alive])
@@ -206,30 +198,20 @@ def _imagined_states(policy, start_states: np.ndarray | None, reckoner, n: int, 
     return st
 
 
-def decision_order(ro: Rollouts, dist: Dist) -> tuple[np.ndarray, np.ndarray]:
-    """Where this rank's decisions stand in the 1-process run's decision list (chunk by chunk, trajectories in order
-    within a chunk), and how many decisions there are in all: -> (position of each local decision (N,), N_global).
-    One all-gather of (chunk, trajectory) pairs; on one process the identity."""
-    n_traj = len(ro.success)
-    chunk = np.cumsum(np.r_[0, np.diff(ro.traj) <= 0])  # a chunk's alive trajectories are listed in increasing order
-    keys, counts = dist.all_gather_rows(np.stack([chunk, ro.traj + dist.rank * n_traj], 1))  # (N_global, 2)
-    pos = np.empty(len(keys), np.int64)
-    pos[np.lexsort((keys[:, 1], keys[:, 0]))] = np.arange(len(keys))
-    mine = int(counts[:dist.rank].sum())
-    return pos[mine:mine + len(ro.traj)], len(keys)
-
-
 def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConfig, ref_policy=None,
                 generator: np.random.Generator | None = None, dist: Dist | None = None) -> dict[str, float]:
     """Group-relative advantages from ``ro`` and ``cfg.epochs`` passes of the clipped token loss.
     With ``dist``, ``ro`` holds this rank's whole groups; the minibatches are drawn over the decisions of all ranks
-    and the returned statistics are those of the whole step (see the module docstring)."""
+    and the returned statistics are those of the whole step (see the module docstring and learning/rl/grpo_ranks.py)."""
     dist = dist or Dist()
     rng = generator or np.random.default_rng(cfg.seed)
+
+    # 1. advantages: group-relative trajectory rewards; every decision takes its trajectory's, flat groups drop out
     rewards = torch.as_tensor(ro.rewards(cfg.reward)).reshape(-1, cfg.group_size)  # (S, G): whole groups on every rank
     adv_traj, informative = group_advantages(rewards, scale=cfg.reward == "success")
-    adv = adv_traj.reshape(-1)[torch.as_tensor(ro.traj)]  # (N,) each decision takes its trajectory's advantage
-    keep = informative.repeat_interleave(cfg.group_size)[torch.as_tensor(ro.traj)]  # drop decisions of flat groups
+    adv = adv_traj.reshape(-1)[torch.as_tensor(ro.traj)]  # (N,)
+    keep_traj = informative.repeat_interleave(cfg.group_size)  # (n_traj,)
+    keep = keep_traj[torch.as_tensor(ro.traj)]  # (N,)
     tot = dist.all_sum([ro.success.sum(), len(ro.success), float(informative.sum()), len(informative), len(ro.traj),
                         ro.chunks_played.sum(), float(adv[keep].abs().sum()), float(keep.sum())])
     stats: dict[str, float] = {
@@ -238,56 +220,27 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
         "decisions": float(tot[4]),
         "chunks_per_trajectory": float(tot[5] / tot[1]),
     }
-    pos, n_global = decision_order(ro, dist)
-    kept = np.zeros(n_global, bool)
-    kept[pos[keep.numpy()]] = True
-    kept = dist.all_sum(kept) > 0
-    sel = np.flatnonzero(kept)  # kept decisions, numbered as in the 1-process run
-    if len(sel) == 0:  # every group agreed: nothing to learn from this batch
+
+    # 2. the batch: the kept decisions and the weight of each of their tokens in the loss (cfg.loss_norm)
+    n_tokens = ro.tokens.shape[1]  # L = K * D tokens per decision
+    batch = KeptDecisions.gather(ro.traj, keep.numpy(), keep_traj.numpy(), n_tokens, cfg.loss_norm,
+                                 cfg.horizon_chunks * n_tokens, dist)
+    if len(batch.selected) == 0:  # every group agreed: nothing to learn from this batch
         stats.update(loss=0.0, clip_fraction=0.0, approx_kl=0.0, entropy=float("nan"), updated=0.0, adv_abs_mean=0.0,
                      optimizer_steps=0.0)
         return stats
-    local_of = np.full(n_global, -1)
-    local_of[pos] = np.arange(len(pos))  # global decision -> this rank's row (-1: another rank's)
 
-    # The weight of every token in the batch's loss L = 1/n * sum_i 1/D_i * sum_{t in traj i} l_t over the n kept
-    # trajectories (grpo_math LOSS_NORMS: D_i per cfg.loss_norm). Trajectories are whole on a rank, but the token
-    # mean's D_i is a mean over all of them: the kept lengths of every rank are gathered.
-    n_tokens = ro.tokens.shape[1]  # L = K * D tokens per decision
-    keep_traj = informative.repeat_interleave(cfg.group_size).numpy()  # (n_traj,)
-    lengths = np.bincount(ro.traj, minlength=len(ro.success))[keep_traj] * n_tokens  # (n_kept,) T_i, tokens played
-    all_lengths, counts = dist.all_gather_rows(lengths[:, None])  # (n_kept_global, 1)
-    divisors = LOSS_NORMS[cfg.loss_norm](torch.as_tensor(all_lengths[:, 0]), cfg.horizon_chunks * n_tokens)
-    mine = int(counts[:dist.rank].sum())
-    traj_weight = torch.zeros(len(ro.success))
-    traj_weight[torch.as_tensor(keep_traj)] = trajectory_token_weights(divisors)[mine:mine + len(lengths)].float()
-    token_weight = traj_weight[torch.as_tensor(ro.traj)]  # (N,) weight of each token of a decision in the batch's loss
-
+    # 3. cfg.epochs passes of minibatch PPO-clip steps (+ KL to the SFT policy when cfg.kl_coef > 0)
     policy.train()
     totals = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0, "kl_ref": 0.0}
     n_mb = 0
     for _ in range(cfg.epochs):
-        order = rng.permutation(sel)
-        # about-equal minibatches of at most cfg.minibatch decisions: 70 decisions with minibatch 64 are 35 + 35, not
-        # 64 + a 6-decision step; fewer than cfg.minibatch are one minibatch (and still cfg.epochs steps).
-        for mb_global in np.array_split(order, math.ceil(len(order) / cfg.minibatch)):
-            mb = local_of[mb_global]
-            mb = mb[mb >= 0]  # the decisions of this minibatch that this rank holds
-            # A rank holding none still runs the (sharded) network on one row, weighted 0: every rank takes part in
-            # every all-gather and gradient reduction.
-            w = dist.share(len(mb), len(mb_global))
-            holds = len(mb) > 0
-            if not holds:
-                mb = np.zeros(1, np.int64)
-            images = ro.images[mb]
-            tokens = ro.tokens[mb]
+        for mb, share, scale in batch.minibatches(rng, cfg.minibatch):
+            images, tokens = ro.images[mb], ro.tokens[mb]
             st = None if ro.states is None else ro.states[mb]
             new_logp = policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)  # (b, L)
             mask = torch.ones_like(new_logp)
-            # The minibatch's loss estimates the whole batch's: its tokens' weights x (kept decisions / minibatch size)
-            # (for the token mean: the minibatch's token mean). Each rank sums the tokens it holds.
-            scale = len(sel) / len(mb_global) if holds else 0.0
-            weights = (token_weight[mb] * scale)[:, None].to(new_logp.device) * mask  # (b, L)
+            weights = (batch.token_weight[mb] * scale)[:, None].to(new_logp.device) * mask  # (b, L)
             loss, s = clipped_token_loss(new_logp, ro.old_logp[mb].to(new_logp.device), adv[mb].to(new_logp.device), mask,
                                          cfg.clip_low, cfg.clip_high, weights)
             if cfg.kl_coef > 0 and ref_policy is not None:
@@ -295,7 +248,7 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
                     ref_logp = ref_policy.token_log_probs(images, instruction, tokens, temperature=cfg.temperature, states=st)
                 kl = (kl_to_reference(new_logp, ref_logp) * weights).sum()  # the same normalisation as the PG term
                 loss = loss + cfg.kl_coef * kl
-                totals["kl_ref"] += float(kl) * dist.world_size
+                totals["kl_ref"] += float(kl.detach()) * dist.world_size
             optimizer.zero_grad(set_to_none=True)
             # the ranks' partial sums add up to the minibatch's loss; gradients are rank-averaged, hence x world_size
             (loss * dist.world_size if dist.world_size > 1 else loss).backward()
@@ -304,12 +257,12 @@ def grpo_update(policy, optimizer, ro: Rollouts, instruction: str, cfg: GRPOConf
             with torch.no_grad():
                 ent = policy.entropy(images, instruction, temperature=cfg.temperature, states=st).mean()
             totals["loss"] += float(loss.detach()) * dist.world_size  # (the sums below are divided by world_size)
-            totals["clip_fraction"] += float(s["clip_fraction"]) * w
-            totals["approx_kl"] += float(s["approx_kl"]) * w
-            totals["entropy"] += float(ent) * w
+            totals["clip_fraction"] += float(s["clip_fraction"]) * share
+            totals["approx_kl"] += float(s["approx_kl"]) * share
+            totals["entropy"] += float(ent) * share
             n_mb += 1
     policy.eval()
-    summed = dist.all_sum([totals[k] for k in totals]) / dist.world_size  # w sums to world_size per minibatch
+    summed = dist.all_sum([totals[k] for k in totals]) / dist.world_size  # shares sum to world_size per minibatch
     stats.update({k: float(v) / n_mb for k, v in zip(totals, summed)})
     stats["updated"] = 1.0
     stats["optimizer_steps"] = float(n_mb)
