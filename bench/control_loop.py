@@ -23,7 +23,6 @@ import argparse
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

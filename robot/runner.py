@@ -35,7 +35,7 @@ reason in ``info["end_reason"]`` - a recorded episode is never lost.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np

@@ -9,7 +9,6 @@ buttons; and event buttons (fired on the press edge, so holding a button gives o
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence

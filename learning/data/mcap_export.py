@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot import rosmsg

@@ -44,7 +44,7 @@ from learning.data.store import EpisodeStore
 from learning.data.video import encode_video
 from learning.data.windows import held_actions
 from learning.eval.alignment import CLASS_SHORT, LABELLED, alignment_by_class, format_class_cell
-from learning.eval.success_classifier import SuccessClassifier, real_frames, train_success_classifier
+from learning.eval.success_classifier import SuccessClassifier, train_success_classifier
 from learning.eval.video_metrics import psnr, ssim
 from learning.world_model.env import WorldModelEnv
 from learning.world_model.model import WorldModel, load_world_model

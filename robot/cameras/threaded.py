@@ -164,7 +164,7 @@ class ThreadedCamera(Camera):
         with self._new:
             if not self._connected:
                 raise DeviceNotConnectedError(f"camera {self.name}: not connected")
-            ok = self._new.wait_for(lambda: self._pending or self._error is not None, timeout=timeout)
+            self._new.wait_for(lambda: self._pending or self._error is not None, timeout=timeout)
             if self._pending:  # frames taken before an error are still delivered, in order
                 frame = self._pending.popleft()
                 self._last_returned = frame.index

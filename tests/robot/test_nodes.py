@@ -15,7 +15,7 @@ from robot.cameras.topic import TopicCamera
 from robot.collector import CollectorConfig, StreamCollector
 from robot.control import MonotonicClock
 from robot.errors import DeviceNotConnectedError
-from robot.nodes.config import (NODE_CONFIGS, CollectorNodeConfig, PolicyNodeConfig, config_from_node, declare_config,
+from robot.nodes.config import (NODE_CONFIGS, PolicyNodeConfig, config_from_node, declare_config,
                                 load_params_file, parameter_defaults)
 from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyConfig, SafetyFilter

@@ -3,7 +3,6 @@ launch files share, the simulated arm driver's twist/timeout semantics, teleop s
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import socket

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from robot.arms.base import ArmLimits
 from robot.nodes.config import load_params_file
 from robot.safety import SafetyConfig, SafetyFilter
 from robot.sim import rollout

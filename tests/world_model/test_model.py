@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
-from learning.world_model.config import TrainConfig, WorldModelConfig
+from learning.world_model.config import TrainConfig
 from learning.world_model.flow import flow_target, noisy_latents
 from learning.world_model.model import CheckpointMismatchError, WorldModel, load_world_model
 from learning.world_model.train import training_step
