@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from learning.data.store import EpisodeStore
+from robot.sim.registry import sim_kind
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def check_controls(c: dict[str, Any]) -> None:
                          "(e.g. controls=[oracle,filtered_bc])")
     if len(set(names)) != len(names):
         raise ValueError(f"controls: {list(names)} names a control twice")
-    if "oracle" in names and ((c["sim"].get("kind") or "maniskill") != "maniskill" or c["robot"]["kind"] == "external"):
+    if "oracle" in names and (sim_kind(c["sim"]) != "maniskill" or c["robot"]["kind"] == "external"):
         raise ValueError("controls: 'oracle' plays GRPO's rollouts on the simulated robot: it needs sim=maniskill and "
                          "robot.kind sim or ros")
 

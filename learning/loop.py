@@ -40,6 +40,7 @@ from learning.data.store import EpisodeStore
 from learning.eval.stats import SuccessRate
 from learning.report import LoopReport, side_by_side
 from robot.console import console, print_table
+from robot.sim.registry import sim_kind
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def _container(cfg: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- cached stages
 def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
     """The SANS demos (scripted success + near-success on the simulated robot), collected once per config."""
-    from learning.data.collect import make_sim_robot, sans_collector
+    from learning.data.collect import sans_collector
+    from robot.sim.registry import make_sim_robot
 
     collect_sans, CollectStats = sans_collector(c["sim"])
 
@@ -79,9 +81,9 @@ def ensure_sans(c: dict[str, Any], cache: Path) -> EpisodeStore:
     from robot.sim.expert import EXPERT_VERSION
 
     offsets = {k: s[k] for k in ("near_success_offsets", "success_place_offset") if s.get(k) is not None}
-    if offsets and (c["sim"].get("kind") or "maniskill") != "maniskill":
+    if offsets and sim_kind(c["sim"]) != "maniskill":
         raise ValueError(f"sans: {sorted(offsets)} move the scripted ManiSkill expert's targets; sim={c['sim'].get('kind')} has none")
-    robot = make_sim_robot(OmegaConf.create(c["sim"]), c["task"])  # lazy: the simulator opens on connect
+    robot = make_sim_robot(c["sim"], c["task"])  # lazy: the simulator opens on connect
     # The scene in effect joins the key: a task's defaults (framing, workspace) can change with the code.
     scene = {"camera": robot.config.camera_info(), **getattr(robot.config, "workspace_info", dict)()}
     # (options left at null stay out of the key: stores collected before they existed are still found)
@@ -367,10 +369,10 @@ def check_config(c: dict[str, Any]) -> None:
     check_controls(c)
     if c["robot"]["kind"] not in ("sim", "ros", "external"):
         raise ValueError(f"robot.kind: {c['robot']['kind']!r} is not 'sim', 'ros' or 'external'")
-    if c["robot"]["kind"] == "ros" and ((c["sim"].get("kind") or "maniskill") != "maniskill" or c["robot"].get("overrides")):
+    if c["robot"]["kind"] == "ros" and (sim_kind(c["sim"]) != "maniskill" or c["robot"].get("overrides")):
         raise ValueError("robot.kind: 'ros' (the robot side as ROS 2 nodes: sim_arm_node + policy_node) runs the ManiSkill "
                          "simulator only and takes no robot.overrides (those are `wvl robot deploy` options; robot.kind=sim)")
-    if (c["sim"].get("kind") or "maniskill") == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
+    if sim_kind(c["sim"]) == "libero" and c["eval_seed"] + c["eval_episodes"] > 50:
         raise ValueError(f"eval_seed/eval_episodes: LIBERO has 50 fixed initial states per task; episodes "
                          f"{c['eval_seed']}..{c['eval_seed'] + c['eval_episodes'] - 1} do not fit (use preset=libero)")
     if c["world_model"].get("pretrained") == "required":

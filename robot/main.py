@@ -35,6 +35,7 @@ from robot.control import make_clock
 from robot.rig import Rig, play_episodes
 from robot.runner import EpisodeRunner, RunnerConfig
 from robot.safety import SafetyConfig, SafetyFilter
+from robot.sim.registry import make_sim_robot, sim_kind
 from robot.sinks import EpisodeSink, FolderSink
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,7 @@ def build_rig(cfg: dict[str, Any]) -> Rig:
         sim_cfg = dict(cfg["sim"])
         if sim_cfg.get("max_steps") is None:
             sim_cfg.pop("max_steps", None)  # the simulator's own default
-        if sim_cfg.pop("kind", "maniskill") == "libero":  # the paper's benchmark; reset(i) = the task's initial state i
-            from robot.sim.libero import LiberoConfig, LiberoRobot
-
-            robot = LiberoRobot(LiberoConfig.from_dict(sim_cfg))
-        else:
-            from robot.sim.maniskill import ManiSkillConfig, SimRobot
-
-            robot = SimRobot(ManiSkillConfig.from_dict(sim_cfg))
+        robot = make_sim_robot(sim_cfg)  # libero: reset(i) = the task's initial state i
         robot.connect()
         from robot.sim.rollout import reset_unsolved
 
@@ -151,7 +145,7 @@ def build_device(cfg: dict[str, Any], rig: Rig, mapping, hz: float):
 
 def _sim_safety_overrides(c: dict[str, Any]) -> dict[str, Any]:
     """The simulator's own workspace box (LIBERO's scene is not ManiSkill's table; robot.sim.rollout)."""
-    if c["rig"] != "sim" or (c["sim"].get("kind") or "maniskill") != "libero":
+    if c["rig"] != "sim" or sim_kind(c["sim"]) != "libero":
         return {}
     from robot.sim.libero import LiberoConfig
 

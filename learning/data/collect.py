@@ -10,28 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore, VideoSettings
 from robot.console import print_table, progress
+from robot.sim.registry import make_sim_robot, sim_kind
 
 log = logging.getLogger(__name__)
 
 
-def make_sim_robot(sim_cfg: DictConfig, task: str):
-    """Build the simulated robot named by a `sim` config group (lazy: imports the simulator)."""
-    d = OmegaConf.to_container(sim_cfg, resolve=True)
-    kind = d.pop("kind", "maniskill")
-    if kind == "libero":  # task = index in sim.suite (or the task's name)
-        from robot.sim.libero import LiberoConfig, LiberoRobot
-
-        return LiberoRobot(LiberoConfig.from_dict({**d, "task": task}))
-    if kind != "maniskill":
-        raise ValueError(f"sim.kind: {kind!r} is not a known simulated robot (available: maniskill, libero)")
-    from robot.sim.maniskill import ManiSkillConfig, SimRobot
-
-    return SimRobot(ManiSkillConfig.from_dict({**d, "task": task}))
-
-
 def sans_collector(sim_cfg: DictConfig | dict):
     """(collect_sans, CollectStats) for the simulated robot named by a `sim` config group."""
-    if (sim_cfg.get("kind") or "maniskill") == "libero":  # demos or scripted successes; near-successes = perturbed replays
+    if sim_kind(sim_cfg) == "libero":  # demos or scripted successes; near-successes = perturbed replays
         from robot.sim.libero_collect import LiberoCollectStats, collect_sans
 
         return collect_sans, LiberoCollectStats
@@ -44,7 +30,7 @@ def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     collect_sans, CollectStats = sans_collector(cfg.sim)
     if cfg.success < 0 or cfg.near_success < 0:
         raise ValueError(f"success/near_success: must be >= 0, got {cfg.success}/{cfg.near_success}")
-    robot = make_sim_robot(cfg.sim, cfg.task)  # validates the task before anything is written
+    robot = make_sim_robot(OmegaConf.to_container(cfg.sim, resolve=True), cfg.task)  # validates the task before anything is written
     store = EpisodeStore(cfg.out, VideoSettings(**cfg.video))
     robot.connect()
     stats = CollectStats()
@@ -53,15 +39,15 @@ def main(cfg: DictConfig, mode: str | None = "sim") -> int:
     kinds: dict[str, int] = {}
     t0 = time.perf_counter()
     noise = float(cfg.get("action_noise", 0.0) or 0.0)
-    if noise and cfg.sim.kind != "maniskill":
+    if noise and sim_kind(cfg.sim) != "maniskill":
         raise ValueError(f"action_noise: the noisy expert (DART) exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
     gain = cfg.get("expert_gain")
-    if gain is not None and cfg.sim.kind != "maniskill":
+    if gain is not None and sim_kind(cfg.sim) != "maniskill":
         raise ValueError(f"expert_gain: the scripted expert's gain exists for the ManiSkill tasks only, not sim={cfg.sim.kind}")
     extra = {"action_noise": noise} if noise else {}
     offsets = {k: v for k, v in (cfg.get("near_success_offsets") or {}).items() if v is not None}
     success_offset = tuple(float(x) for x in (cfg.get("success_place_offset") or (0.0, 0.0)))
-    if (offsets or any(success_offset)) and cfg.sim.kind != "maniskill":
+    if (offsets or any(success_offset)) and sim_kind(cfg.sim) != "maniskill":
         raise ValueError(f"near_success_offsets/success_place_offset: the scripted expert's offsets exist for the ManiSkill "
                          f"tasks only, not sim={cfg.sim.kind}")
     if offsets:

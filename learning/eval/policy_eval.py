@@ -33,6 +33,7 @@ import numpy as np
 
 from learning.eval.stats import SuccessRate
 from robot.console import print_table, progress
+from robot.sim.registry import make_sim_robot
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +114,13 @@ def _worker_init(sim_cfg: dict, artifact: str, rig: dict, threads: int, log_leve
         torch.set_num_threads(1)
     except ImportError:
         pass
-    robot = _make_robot(sim_cfg)
+    robot = make_sim_robot(sim_cfg)
     robot.connect()
     runtime = PolicyRuntime(RigSpec.from_dict(rig), providers=["CPUExecutionProvider"], threads=threads)
     runtime.load(artifact)
     from robot.safety import SafetyConfig
 
     _W.update(robot=robot, runtime=runtime, safety=SafetyConfig.from_dict(safety))
-
-
-def _make_robot(sim_cfg: dict):
-    """The simulated robot a worker evaluates on; ``sim_cfg["kind"]`` names the simulator."""
-    d = dict(sim_cfg)
-    if d.pop("kind", "maniskill") == "libero":
-        from robot.sim.libero import LiberoConfig, LiberoRobot
-
-        return LiberoRobot(LiberoConfig.from_dict(d))
-    from robot.sim.maniskill import ManiSkillConfig, SimRobot
-
-    return SimRobot(ManiSkillConfig.from_dict(d))
 
 
 def _worker_run(job: tuple[int, int, int, RolloutConfig]) -> RolloutResult:
@@ -172,11 +161,11 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
     (default PickCube-v1). ``store``: an `EpisodeStore` to append every rollout to (source="policy", outcome
     from the simulator). ``videos``: a folder for MP4s of up to ``max_videos`` failures. ``safety``: overrides
     of the simulated rig's safety limits (`robot.sim.rollout.sim_safety_config`)."""
-    from robot.sim.rollout import sim_safety_config
     from robot.policy_artifact import read_artifact
     from robot.policy_runtime import validate_artifact
     from robot.sim.libero import LiberoConfig, load_init_states
     from robot.sim.maniskill import ManiSkillConfig
+    from robot.sim.rollout import sim_safety_config
 
     if episodes < 1 or workers < 1:
         raise ValueError(f"episodes/workers: must be >= 1, got {episodes}/{workers}")
@@ -249,11 +238,10 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
 def main(cfg, mode: str | None = None) -> int:
     from omegaconf import OmegaConf
 
-    from learning.data.collect import make_sim_robot
 
     if bool(cfg.artifact) == bool(cfg.policy):
         raise ValueError("artifact/policy: give exactly one: artifact=<exported folder> or policy=<saved policy folder>")
-    sim = make_sim_robot(cfg.sim, cfg.task).config  # validates the sim config (no simulator started here)
+    sim = make_sim_robot(OmegaConf.to_container(cfg.sim, resolve=True), cfg.task).config  # validates the sim config (no simulator started here)
     artifact = cfg.artifact
     tmp = None
     if cfg.policy:

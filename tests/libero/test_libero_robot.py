@@ -136,7 +136,7 @@ def test_unknown_suite_or_task_lists_the_valid_ones():
 
 def test_sim_libero_is_selected_by_config_only():
     from learning.cli import compose
-    from learning.data.collect import make_sim_robot
+    from robot.sim.registry import make_sim_robot
 
     cfg = compose("learning/collect", ["sim=libero", "sim.suite=libero_spatial", "task=2", "sim.wrist_camera=false"])
     robot = make_sim_robot(cfg.sim, cfg.task)  # lazy: no scene is built until connect()
