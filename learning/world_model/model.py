@@ -36,7 +36,7 @@ import logging
 import re
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
@@ -53,7 +53,6 @@ from diffusers.models.transformers.transformer_cosmos import CosmosEmbedding
 from learning.world_model.codec import PatchCodec, WanCodec
 from learning.world_model.config import TINY_TRANSFORMER, WorldModelConfig, config_mismatch
 from learning.world_model.flow import euler_step, euler_timesteps, velocity_from_x0
-from robot.state import DEFAULT_POLICY_STATE
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +212,10 @@ class WorldModelOutput:
     # `STATE_UNITS` (state_features order); None without a state head
 
 
+_D = WorldModelConfig()  # the one source of the constructor's defaults
+_WM_FIELDS = {f.name for f in fields(WorldModelConfig)}
+
+
 class WorldModel(ModelMixin, ConfigMixin):
     """Action-conditioned Cosmos world model with a reward head and a robot-state head. Construct from a `WorldModelConfig`
     (``WorldModel.from_wm_config(cfg)``), a saved folder (``load_world_model``) or a Cosmos-Predict2 folder
@@ -221,20 +224,22 @@ class WorldModel(ModelMixin, ConfigMixin):
     ignore_for_config = ["pretrained_modules"]
 
     @register_to_config
-    def __init__(self, image_size: int = 64, chunk: int = 8, n_cond: int = 1, action_dim: int = 7, codec: str = "patch",
-                 patch_factor: int = 4, patch_frames: int = 2, patch_scale: float = 2.0, transformer_kwargs: dict | None = None,
-                 vae_kwargs: dict | None = None, text_vocab: int = 4096, text_len: int = 16, action_hidden: int = 256, action_cumulative: bool = False,
-                 reward_head: bool = True, reward_hidden: int = 128, state_features: Sequence[str] = DEFAULT_POLICY_STATE,
-                 state_hidden: int = 128, prediction: str = "x0", residual: bool = True,
-                 cond_concat: bool = False, t_cond: float = 1e-4, timestep_scale: float = 1000.0,
-                 rope_fps: float | None = None, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
+    def __init__(self, image_size: int = _D.image_size, chunk: int = _D.chunk, n_cond: int = _D.n_cond,
+                 action_dim: int = _D.action_dim, codec: str = _D.codec, patch_factor: int = _D.patch_factor,
+                 patch_frames: int = _D.patch_frames, patch_scale: float = _D.patch_scale,
+                 transformer_kwargs: dict | None = None, vae_kwargs: dict | None = _D.vae_kwargs, text_vocab: int = _D.text_vocab,
+                 text_len: int = _D.text_len, action_hidden: int = _D.action_hidden,
+                 action_cumulative: bool = _D.action_cumulative, reward_head: bool = _D.reward_head,
+                 reward_hidden: int = _D.reward_hidden, state_features: Sequence[str] = _D.state_features,
+                 state_hidden: int = _D.state_hidden, prediction: str = _D.prediction, residual: bool = _D.residual,
+                 cond_concat: bool = _D.cond_concat, t_cond: float = _D.t_cond, timestep_scale: float = _D.timestep_scale,
+                 rope_fps: float | None = _D.rope_fps, pretrained_modules: dict[str, nn.Module] | None = None) -> None:
+        # The arguments are `WorldModelConfig`'s fields with its defaults (diffusers' config needs them spelled out);
+        # transformer_kwargs=None is the tiny CPU transformer.
+        given = {k: v for k, v in locals().items() if k in _WM_FIELDS}
         super().__init__()
-        cfg = WorldModelConfig(
-            image_size=image_size, chunk=chunk, n_cond=n_cond, action_dim=action_dim, codec=codec, patch_factor=patch_factor,
-            patch_frames=patch_frames, patch_scale=patch_scale, transformer_kwargs=dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
-            vae_kwargs=vae_kwargs, text_vocab=text_vocab, text_len=text_len, action_hidden=action_hidden, action_cumulative=action_cumulative, reward_head=reward_head,
-            reward_hidden=reward_hidden, state_features=tuple(state_features), state_hidden=state_hidden, prediction=prediction, residual=residual, cond_concat=cond_concat, t_cond=t_cond, timestep_scale=timestep_scale, rope_fps=rope_fps,
-        )
+        cfg = WorldModelConfig(**{**given, "transformer_kwargs": dict(transformer_kwargs if transformer_kwargs is not None else TINY_TRANSFORMER),
+                                  "state_features": tuple(state_features)})
         self.wm_config = cfg
         pre = pretrained_modules or {}
         C, D = cfg.latent_channels, cfg.hidden_size
