@@ -17,6 +17,7 @@ the image only. Image and state normalisation statistics and the word vocabulary
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +28,40 @@ from torch import nn
 
 from learning.policy.base import PolicyInputError, PolicyMixin
 from learning.policy.tokenizers import ActionTokenizer, WordTokenizer
+
+
+@dataclass(frozen=True)
+class CompactModelConfig:
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    conv_channels: tuple[int, ...] = (16, 32, 64, 128)
+    coord_channels: bool = True
+    keypoints: int = 32
+    keypoint_level: int = 0  # 0 = from the input image, i = after the i-th conv
+    action_head: str = "categorical"  # categorical | gaussian (see CompactVLA)
+    max_instruction_len: int = 24
+    fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
+    patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
+    trunk: str = "transformer"  # transformer | mlp (see CompactVLA)
+    trunk_keypoints: bool = True  # trunk=mlp reads the keypoints; false = only state + aux predictions (see CompactVLA)
+    aux_features: bool = False  # the aux head's predictions feed the fused token / mlp (see CompactVLA; needs aux_weight > 0)
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if self.keypoints < 0:
+            raise ValueError(f"model.keypoints: must be >= 0, got {self.keypoints}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+
+
+_M = CompactModelConfig()  # the one source of the architecture defaults below
 
 
 class Block(nn.Module):
@@ -63,18 +98,18 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         chunk_length: int = 8,  # K
         action_dim: int = 7,  # D
         n_bins: int = 256,  # V, uniform over [-1, 1]
-        max_instruction_len: int = 24,  # words
-        d_model: int = 128,
-        n_layers: int = 3,
-        n_heads: int = 4,
-        mlp_ratio: int = 4,
-        dropout: float = 0.0,
-        conv_channels: Sequence[int] = (16, 32, 64, 128),  # each conv halves the resolution: 64 -> 4x4 patches
-        coord_channels: bool = True,  # append x/y pixel coordinates to the input (CoordConv): easier localisation
-        keypoints: int = 32,  # spatial-softmax keypoint tokens (0 = none)
-        keypoint_level: int = 2,  # which map they come from: 0 = the input image, i = after the i-th conv
+        max_instruction_len: int = _M.max_instruction_len,  # words
+        d_model: int = _M.d_model,
+        n_layers: int = _M.n_layers,
+        n_heads: int = _M.n_heads,
+        mlp_ratio: int = _M.mlp_ratio,
+        dropout: float = _M.dropout,
+        conv_channels: Sequence[int] = _M.conv_channels,  # each conv halves the resolution: 64 -> 4x4 patches
+        coord_channels: bool = _M.coord_channels,  # append x/y pixel coordinates to the input (CoordConv): easier localisation
+        keypoints: int = _M.keypoints,  # spatial-softmax keypoint tokens (0 = none)
+        keypoint_level: int = _M.keypoint_level,  # which map they come from: 0 = the input image, i = after the i-th conv
         aux_dim: int = 0,  # training-only auxiliary targets read out of the keypoints (0 = none), see `logits_and_aux`
-        action_head: str = "categorical",  # "categorical": free logits per bin; "gaussian": a discretised Gaussian per token
+        action_head: str = _M.action_head,  # "categorical": free logits per bin; "gaussian": a discretised Gaussian per token
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),  # per channel, on [0, 1] pixels (set from the data by SFT)
         image_std: Sequence[float] = (0.25, 0.25, 0.25),
         camera: str = "front",
@@ -85,11 +120,11 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         state_features: Sequence[str] = (),  # robot.state feature names of the state input, in order; () = no state input
         state_mean: Sequence[float] | None = None,  # per feature (set from the data by SFT)
         state_std: Sequence[float] | None = None,
-        fused_token: bool = False,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
-        patch_tokens: bool = True,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
-        trunk: str = "transformer",  # "transformer" over tokens | "mlp" over [state, keypoints, instruction], see below
-        aux_features: bool = False,  # the aux head's predictions (gradient stopped) are also inputs of the fused token / mlp
-        trunk_keypoints: bool = True,  # trunk=mlp reads the keypoints; False = only [state, aux predictions, instruction]
+        fused_token: bool = _M.fused_token,  # one more token: an MLP over [normalised state, all keypoint (x, y)], see below
+        patch_tokens: bool = _M.patch_tokens,  # the conv stem's patch tokens enter the transformer; False = keypoints only, see below
+        trunk: str = _M.trunk,  # "transformer" over tokens | "mlp" over [state, keypoints, instruction], see below
+        aux_features: bool = _M.aux_features,  # the aux head's predictions (gradient stopped) are also inputs of the fused token / mlp
+        trunk_keypoints: bool = _M.trunk_keypoints,  # trunk=mlp reads the keypoints; False = only [state, aux predictions, instruction]
     ) -> None:
         super().__init__()
         if d_model % n_heads:

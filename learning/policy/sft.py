@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from learning.data.store import EpisodeStore
 from learning.data.windows import WindowDataset, WindowSpec
 from learning.distributed import Dist, current, distributed_session, wrap_policy
+from learning.policy.compact import CompactModelConfig
 from robot.config_dict import dataclass_from_dict
 from robot.console import print_table
 from robot.episode import OUTCOMES
@@ -44,37 +45,6 @@ log = logging.getLogger(__name__)
 POLICY_KINDS = ("compact", "hf")
 # SFT targets: the step column each one reads (`WindowSpec.action_column`).
 ACTION_LABELS = {"action": "action", "commanded": "extras.action_commanded", "expert_action": "extras.expert_action"}
-
-
-@dataclass(frozen=True)
-class CompactModelConfig:
-    d_model: int = 128
-    n_layers: int = 3
-    n_heads: int = 4
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    conv_channels: tuple[int, ...] = (16, 32, 64, 128)
-    coord_channels: bool = True
-    keypoints: int = 32
-    keypoint_level: int = 0  # 0 = from the input image, i = after the i-th conv
-    action_head: str = "categorical"  # categorical | gaussian (see CompactVLA)
-    max_instruction_len: int = 24
-    fused_token: bool = True  # an MLP token over [state, keypoint coordinates] (see CompactVLA)
-    patch_tokens: bool = True  # False: the image enters only through the keypoints (see CompactVLA)
-    trunk: str = "transformer"  # transformer | mlp (see CompactVLA)
-    trunk_keypoints: bool = True  # trunk=mlp reads the keypoints; false = only state + aux predictions (see CompactVLA)
-    aux_features: bool = False  # the aux head's predictions feed the fused token / mlp (see CompactVLA; needs aux_weight > 0)
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "mlp_ratio", "max_instruction_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads={self.n_heads}")
-        if self.keypoints < 0:
-            raise ValueError(f"model.keypoints: must be >= 0, got {self.keypoints}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -288,12 +258,7 @@ def build_policy(cfg: SFTConfig, demos: Demos):
     m = cfg.model
     return CompactVLA(
         vocab=WordTokenizer.build(instructions).vocab, image_size=H, chunk_length=cfg.chunk_length, action_dim=a.shape[1],
-        d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-        conv_channels=list(m.conv_channels), coord_channels=m.coord_channels, keypoints=m.keypoints,
-        keypoint_level=m.keypoint_level, action_head=m.action_head, fused_token=m.fused_token,
-        patch_tokens=m.patch_tokens, trunk=m.trunk, aux_features=m.aux_features,
-        trunk_keypoints=m.trunk_keypoints,
-        max_instruction_len=m.max_instruction_len,
+        **{**asdict(m), "conv_channels": list(m.conv_channels)},
         image_mean=px.mean(0).tolist(), image_std=np.maximum(px.std(0), 1e-3).tolist(),
         aux_dim=AUX_DIM if cfg.aux_weight > 0 and m.keypoints > 0 else 0,
         camera=cfg.camera or "front", instructions=instructions, camera_info=demos.camera_info,

@@ -19,7 +19,8 @@ def tiny_compact(image_size: int = 16, seed: int = 0, **kw) -> CompactVLA:
     torch.manual_seed(seed)
     args = dict(vocab=WordTokenizer.build([INSTRUCTION, OTHER]).vocab, image_size=image_size, chunk_length=8, action_dim=7,
                 d_model=32, n_layers=1, n_heads=2, mlp_ratio=2, conv_channels=[8, 16], keypoints=4, max_instruction_len=12,
-                instructions=[INSTRUCTION, OTHER], image_mean=[0.4, 0.4, 0.4], image_std=[0.2, 0.2, 0.2])
+                instructions=[INSTRUCTION, OTHER], image_mean=[0.4, 0.4, 0.4], image_std=[0.2, 0.2, 0.2],
+                keypoint_level=2, fused_token=False)
     args.update(kw)
     return CompactVLA(**args).eval()
 
