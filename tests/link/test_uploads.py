@@ -135,7 +135,7 @@ def test_episodes_decoding_past_the_learners_limit_are_refused(make_server, keys
 
 
 def _partial_files(server) -> set[str]:
-    return {p.name for p in server.incoming.iterdir() if p.suffix in (".part", ".state")}
+    return {p.name for p in server.ingest.incoming.iterdir() if p.suffix in (".part", ".state")}
 
 
 def test_stalled_partial_uploads_expire_unless_a_connected_robot_is_sending_them(make_server, keys):
