@@ -12,6 +12,9 @@ not across scenes, which is what `wvl eval-wm`'s AUC pools. This measures it in 
     wvl eval-wm checkpoint=<wm> store=<grouped store> classifier=<classifier> out=<eval dir> videos=0
     .venv/bin/python bench/wm_group_ranking.py score --store <grouped store> --eval <eval dir>/wm_eval.json
     # several stores judged by one world model pool into one measure: --store <a> <b> --eval <a eval> <b eval>
+    # 3. a decision threshold per score chosen on tuning evaluations (best balanced accuracy), then applied as it is
+    #    to test evaluations of the same world model on other seeds
+    .venv/bin/python bench/wm_group_ranking.py calibrate --tune <eval.json ...> --test <eval.json ...>
 
 Scores, over the groups with both a real success and a real failure (only they carry a GRPO gradient):
 - ``group_auc``: P(a real success's imagined score > a real failure's of the same group), ties half; 0.5 = chance;
@@ -25,6 +28,7 @@ nothing stops the rollout early), ``last`` the probability at the episode's last
 it knows when the real episode ended, which imagination does not), ``horizon_end`` at the horizon's last frame.
 
 Last line: episodes=... <score>_auc=... [groups=... informative=... <score>_group_auc=... <score>_sign=...]
+(calibrate: <score>_threshold=... <score>_test_balanced=... <score>_test_success=... <score>_test_other=...)
 """
 
 from __future__ import annotations
@@ -145,6 +149,46 @@ def score(args: argparse.Namespace) -> None:
     print(" ".join(out))
 
 
+def _eval_rows(paths: list[str], horizon: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    rows, thresholds = [], set()
+    for path in paths:
+        ev = json.loads(Path(path).read_text())
+        thresholds.add(ev["reward_threshold"])
+        rows += ev["episodes_detail"]
+    if len(thresholds) != 1:
+        raise ValueError(f"{paths}: the evaluations used different reward thresholds {sorted(thresholds)}")
+    threshold = thresholds.pop()
+    real = np.array([bool(r["real_success"]) for r in rows])
+    sc = [_scores(r, threshold, horizon) for r in rows]
+    return real, {n: np.array([x[n] for x in sc]) for n in SCORES}
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    """Per score: the threshold with the best balanced accuracy on --tune (a grid of 0.01), then the accuracy per class
+    it gives on --test, untouched by the choice."""
+    tune_real, tune = _eval_rows(args.tune, args.horizon)
+    test_real, test = _eval_rows(args.test, args.horizon)
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+    def accuracy(x: np.ndarray, real: np.ndarray, th: float) -> tuple[float, float]:
+        return float(np.mean((x > th)[real])), float(np.mean((x <= th)[~real]))
+
+    table, out = [], []
+    for n in SCORES:
+        if n == "any_frame":
+            continue  # already 0/1: its threshold is the evaluation's
+        best = max(grid, key=lambda th: sum(accuracy(tune[n], tune_real, th)))
+        ts, to = accuracy(tune[n], tune_real, best)
+        s_, o_ = accuracy(test[n], test_real, best)
+        table.append((n, f"{best:.2f}", f"{(ts + to) / 2:.3f} ({ts:.2f} / {to:.2f})", f"{(s_ + o_) / 2:.3f} ({s_:.2f} / {o_:.2f})",
+                      f"{np.mean((test[n] > best) == test_real):.3f}"))
+        out += [f"{n}_threshold={best:.2f} {n}_test_balanced={(s_ + o_) / 2:.3f} {n}_test_success={s_:.3f} {n}_test_other={o_:.3f}"]
+    print_table(f"thresholds chosen on {len(tune_real)} tuning episodes ({int(tune_real.sum())} successes), applied to "
+                f"{len(test_real)} test episodes ({int(test_real.sum())} successes)",
+                ["imagined score", "threshold", "tune balanced (S / other)", "test balanced (S / other)", "test overall"], table)
+    print(" ".join(out))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -163,8 +207,12 @@ def main() -> None:
     s.add_argument("--store", required=True, nargs="+", help="one or more stores (pooled)")
     s.add_argument("--eval", required=True, nargs="+", help="the wm_eval.json of `wvl eval-wm` on each --store, in the same order")
     s.add_argument("--horizon", type=int, default=40, help="frames of an imagined GRPO rollout (horizon_chunks x K)")
+    k = sub.add_parser("calibrate", help="decision thresholds chosen on tuning evaluations, applied to test evaluations")
+    k.add_argument("--tune", required=True, nargs="+", help="wm_eval.json files of the tuning episodes")
+    k.add_argument("--test", required=True, nargs="+", help="wm_eval.json files of the test episodes (other seeds)")
+    k.add_argument("--horizon", type=int, default=40, help="frames of an imagined GRPO rollout (horizon_chunks x K)")
     args = p.parse_args()
-    collect(args) if args.cmd == "collect" else score(args)
+    {"collect": collect, "score": score, "calibrate": calibrate}[args.cmd](args)
 
 
 if __name__ == "__main__":
