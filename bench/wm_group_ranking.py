@@ -15,6 +15,8 @@ not across scenes, which is what `wvl eval-wm`'s AUC pools. This measures it in 
     # 3. a decision threshold per score chosen on tuning evaluations (best balanced accuracy), then applied as it is
     #    to test evaluations of the same world model on other seeds
     .venv/bin/python bench/wm_group_ranking.py calibrate --tune <eval.json ...> --test <eval.json ...>
+    # 4. two world models judged on the same episodes: the issue's alignment of each, paired (exact McNemar)
+    .venv/bin/python bench/wm_group_ranking.py paired --a <eval.json ...> --b <eval.json ...>
 
 Scores, over the groups with both a real success and a real failure (only they carry a GRPO gradient):
 - ``group_auc``: P(a real success's imagined score > a real failure's of the same group), ties half; 0.5 = chance;
@@ -28,7 +30,8 @@ nothing stops the rollout early), ``last`` the probability at the episode's last
 it knows when the real episode ended, which imagination does not), ``horizon_end`` at the horizon's last frame.
 
 Last line: episodes=... <score>_auc=... [groups=... informative=... <score>_group_auc=... <score>_sign=...]
-(calibrate: <score>_threshold=... <score>_test_balanced=... <score>_test_success=... <score>_test_other=...)
+(calibrate: <score>_threshold=... <score>_test_balanced=... <score>_test_success=... <score>_test_other=...;
+paired: a_aligned=... b_aligned=... a_only=... b_only=... mcnemar_p=...)
 """
 
 from __future__ import annotations
@@ -189,6 +192,34 @@ def calibrate(args: argparse.Namespace) -> None:
     print(" ".join(out))
 
 
+def paired(args: argparse.Namespace) -> None:
+    """The issue's alignment (a real success imagined as one, a real failure not) of two world models on the same
+    episodes, episode by episode: the discordant pairs and the exact McNemar p-value."""
+    from math import comb
+
+    def aligned(paths: list[str]) -> tuple[list[tuple[int, int, bool]], np.ndarray]:
+        keys, flags = [], []
+        for k, path in enumerate(paths):
+            for r in json.loads(Path(path).read_text())["episodes_detail"]:
+                keys.append((k, r["episode"], bool(r["real_success"])))
+                flags.append(bool(r["reward_aligned"]))
+        return keys, np.array(flags)
+
+    ka, a = aligned(args.a)
+    kb, b = aligned(args.b)
+    if ka != kb:
+        raise ValueError("--a and --b must be evaluations of the same episodes, in the same order")
+    real = np.array([s for _, _, s in ka])
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n = a_only + b_only
+    p = min(1.0, 2 * sum(comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2 ** n) if n else 1.0
+    rows = [(name, f"{x.mean():.3f} ({int(x.sum())}/{len(x)})", f"{x[real].mean():.3f}" if real.any() else "n/a",
+             f"{x[~real].mean():.3f}" if (~real).any() else "n/a") for name, x in (("a", a), ("b", b))]
+    print_table(f"{len(a)} episodes ({int(real.sum())} real successes): a right only {a_only}, b right only {b_only}, "
+                f"exact McNemar p {p:.3g}", ["world model", "aligned", "on successes", "on the others"], rows)
+    print(f"a_aligned={a.mean():.4f} b_aligned={b.mean():.4f} a_only={a_only} b_only={b_only} mcnemar_p={p:.4g}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -211,8 +242,11 @@ def main() -> None:
     k.add_argument("--tune", required=True, nargs="+", help="wm_eval.json files of the tuning episodes")
     k.add_argument("--test", required=True, nargs="+", help="wm_eval.json files of the test episodes (other seeds)")
     k.add_argument("--horizon", type=int, default=40, help="frames of an imagined GRPO rollout (horizon_chunks x K)")
+    q = sub.add_parser("paired", help="two world models' alignment on the same episodes, paired")
+    q.add_argument("--a", required=True, nargs="+", help="wm_eval.json files of world model a")
+    q.add_argument("--b", required=True, nargs="+", help="wm_eval.json files of world model b, the same stores in the same order")
     args = p.parse_args()
-    {"collect": collect, "score": score, "calibrate": calibrate}[args.cmd](args)
+    {"collect": collect, "score": score, "calibrate": calibrate, "paired": paired}[args.cmd](args)
 
 
 if __name__ == "__main__":
