@@ -10,8 +10,8 @@ classes the ROS 2 nodes use (`robot.runner.EpisodeRunner`, `robot.safety.SafetyF
 - ``wvl robot collect``: the SANS teleop session (success / near-success about 1:1, live labels) with a
   keyboard, SpaceMouse, gamepad, or ``scripted`` (a simulated operator that follows the session's prompts).
 
-Rigs: ``sim`` (ManiSkill, built from `robot.sim.maniskill` directly; time is the simulator's own unless
-``realtime``), ``dry`` (a kinematic arm and a synthetic camera: the control stack without any simulator),
+Rigs: ``sim`` (ManiSkill, or LIBERO with ``sim.kind=libero``, built by `robot.sim.registry`; time is the simulator's
+own unless ``realtime``), ``dry`` (a kinematic arm and a synthetic camera: the control stack without any simulator),
 ``custom`` (a Python arm driver from ``arm_factory`` plus cameras from the registry, e.g. RealSense).
 Episodes go to ``sink``: ``folder`` (``<outbox>/<uuid>.episode``, atomic) or ``link`` (`robot.link.outbox.Outbox`,
 uploaded to the learner). No torch is imported except by the simulator.

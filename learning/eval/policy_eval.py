@@ -238,7 +238,6 @@ def evaluate_policy(artifact: str | Path, sim_cfg: Any = None, episodes: int = 1
 def main(cfg, mode: str | None = None) -> int:
     from omegaconf import OmegaConf
 
-
     if bool(cfg.artifact) == bool(cfg.policy):
         raise ValueError("artifact/policy: give exactly one: artifact=<exported folder> or policy=<saved policy folder>")
     sim = make_sim_robot(OmegaConf.to_container(cfg.sim, resolve=True), cfg.task).config  # validates the sim config (no simulator started here)

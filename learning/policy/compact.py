@@ -342,9 +342,7 @@ class CompactVLA(ModelMixin, ConfigMixin, PolicyMixin):
         return self.logits_and_aux(imgs, words, self._states(states, imgs.shape[0]))
 
     def _context_logits(self, images, instructions, states=None) -> torch.Tensor:
-        imgs = self._images(images, self.image_hw)
-        words = self.encode_instructions(self._instructions(instructions, imgs.shape[0]))
-        return self.logits(imgs, words, self._states(states, imgs.shape[0]))
+        return self.logits_and_aux_from(images, instructions, states)[0]
 
     @torch.no_grad()
     def sample(self, images, instructions, temperature: float = 1.0, generator: torch.Generator | None = None, states=None):
