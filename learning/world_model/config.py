@@ -25,8 +25,7 @@ TINY_TRANSFORMER: dict[str, Any] = {
     "adaln_lora_dim": 64,
     "patch_size": [1, 4, 4],  # on the 16x16 patch latent: 4x4 tokens per frame (16x16 px each)
     "rope_scale": [1.0, 1.0, 1.0],
-    # True needs torchvision's resize inside diffusers; our model installs an F.interpolate stand-in
-    # (model._install_padding_mask_resize), so both values work. The tiny model does not need the channel.
+    # True (the real checkpoints') adds an all-zero padding-mask channel; the tiny model does not need it.
     "concat_padding_mask": False,
     "extra_pos_embed_type": "learnable",
 }

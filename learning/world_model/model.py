@@ -9,24 +9,17 @@ robot-state head.
     hidden states of the last block (B, T*h'*w', D) --pool per frame, MLP--> reward logits (B, K)
                                                     --pool per frame, MLP, + linear(commands)--> robot-state change (B, K, S)
 
-How the action reaches the timestep embedding. Diffusers' Cosmos transformer computes
-``temb, embedded_timestep = self.time_embed(hidden_states, timestep)`` with a per-latent-frame timestep
-(shape (B, 1, T, 1, 1) -> (B*T,)), and every block's AdaLN turns ``embedded_timestep`` into its own shift,
-scale and gate. We replace ``time_embed`` by `ActionTimeEmbedding`, a subclass of diffusers' `CosmosEmbedding`
-that keeps the same sub-modules (so state-dict keys, and the pretrained 2B weights, load unchanged) and adds the
-per-frame action embedding to both ``temb`` (the timestep embedding proper, added to every block's shift,
-scale and gate) and ``embedded_timestep`` (which each block's AdaLN-LoRA turns into its own modulation). The
-embedding reaches it through a context manager set for the duration of one forward call. Why not the alternatives: a subclass of the transformer would copy its
-~150-line forward (and drift from diffusers); a forward hook on ``time_embed`` needs the same side channel and
-hides the addition. With pretrained Cosmos weights the action MLP's last layer starts at zero, so the
-pretrained denoiser starts out unchanged.
-
-The reward and state heads read the last transformer block's output through a forward hook (the block's output is not
-returned by diffusers' forward).
-
-The torchvision trap: ``concat_padding_mask=True`` (the real checkpoints' setting) makes diffusers call
-``torchvision.transforms.functional.resize``, a name that does not exist without torchvision.
-`_install_padding_mask_resize` provides that one function as ``F.interpolate(mode="nearest")``.
+How the action reaches the denoiser. Diffusers' Cosmos transformer turns a per-latent-frame timestep into ``temb``
+(added to every block's AdaLN shift, scale and gate) and ``embedded_timestep`` (which each block's AdaLN-LoRA maps to
+its own modulation). `WorldModel.transformer_pass` is that transformer's forward written out for the inputs this model
+uses (one video, per-frame timesteps, text context; no ControlNet, no image context), with the per-frame action
+embedding added to both timestep embeddings and the last block's hidden states returned beside the prediction, for the
+reward and state heads. It calls diffusers' own sub-modules, so the state-dict keys and the pretrained 2B weights load
+unchanged; tests/world_model/test_model.py checks that with no action it equals diffusers' forward exactly, so a
+diffusers upgrade that changes the forward fails there. With pretrained Cosmos weights the action MLP's last layer
+starts at zero, so the pretrained denoiser starts out unchanged. Diffusers' forward is not called, so its torchvision
+dependency (the padding-mask resize of ``concat_padding_mask=True``, the real checkpoints' setting) is not needed: the
+padding mask here is all zeros at the latent resolution.
 """
 
 from __future__ import annotations
@@ -35,20 +28,15 @@ import json
 import logging
 import re
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.transformers import transformer_cosmos
-from diffusers.models.transformers.transformer_cosmos import CosmosEmbedding
 
 from learning.world_model.codec import PatchCodec, WanCodec
 from learning.world_model.config import TINY_TRANSFORMER, WorldModelConfig, config_mismatch
@@ -59,48 +47,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was made under another architecture config; the message lists the differing fields."""
-
-
-def _resize_nearest(x: torch.Tensor, size: Sequence[int], interpolation: Any = None) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(int(s) for s in size), mode="nearest")
-
-
-def _install_padding_mask_resize() -> None:
-    """Give diffusers' Cosmos module the one torchvision function it calls (see the module docstring)."""
-    if hasattr(transformer_cosmos, "transforms"):
-        return  # torchvision is installed and imported there
-    transformer_cosmos.transforms = SimpleNamespace(
-        functional=SimpleNamespace(resize=_resize_nearest), InterpolationMode=SimpleNamespace(NEAREST="nearest"))
-
-
-class ActionTimeEmbedding(CosmosEmbedding):
-    """`CosmosEmbedding` (same sub-modules, same weights) + an additive per-latent-frame term on both of its
-    outputs: ``temb`` (B*T, 3D), the timestep embedding added to every AdaLN's shift/scale/gate, and
-    ``embedded_timestep`` (B*T, D), which each block's AdaLN-LoRA maps to its own modulation."""
-
-    def __init__(self, base: CosmosEmbedding) -> None:
-        nn.Module.__init__(self)
-        self.time_proj, self.t_embedder, self.norm = base.time_proj, base.t_embedder, base.norm
-        self._extra: torch.Tensor | None = None
-
-    @contextmanager
-    def adding(self, extra: torch.Tensor) -> Iterator[None]:
-        """Add ``extra`` (B*T, 4D) = [to temb (3D) | to embedded_timestep (D)] during the enclosed forward call."""
-        self._extra = extra
-        try:
-            yield
-        finally:
-            self._extra = None
-
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        temb, embedded_timestep = super().forward(hidden_states, timestep)  # (B*T, 3D), (B*T, D)
-        if self._extra is not None:
-            D = embedded_timestep.shape[-1]
-            if self._extra.shape != (embedded_timestep.shape[0], 4 * D):
-                raise ValueError(f"action embedding {tuple(self._extra.shape)} does not match the timestep embeddings (B*T, 3D + D) = ({embedded_timestep.shape[0]}, {4 * D})")
-            extra = self._extra.to(temb.dtype)
-            temb, embedded_timestep = temb + extra[:, : 3 * D], embedded_timestep + extra[:, 3 * D:]
-        return temb, embedded_timestep
 
 
 class HashedInstructionEncoder(nn.Module):
@@ -254,10 +200,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         if transformer.config.in_channels != C_in + 1 or transformer.config.out_channels != C:
             raise ValueError(f"transformer: in/out channels {transformer.config.in_channels}/{transformer.config.out_channels} "
                              f"do not fit the codec's {C} latent channels (+1 condition mask)")
-        if transformer.config.concat_padding_mask:
-            _install_padding_mask_resize()
         self.transformer = transformer
-        self.transformer.time_embed = ActionTimeEmbedding(self.transformer.time_embed)
         text_dim = int(transformer.config.text_embed_dim)
         self.text_encoder = HashedInstructionEncoder(cfg.text_vocab, text_dim, cfg.text_len)
         self.action_mlp = ActionEmbedding(cfg.action_dim, cfg.temporal_factor, cfg.action_hidden, 4 * D, zero_init=bool(pre),
@@ -265,8 +208,6 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.reward_net = FrameHead(D, cfg.reward_hidden, cfg.temporal_factor) if cfg.reward_head else None
         S = len(cfg.state_features)
         self.state_net = StateHead(D, cfg.state_hidden, cfg.temporal_factor, S) if S else None
-        self._hidden: torch.Tensor | None = None
-        self.transformer.transformer_blocks[-1].register_forward_hook(self._keep_hidden)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -294,9 +235,6 @@ class WorldModel(ModelMixin, ConfigMixin):
         cfg = WorldModelConfig.from_dict(params)
         model = cls(**cfg.to_dict(), pretrained_modules={"transformer": transformer, "vae": vae})
         return model.to(transformer.dtype) if torch_dtype is not None else model
-
-    def _keep_hidden(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
-        self._hidden = output[0] if isinstance(output, tuple) else output
 
     # ------------------------------------------------------------------ codec and text
     def tokenize(self, instructions: Sequence[str]) -> torch.Tensor:
@@ -335,6 +273,38 @@ class WorldModel(ModelMixin, ConfigMixin):
         return self.latent_codec.decode(nxt)
 
     # ------------------------------------------------------------------ denoiser
+    def transformer_pass(self, x: torch.Tensor, timestep: torch.Tensor, action_emb: torch.Tensor, text: torch.Tensor,
+                         cond_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diffusers' ``CosmosTransformer3DModel.forward`` for this model's inputs, with the actions added to the
+        timestep embeddings (see the module docstring).
+
+        x (B, C_in, T, h, w) latents; timestep (B, T) per latent frame; action_emb (B, T, 4D) = [added to temb (3D) |
+        added to embedded_timestep (D)], zeros on the conditioning frames; text (B, L, text_dim); cond_mask (B, 1, T,
+        h, w). Returns the prediction (B, C, T, h, w) and the last block's hidden states (B, T*h'*w', D)."""
+        tr = self.transformer
+        B, _, T, H, W = x.shape
+        x = torch.cat([x, cond_mask], 1)
+        if tr.config.concat_padding_mask:  # no padding anywhere
+            x = torch.cat([x, x.new_zeros(B, 1, T, H, W)], 1)
+        rotary = tr.rope(x, fps=self.wm_config.rope_fps)
+        extra_pos = tr.learnable_pos_embed(x) if tr.config.extra_pos_embed_type else None
+        p_t, p_h, p_w = tr.config.patch_size
+        Tq, Hq, Wq = T // p_t, H // p_h, W // p_w
+        hidden = tr.patch_embed(x).flatten(1, 3)  # (B, T'*h'*w', D)
+        temb, embedded_timestep = tr.time_embed(hidden, timestep.flatten())  # (B*T, 3D), (B*T, D)
+        D = embedded_timestep.shape[-1]
+        a = action_emb.flatten(0, 1).to(temb.dtype)
+        temb, embedded_timestep = temb + a[:, : 3 * D], embedded_timestep + a[:, 3 * D:]
+        # one embedding per latent frame, repeated over its tokens (p_t is 1, so latent frames are token frames)
+        temb, embedded_timestep = (e.view(B, Tq, 1, 1, -1).expand(-1, -1, Hq, Wq, -1).flatten(1, 3) for e in (temb, embedded_timestep))
+        context = tr.crossattn_proj(text) if tr.config.use_crossattn_projection else text
+        for block in tr.transformer_blocks:
+            hidden = block(hidden, context, embedded_timestep, temb, rotary, extra_pos)
+        out = tr.proj_out(tr.norm_out(hidden, embedded_timestep, temb))
+        out = out.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, (Tq, Hq, Wq))
+        out = out.permute(0, 7, 1, 6, 2, 4, 3, 5).flatten(6, 7).flatten(4, 5).flatten(2, 3)  # diffusers' unpatchify order
+        return out, hidden
+
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, actions: torch.Tensor, text_ids: torch.Tensor,
                 t_cond: torch.Tensor | None = None) -> WorldModelOutput:
         """One denoiser call.
@@ -353,16 +323,11 @@ class WorldModel(ModelMixin, ConfigMixin):
             x = torch.cat([x, self.latent_codec.hold_last(cond).expand(-1, -1, T, -1, -1)], 1)  # (B, 2C, T, h, w)
         tc = torch.full((B,), cfg.t_cond, device=x.device) if t_cond is None else t_cond
         timestep = torch.cat([tc[:, None].expand(B, Tc), t[:, None].expand(B, Tp)], 1) * cfg.timestep_scale  # (B, T)
-        timestep = timestep.view(B, 1, T, 1, 1).to(x.dtype)
         cond_mask = torch.zeros(B, 1, T, h, w, dtype=x.dtype, device=x.device)
         cond_mask[:, :, :Tc] = 1.0
         a_emb = self.action_mlp(actions.to(x.dtype))  # (B, T_pred, 4D)
-        a_emb = torch.cat([a_emb.new_zeros(B, Tc, a_emb.shape[-1]), a_emb], 1).flatten(0, 1)  # (B*T, 4D); cond frames: no action
-        padding_mask = x.new_zeros(1, 1, h, w) if self.transformer.config.concat_padding_mask else None
-        with self.transformer.time_embed.adding(a_emb):
-            out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=self.text_encoder(text_ids).to(x.dtype),
-                                   fps=cfg.rope_fps, condition_mask=cond_mask, padding_mask=padding_mask, return_dict=False)[0]
-        hidden, self._hidden = self._hidden, None
+        a_emb = torch.cat([a_emb.new_zeros(B, Tc, a_emb.shape[-1]), a_emb], 1)  # (B, T, 4D); cond frames: no action
+        out, hidden = self.transformer_pass(x, timestep.to(x.dtype), a_emb, self.text_encoder(text_ids).to(x.dtype), cond_mask)
         logits = state = None
         if self.reward_net is not None:
             logits = self.reward_net(hidden, T)[:, Tc * self.reward_net.temporal_factor:, 0]  # (B, K): drop the cond frames

@@ -2,11 +2,13 @@
 learning (overfit one window, a separable reward, action dependence), and bad input."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+from diffusers.models.transformers import transformer_cosmos
 
 from learning.world_model.config import TrainConfig
 from learning.world_model.flow import flow_target, noisy_latents
@@ -72,13 +74,13 @@ def test_from_cosmos_loads_pretrained_transformer_and_vae_and_round_trips(tmp_pa
     model = WorldModel.from_cosmos(tmp_path / "cosmos", image_size=32, chunk=8, t_cond=1e-4).eval()
     cfg = model.wm_config
     assert cfg.codec == "wan" and cfg.temporal_factor == 4 and cfg.timestep_scale == 1.0
-    # The pretrained weights arrive unchanged (the action time-embedding keeps diffusers' parameter names).
+    # The pretrained weights arrive unchanged (the model keeps diffusers' modules and parameter names).
     mine = model.transformer.state_dict()
     for k, v in tr.state_dict().items():
         assert torch.equal(mine[k], v), k
     for k, v in vae.state_dict().items():
         assert torch.equal(model.latent_codec.vae.state_dict()[k], v), k
-    # concat_padding_mask=True runs without torchvision (our nearest-resize stand-in).
+    # concat_padding_mask=True runs without torchvision (diffusers' forward, which needs it, is not called).
     S = 32
     cond = torch.randint(0, 256, (2, 1, S, S, 3), dtype=torch.uint8)
     c, _ = model.encode_window(cond)
@@ -220,6 +222,48 @@ def test_reward_head_learns_a_trivially_separable_set():
     with torch.no_grad():
         p = torch.sigmoid(model(x0, torch.zeros(B), c, lat["actions"], lat["text_ids"]).reward_logits)
     assert bool((p[bright] > 0.9).all()) and bool((p[~bright] < 0.1).all()), p
+
+
+@pytest.mark.parametrize("cosmos_layout", [False, True])
+def test_transformer_pass_is_diffusers_forward_plus_the_action_term(tmp_path, monkeypatch, cosmos_layout):
+    """`WorldModel.transformer_pass` writes diffusers' Cosmos forward out: with no action it returns exactly what
+    diffusers' forward returns, and the last block's output as its hidden states (a diffusers upgrade that changes
+    the forward fails here). The Cosmos layout has concat_padding_mask=True, whose diffusers path calls torchvision's
+    resize: a nearest-neighbour stand-in for the comparison (the padding mask is all zeros)."""
+    if cosmos_layout:
+        _save_tiny_cosmos(tmp_path / "cosmos")
+        model = WorldModel.from_cosmos(tmp_path / "cosmos", image_size=32, chunk=8).eval()
+        resize = lambda x, size, interpolation=None: torch.nn.functional.interpolate(x, size=tuple(size), mode="nearest")  # noqa: E731
+        monkeypatch.setattr(transformer_cosmos, "transforms", SimpleNamespace(functional=SimpleNamespace(resize=resize),
+                                                                              InterpolationMode=SimpleNamespace(NEAREST=None)), raising=False)
+    else:
+        torch.manual_seed(0)
+        model = WorldModel.from_wm_config(tiny_config()).eval()
+    with torch.no_grad():  # parameters that start at zero (e.g. the learnable position embedding) get values, so each input counts
+        for p in model.transformer.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.1)
+    c, x0, _, ids = _inputs(model)
+    x = torch.cat([c, torch.randn_like(x0)], 2)
+    B, _, T, h, w = x.shape
+    timestep = torch.rand(B, T)
+    cond_mask = torch.zeros(B, 1, T, h, w)
+    cond_mask[:, :, : c.shape[2]] = 1.0
+    text = model.text_encoder(ids)
+    seen = []
+
+    def keep(module, args, out):  # returns None: the block's output stays as it is
+        seen.append(out)
+
+    model.transformer.transformer_blocks[-1].register_forward_hook(keep)
+    with torch.no_grad():
+        theirs = model.transformer(hidden_states=x, timestep=timestep.view(B, 1, T, 1, 1), encoder_hidden_states=text,
+                                   fps=model.wm_config.rope_fps, condition_mask=cond_mask,
+                                   padding_mask=x.new_zeros(1, 1, h, w), return_dict=False)[0]
+        ours, hidden = model.transformer_pass(x, timestep, torch.zeros(B, T, 4 * model.wm_config.hidden_size), text, cond_mask)
+        moved, _ = model.transformer_pass(x, timestep, torch.full((B, T, 4 * model.wm_config.hidden_size), 0.1), text, cond_mask)
+    assert torch.equal(ours, theirs) and torch.equal(hidden, seen[0])
+    assert not torch.allclose(moved, ours)  # the action term reaches the prediction
 
 
 def test_actions_change_the_prediction():
