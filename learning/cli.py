@@ -1,10 +1,11 @@
 """`wvl`: one command line for the whole loop.
 
-    wvl <command> [mode] [key=value ...]
+    wvl <command> [mode] [--settings FILE] [key=value ...]
 
-Each command composes a Hydra config (package data under learning/conf/ or robot/conf/) with `key=value`
-overrides; an unknown key is refused with the list of valid ones. Commands are imported lazily so that the
-robot-side ones (`wvl robot`, `wvl keys`) never import torch.
+Each command composes a Hydra config (package data under learning/conf/ or robot/conf/), then the keys of a YAML
+settings file (``--settings``, nested like the config), then `key=value` overrides (the command line wins); an
+unknown key is refused with the list of valid ones. Commands are imported lazily so that the robot-side ones
+(`wvl robot`, `wvl keys`) never import torch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Command:
     target: str  # "module:function(cfg: DictConfig, mode: str | None) -> int | None"
     config: str  # "<package>/<name>": learning/conf/<name>.yaml or robot/conf/<name>.yaml
     modes: tuple[str, ...] = ()  # allowed positional mode words; the first is the default
+    # blocks that take keys the YAML does not list (with `+key=` or in a settings file): those a typed config checks
+    open_blocks: tuple[str, ...] = ()
 
 
 # Only commands that work are listed. Each area adds its line here.
@@ -67,6 +70,7 @@ COMMANDS: dict[str, Command] = {
     "robot": Command(
         "the robot in one process (no ROS): camera + arm + policy/teleop + safety filter + outbox; `collect` = SANS teleop session",
         "robot.main:main", "robot/robot", modes=("run", "collect", "deploy"),
+        open_blocks=("sim",),  # the simulator's own config (ManiSkillConfig | LiberoConfig) takes more keys; it refuses unknown ones
     ),
     "calibrate": Command(
         "camera calibration: print the ChArUco board, intrinsics, hand-eye (eye-in-hand / eye-to-hand), drift check",
@@ -111,8 +115,9 @@ def _flatten_keys(cfg, prefix: str = "") -> list[str]:
     return keys
 
 
-def compose(config: str, overrides: list[str]) -> DictConfig:
-    """Compose learning/conf/<name>.yaml (or robot/conf/...) with key=value overrides; unknown keys are refused."""
+def compose(config: str, overrides: list[str], settings: Path | None = None, open_blocks: tuple[str, ...] = ()) -> DictConfig:
+    """Compose learning/conf/<name>.yaml (or robot/conf/...), the keys of a ``settings`` YAML file, then key=value
+    overrides; unknown keys are refused (a settings file may add keys inside ``open_blocks``)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -140,14 +145,50 @@ def compose(config: str, overrides: list[str]) -> DictConfig:
                 top = sorted(k for k in valid if "." not in k)
                 raise ConfigKeyError(f"unknown config key {key!r} for this command; valid keys: {', '.join(top)}")
         try:
-            return hydra_compose(config_name=name, overrides=overrides)
+            cfg = hydra_compose(config_name=name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as e:
             raise ValueError(f"bad override: {str(e).splitlines()[0]}") from e
+    if settings is not None:
+        given = {ov.split("=", 1)[0].lstrip("+~") for ov in overrides if ov not in groups}
+        _apply_settings(cfg, Path(settings), given, set(valid), open_blocks)
+    return cfg
+
+
+def _leaves(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) for every non-mapping value of a nested mapping."""
+    out: list[tuple[str, object]] = []
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        out.extend(_leaves(v, key + ".") if isinstance(v, dict) and v else [(key, v)])
+    return out
+
+
+def _apply_settings(cfg: DictConfig, path: Path, given: set[str], valid: set[str], open_blocks: tuple[str, ...]) -> None:
+    """Set the keys of a settings file on the composed config, except those the command line sets (it wins)."""
+    import yaml
+    from omegaconf import open_dict
+
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"settings file {path}: not YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"settings file {path}: expected a mapping of config keys, got {type(data).__name__}")
+    for key, value in _leaves(data):
+        if key not in valid and key.split(".", 1)[0] not in open_blocks:
+            top = sorted(k for k in valid if "." not in k)
+            raise ConfigKeyError(f"settings file {path}: unknown config key {key!r} for this command; valid keys: {', '.join(top)}")
+        if any(key == g or key.startswith(g + ".") for g in given):
+            continue
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, value, merge=False)
 
 
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: wvl <command> [mode] [key=value ...]", "", "commands:"]
+    lines = ["usage: wvl <command> [mode] [--settings FILE] [key=value ...]", "", "commands:"]
     lines += [f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items()]
     lines += ["", "`wvl <command> --help` shows a command's config keys, their defaults and what each one does."]
     return "\n".join(lines)
@@ -186,8 +227,9 @@ def _config_text(config: str) -> str:
 def _command_help(name: str, cmd: Command) -> str:
     compose(cmd.config, [])  # the defaults compose (a broken config file fails here, not later)
     modes = f" [{'|'.join(cmd.modes)}]" if cmd.modes else ""
-    return (f"wvl {name}{modes} [key=value ...]\n\n{cmd.help}\n\n"
-            f"config (key: default  # description; override any key with key=value, nested ones as a.b=value):\n\n"
+    return (f"wvl {name}{modes} [--settings FILE] [key=value ...]\n\n{cmd.help}\n\n"
+            f"config (key: default  # description; override any key with key=value, nested ones as a.b=value, "
+            f"or many at once with a YAML file of them, nested the same way: --settings FILE):\n\n"
             f"{_config_text(cmd.config)}")
 
 
@@ -208,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(_command_help(name, cmd))
             return 0
+        settings = None
+        if "--settings" in rest:
+            i = rest.index("--settings")
+            if i + 1 >= len(rest):
+                raise ValueError("--settings needs a YAML file")
+            settings = Path(rest[i + 1])
+            rest = rest[:i] + rest[i + 2:]
         mode = None
         if cmd.modes:
             mode = cmd.modes[0]
@@ -215,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 mode = rest.pop(0)
                 if mode not in cmd.modes:
                     raise ConfigKeyError(f"unknown mode {mode!r}; valid: {', '.join(cmd.modes)}")
-        cfg = compose(cmd.config, rest)
+        cfg = compose(cmd.config, rest, settings, cmd.open_blocks)
         module, func = cmd.target.split(":")
         rc = getattr(importlib.import_module(module), func)(cfg, mode)
         return int(rc or 0)

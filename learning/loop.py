@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from learning.data.store import EpisodeStore
@@ -164,35 +165,26 @@ def ensure_classifier(sans: EpisodeStore, cache: Path, steps: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- the robot
-ROBOT_SIM_KEYS = ("kind", "task", "image_size", "control_hz", "max_steps")  # the sim keys robot/conf/robot.yaml lists
-
-
-def _override_value(v: Any) -> str:
-    """A Hydra override value: lists as [a,b], strings quoted when they hold spaces or commas."""
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_override_value(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str) and any(ch in v for ch in " ,[]="):
-        return "'" + v + "'"
-    return str(v)
-
-
 class RobotProcess:
     """`wvl robot deploy` as a child process on the simulated robot; its log goes to ``log_path``."""
 
     def __init__(self, c: dict[str, Any], endpoint: str, keys: Path, work: Path) -> None:
         self.log_path = work / "robot.log"
-        # The robot's simulator: the loop's `sim` group, passed key by key (`+` adds keys robot.yaml does not list).
+        # Everything the loop decides about the robot in one file (the simulator: the loop's `sim` group), handed
+        # over with --settings; the user's `robot.overrides` come after it and win.
         sim = {**c["sim"], "task": c["task"], "max_steps": c["robot"]["max_steps"]}
-        sim_args = [f"{'' if k in ROBOT_SIM_KEYS else '+'}sim.{k}={_override_value(v)}" for k, v in sim.items() if v is not None]
-        args = [
-            sys.executable, "-m", "learning.cli", "robot", "deploy", "rig=sim", "sink=link", "source=policy",
-            f"link.endpoint={endpoint}", f"link.secret_key={keys / (ROBOT_ID + '.key_secret')}",
-            f"link.learner_key={keys / 'learner.key'}", f"outbox={work / 'outbox'}", f"deploy.policies={work / 'policies'}",
-            f"deploy.episodes={c['eval_episodes']}", f"deploy.eval_seed={c['eval_seed']}",
-            f"runner.max_steps={c['robot']['max_steps']}", *sim_args,
-        ] + list(c["robot"].get("overrides") or [])
+        settings = {
+            "rig": "sim", "sink": "link", "source": "policy",
+            "link": {"endpoint": endpoint, "secret_key": str(keys / (ROBOT_ID + ".key_secret")), "learner_key": str(keys / "learner.key")},
+            "outbox": str(work / "outbox"),
+            "deploy": {"policies": str(work / "policies"), "episodes": c["eval_episodes"], "eval_seed": c["eval_seed"]},
+            "runner": {"max_steps": c["robot"]["max_steps"]},
+            "sim": {k: v for k, v in sim.items() if v is not None},  # null: the simulator's default
+        }
+        self.settings_path = work / "robot_settings.yaml"
+        self.settings_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        args = [sys.executable, "-m", "learning.cli", "robot", "deploy", "--settings", str(self.settings_path),
+                *(c["robot"].get("overrides") or [])]
         env = {**os.environ, "WVL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
