@@ -29,7 +29,8 @@ class Command:
     target: str  # "module:function(cfg: DictConfig, mode: str | None) -> int | None"
     config: str  # "<package>/<name>": learning/conf/<name>.yaml or robot/conf/<name>.yaml
     modes: tuple[str, ...] = ()  # allowed positional mode words; the first is the default
-    # blocks that take keys the YAML does not list (with `+key=` or in a settings file): those a typed config checks
+    # blocks in which a settings file may add keys the YAML does not list (on the command line `+key=value` adds
+    # anywhere): blocks whose values a typed config checks
     open_blocks: tuple[str, ...] = ()
 
 
