@@ -7,7 +7,8 @@ placement sampled with that seed; then its actions are replayed from the same st
 (robot/sim/libero_collect.py: `place_offset` = the hand moves sideways just before the release, `grasp_offset`
 = at the top of the approach) of each size, in `--directions` evenly spaced directions (random phase). The
 benchmark's own predicate says success or failure; the table also gives where the object ends (distance of
-its centre from the target region's centre, in the table plane). Physics only: no camera is rendered.
+its centre from the target region's centre, in the table plane). Every episode runs as SANS collection runs it:
+`record_rollout`, through the rig's episode runner and safety filter, the replays playing the success's commands.
 
 Last line: place_offset_fail_9cm=… grasp_offset_fail_3_5cm=… expert_success=…
 """
@@ -30,7 +31,7 @@ SIZES_M = {"place_offset": (0.05, 0.07, 0.09, 0.11), "grasp_offset": (0.025, 0.0
 
 def main() -> int:
     from robot.sim.libero import LiberoConfig, LiberoRobot
-    from robot.sim.libero_collect import ActionReplay, _Planned, perturbation_point
+    from robot.sim.libero_collect import ActionReplay, Start, _Planned, commands, perturbation_point, record_rollout
     from robot.sim.libero_expert import pick_place_goal
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,39 +43,24 @@ def main() -> int:
     robot.connect()
     sim = robot.sim
 
-    def run(ctrl, stop_after_success: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        actions, ee_z, succeeded_at = [], [], None
-        for k in range(robot.config.episode_steps):
-            if ctrl.done:
-                break
-            a = ctrl.act(sim.privileged())
-            actions.append(a)
-            ee_z.append(robot.arm.read_state().ee_pose[2])
-            robot.arm.send_action(a)
-            if sim.success and succeeded_at is None:
-                succeeded_at = k
-            if stop_after_success is not None and succeeded_at is not None and k - succeeded_at >= stop_after_success:
-                break
-        return np.array(actions), np.array(ee_z)
-
     rng = np.random.default_rng(0)
     results: dict[tuple[str, float], list[tuple[bool, float]]] = defaultdict(list)
     expert_ok = 0
     for seed in args.seeds:
-        sim.reset_sampled(seed)
-        start = sim.start_state
-        actions, ee_z = run(_Planned(robot), stop_after_success=5)
-        if not sim.success:
+        success = record_rollout(robot, Start(seed=seed), _Planned(robot), settle_after_success=5)
+        if success.outcome != "success":
             print(f"seed {seed}: the expert failed; skipped")
             continue
         expert_ok += 1
+        start = Start(state=np.asarray(success.info["start_state"]))
+        actions = commands(success)
         obj, target = pick_place_goal(sim.privileged()["goal"])
         for kind, sizes in SIZES_M.items():
-            at = perturbation_point(kind, actions, ee_z)
+            at = perturbation_point(kind, actions, success.ee_pose[:-1, 2])
             for size in sizes:
                 for angle in np.linspace(0, 2 * np.pi, args.directions, endpoint=False) + rng.uniform(0, np.pi / 2):
-                    sim.reset_to_state(start)
-                    run(ActionReplay(actions, at, np.array([size * np.cos(angle), size * np.sin(angle), 0.0]), hold_steps=10))
+                    offset = np.array([size * np.cos(angle), size * np.sin(angle), 0.0])
+                    record_rollout(robot, start, ActionReplay(actions, at, offset, hold_steps=10), settle_after_success=10**9)
                     p = sim.privileged()
                     where = p["regions"][target]["pos"] if target in p["regions"] else p["objects"][target]["centre"]
                     dist = float(np.linalg.norm(p["objects"][obj]["pos"][:2] - where[:2]))

@@ -11,11 +11,13 @@ A near-success replays a success's actions from the same start with one perturba
   then the rest of the recorded actions play: the object is carried and dropped beside the target.
 - ``grasp_offset``: at the top of the approach, the hand first moves 3-4.5 cm sideways, then the recorded
   descent/grasp/carry play shifted: the grasp misses.
-Measured on LIBERO-Object task 0 (2 successes x 4 directions per offset, physics only): a 5 cm place offset
-never failed (the object slides into the basket), 7 cm failed 3/8, 9 and 11 cm 8/8 (the object ends a median
-13-16 cm from the basket's centre, beside it); grasp offsets of 2.5 cm failed 5/8, 3.5 and 4.5 cm 8/8.
+Measured on LIBERO-Object task 0 (2 successes x 4 directions per offset, `bench/libero_sans.py`): a 5 cm place
+offset failed 1/8 (the object slides into the basket), 7 cm 2/8, 9 and 11 cm 8/8 (the object ends a median 13-16 cm
+from the basket's centre, beside it); grasp offsets of 2.5 cm failed 5/8, 3.5 cm 8/8, 4.5 cm 7/8.
 The benchmark's success predicate labels every episode; a perturbed replay that still succeeds is retried
-with a new offset. Failed rollouts of a policy (the paper's other near-successes) come from the evaluation
+with a new offset. Every episode runs through the rig's episode runner and safety filter (`record_rollout`), like
+ManiSkill's; a replay plays the recorded commands before the filter (`commands`), which the filter passes again
+as it did. Failed rollouts of a policy (the paper's other near-successes) come from the evaluation
 harness with `record_rollout(..., source="policy")`.
 
 Episodes start from placements sampled from the task's regions with the episode's seed
@@ -32,10 +34,11 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from robot.episode import Episode, EpisodeRecorder
+from robot.episode import Episode
 from robot.sim.collect import CollectStats, _interleave
 from robot.sim.libero import LiberoRobot, from_libero_action
 from robot.sim.libero_expert import TRANSLATION_SCALE_M, LiberoPickPlaceExpert
+from robot.sim.rollout import sim_runner
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,25 @@ class Start:
             robot.sim.reset_sampled(int(self.seed))
 
 
+class ControllerSource:
+    """A privileged controller as the runner's action source: one action per control step, read from the
+    simulator's privileged state (object poses, goal) at that step."""
+
+    def __init__(self, sim: Any, controller: Controller | Callable[[dict], np.ndarray]) -> None:
+        self.sim, self.controller = sim, controller
+        self._act = controller.act if hasattr(controller, "act") else controller
+
+    def reset(self, instruction: str) -> None:
+        pass
+
+    @property
+    def done(self) -> bool:
+        return bool(getattr(self.controller, "done", False))
+
+    def next_chunk(self, obs: Any) -> np.ndarray:
+        return np.asarray(self._act(self.sim.privileged()), dtype=np.float32).reshape(1, 7)
+
+
 def record_rollout(
     robot: LiberoRobot,
     start: Start,
@@ -75,41 +97,29 @@ def record_rollout(
     settle_after_success: int = 5,
     info: dict[str, Any] | None = None,
 ) -> Episode:
-    """Run one episode on the LIBERO robot and record it (every camera, state, action, per-step reward).
+    """Run one episode on the LIBERO robot through the rig's episode runner and safety filter
+    (`robot.sim.rollout.sim_runner`, as every simulated episode) and return it (every camera, state, action,
+    per-step reward; the commands before the filter in ``extras["action_commanded"]``, which is what a replay plays).
 
     Stops `settle_after_success` steps after the task first succeeds, when the controller says it is done,
     or after `max_steps` (default: the suite's budget). The last observation closes the episode with a hold
     action. Outcome: "success" if the benchmark's predicate holds at the end, else `outcome_if_failed`."""
-    sim, arm = robot.sim, robot.arm
+    sim = robot.sim
     start.apply(robot)
     start_state = sim.start_state
-    act = controller.act if hasattr(controller, "act") else controller
-    rec = EpisodeRecorder(robot.instruction, robot.config.control_hz, rig=robot.config.rig, source=source)
-    limit = robot.config.episode_steps if max_steps is None else max_steps
-    succeeded_at: int | None = None
-
-    def observe(action: np.ndarray) -> None:
-        state = arm.read_state()
-        images = {name: cam.read().rgb for name, cam in robot.cameras.items()}
-        rec.add_step(timestamp=state.stamp, images=images, joints=state.joints, ee_pose=state.ee_pose,
-                     gripper=state.gripper, action=action, reward=float(sim.success))
-
-    last = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float32)
-    for _ in range(limit):
-        if getattr(controller, "done", False):
-            break
-        action = np.asarray(act(sim.privileged()), dtype=np.float32).reshape(7)
-        observe(action)
-        last = arm.send_action(action)
-        if sim.success and succeeded_at is None:
-            succeeded_at = sim.steps
-        if succeeded_at is not None and sim.steps - succeeded_at >= settle_after_success:
-            break
-    observe(np.array([0, 0, 0, 0, 0, 0, last[6]], dtype=np.float32))
+    runner = sim_runner(robot, max_steps or robot.config.episode_steps, source_kind=source, settle_steps=settle_after_success)
+    src = ControllerSource(sim, controller)
     c = robot.config
-    meta = {"sim_suite": c.suite, "sim_task": c.task, "sim_task_name": c.task_name, "sim_success": bool(sim.success),
-            "camera": c.camera_info(), **sim.reset_info, "start_state": [float(x) for x in start_state], **(info or {})}
-    return rec.finish("success" if sim.success else outcome_if_failed, info=meta)
+    meta = {"sim_suite": c.suite, "sim_task": c.task, "sim_task_name": c.task_name, "camera": c.camera_info(), **sim.reset_info,
+            "start_state": [float(x) for x in start_state], **(info or {})}
+    res = runner.run(src, robot.instruction, success=lambda: bool(sim.success), stop=lambda: src.done, info=meta)
+    ep = res.episode
+    if ep is None:
+        raise RuntimeError(f"the LIBERO rig recorded nothing ({res.end_reason}: {res.detail})")
+    ep.info["sim_success"] = bool(res.success)
+    if not res.success:
+        ep.outcome = outcome_if_failed
+    return ep
 
 
 # ---------------------------------------------------------------------------------------------- replays
@@ -152,6 +162,12 @@ class ActionReplay:
         return a
 
 
+def commands(episode: Episode) -> np.ndarray:
+    """The actions to replay an episode: the commands before the safety filter (the filter, in the same state, sends
+    what was sent again), without the closing hold."""
+    return episode.extras["action_commanded"][:-1]
+
+
 def perturbation_point(kind: str, actions: np.ndarray, ee_z: np.ndarray) -> int:
     """Where to insert a perturbation into a success's actions: before the release (place_offset) or at the
     top of the approach before the grasp (grasp_offset). Found from the gripper channel (-1 close)."""
@@ -179,7 +195,7 @@ def perturbed_replay(robot: LiberoRobot, success: Episode, kind: str, rng: np.ra
     """A near-success from a success: its actions replayed from its start state with one perturbation.
     Returns (episode or None if every try still succeeded, tries used)."""
     start = Start(seed=success.info.get("init_state"), state=np.asarray(success.info["start_state"]))
-    actions = success.actions[:-1]  # the last row is the closing hold
+    actions = commands(success)
     at = perturbation_point(kind, actions, success.ee_pose[:-1, 2])
     for t in range(1, tries + 1):
         offset = sample_offset(kind, rng)

@@ -18,6 +18,7 @@ from robot.sim.libero_collect import (  # noqa: E402
     Start,
     _Planned,
     collect_sans,
+    commands,
     demo_replay,
     read_demos,
     record_rollout,
@@ -94,7 +95,7 @@ def test_an_episode_collected_through_the_wrapper_round_trips_through_the_store(
     for cam in ep.cameras:  # H.264: close, not exact
         assert np.abs(back.images[cam].astype(int) - ep.images[cam]).mean() < 4
     # The start state stored with the episode replays it: same actions, same frames.
-    replay = record_rollout(robot, Start(state=np.asarray(back.info["start_state"])), ActionReplay(back.actions[:-1]),
+    replay = record_rollout(robot, Start(state=np.asarray(back.info["start_state"])), ActionReplay(commands(back)),
                             settle_after_success=10**9)
     assert np.array_equal(replay.actions[:-1], ep.actions[:-1])
     assert np.abs(replay.images["front"].astype(int) - ep.images["front"]).max() <= 2
