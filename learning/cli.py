@@ -177,14 +177,15 @@ def _apply_settings(cfg: DictConfig, path: Path, given: set[str], valid: set[str
         raise ValueError(f"settings file {path}: not YAML: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"settings file {path}: expected a mapping of config keys, got {type(data).__name__}")
-    for key, value in _leaves(data):
+    leaves = _leaves(data)
+    for key, _ in leaves:
         if key not in valid and key.split(".", 1)[0] not in open_blocks:
             top = sorted(k for k in valid if "." not in k)
             raise ConfigKeyError(f"settings file {path}: unknown config key {key!r} for this command; valid keys: {', '.join(top)}")
-        if any(key == g or key.startswith(g + ".") for g in given):
-            continue
-        with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=False)
+    with open_dict(cfg):
+        for key, value in leaves:
+            if not any(key == g or key.startswith(g + ".") for g in given):
+                OmegaConf.update(cfg, key, value, merge=False)
 
 
 def _usage() -> str:

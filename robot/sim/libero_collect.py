@@ -107,7 +107,7 @@ def record_rollout(
     sim = robot.sim
     start.apply(robot)
     start_state = sim.start_state
-    runner = sim_runner(robot, max_steps or robot.config.episode_steps, source_kind=source, settle_steps=settle_after_success)
+    runner = sim_runner(robot, max_steps, source_kind=source, settle_steps=settle_after_success)  # None: the suite's budget
     src = ControllerSource(sim, controller)
     c = robot.config
     meta = {"sim_suite": c.suite, "sim_task": c.task, "sim_task_name": c.task_name, "camera": c.camera_info(), **sim.reset_info,
